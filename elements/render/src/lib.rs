@@ -1,0 +1,1 @@
+//! ikol-render: see the crate description; filled in by its issue.

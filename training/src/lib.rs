@@ -1,0 +1,1 @@
+//! ikol-train: training of the backbone through the IKOL layer (training issue).
