@@ -1,1 +1,338 @@
-//! ikol-render: see the crate description; filled in by its issue.
+//! ikol-render: a CPU rasteriser for body meshes, skeletons and boxes into packed RGB/RGBA/BGRx
+//! frames (the `ikoloverlay` element and the `ikol` command draw with it).
+//!
+//! Triangles are projected with the pinhole model (OpenCV convention, camera frame x right, y
+//! down, z forward), rasterised with edge functions over pixel centres, depth-tested against a
+//! z-buffer with perspective-correct depth (1/z interpolated linearly in screen space), and shaded
+//! with Lambert's law from per-vertex normals under a light at the camera.
+
+use ikol_types::Intrinsics;
+
+/// Pixel layout of a frame buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    Rgb,
+    Rgba,
+    Bgrx,
+}
+
+impl PixelFormat {
+    pub fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Rgb => 3,
+            PixelFormat::Rgba | PixelFormat::Bgrx => 4,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    #[error("frame buffer of {len} bytes is too small for {width}x{height} with stride {stride}")]
+    BufferTooSmall { len: usize, width: usize, height: usize, stride: usize },
+    #[error("face {face} refers to vertex {vertex}, but there are {count} vertices")]
+    BadFace { face: usize, vertex: u32, count: usize },
+}
+
+/// A mutable view of a packed frame.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    pub data: &'a mut [u8],
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+    pub format: PixelFormat,
+}
+
+impl<'a> Frame<'a> {
+    pub fn new(data: &'a mut [u8], width: usize, height: usize, stride: usize, format: PixelFormat) -> Result<Self, RenderError> {
+        let need = if height == 0 { 0 } else { stride * (height - 1) + width * format.bytes_per_pixel() };
+        if data.len() < need || stride < width * format.bytes_per_pixel() {
+            return Err(RenderError::BufferTooSmall { len: data.len(), width, height, stride });
+        }
+        Ok(Self { data, width, height, stride, format })
+    }
+
+    /// Blends `rgb` over pixel (x, y) with opacity `alpha` in [0, 1].
+    #[inline]
+    pub fn blend(&mut self, x: usize, y: usize, rgb: [u8; 3], alpha: f32) {
+        let o = y * self.stride + x * self.format.bytes_per_pixel();
+        let px = &mut self.data[o..o + 3];
+        let c = match self.format {
+            PixelFormat::Bgrx => [rgb[2], rgb[1], rgb[0]],
+            _ => rgb,
+        };
+        for (p, c) in px.iter_mut().zip(c) {
+            *p = (f32::from(*p) * (1.0 - alpha) + f32::from(c) * alpha).round().clamp(0.0, 255.0) as u8;
+        }
+        if self.format == PixelFormat::Rgba {
+            self.data[o + 3] = 255;
+        }
+    }
+
+    /// Reads pixel (x, y) as RGB.
+    pub fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
+        let o = y * self.stride + x * self.format.bytes_per_pixel();
+        let p = &self.data[o..o + 3];
+        match self.format {
+            PixelFormat::Bgrx => [p[2], p[1], p[0]],
+            _ => [p[0], p[1], p[2]],
+        }
+    }
+}
+
+/// Per-pixel depth (camera z, metres) of what has been drawn; reuse across meshes of a frame so
+/// people occlude each other correctly.
+#[derive(Debug, Clone)]
+pub struct DepthBuffer {
+    width: usize,
+    depth: Vec<f32>,
+}
+
+impl DepthBuffer {
+    pub fn new(width: usize, height: usize) -> Self {
+        Self { width, depth: vec![f32::INFINITY; width * height] }
+    }
+    pub fn clear(&mut self) {
+        self.depth.fill(f32::INFINITY);
+    }
+    pub fn at(&self, x: usize, y: usize) -> f32 {
+        self.depth[y * self.width + x]
+    }
+}
+
+/// How a mesh is drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshStyle {
+    pub color: [u8; 3],
+    pub opacity: f32,
+    /// Fraction of light that is ambient (the rest is Lambertian from the camera).
+    pub ambient: f32,
+}
+
+impl Default for MeshStyle {
+    fn default() -> Self {
+        Self { color: [150, 180, 230], opacity: 1.0, ambient: 0.25 }
+    }
+}
+
+/// Per-vertex unit normals (area-weighted face normals), for shading.
+pub fn vertex_normals(vertices: &[[f32; 3]], faces: &[[u32; 3]]) -> Vec<[f32; 3]> {
+    let mut n = vec![[0f32; 3]; vertices.len()];
+    for f in faces {
+        let [a, b, c] = f.map(|i| vertices[i as usize]);
+        let e1 = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
+        let e2 = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];
+        let fnrm = [e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]];
+        for &i in f {
+            for k in 0..3 {
+                n[i as usize][k] += fnrm[k];
+            }
+        }
+    }
+    for v in &mut n {
+        let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+        if l > 0.0 {
+            v.iter_mut().for_each(|x| *x /= l);
+        }
+    }
+    n
+}
+
+/// Draws a triangle mesh given in camera coordinates (metres). Triangles with a vertex behind
+/// the near plane (z < 1 cm) are skipped. Returns the number of pixels written.
+pub fn draw_mesh(
+    frame: &mut Frame<'_>,
+    depth: &mut DepthBuffer,
+    k: &Intrinsics,
+    vertices: &[[f32; 3]],
+    faces: &[[u32; 3]],
+    style: &MeshStyle,
+) -> Result<usize, RenderError> {
+    if let Some((face, &vertex)) = faces.iter().enumerate().find_map(|(i, f)| f.iter().find(|&&v| v as usize >= vertices.len()).map(|v| (i, v))) {
+        return Err(RenderError::BadFace { face, vertex, count: vertices.len() });
+    }
+    let normals = vertex_normals(vertices, faces);
+    let (w, h) = (frame.width as f32, frame.height as f32);
+    let screen: Vec<[f32; 3]> = vertices
+        .iter()
+        .map(|v| {
+            let z = v[2];
+            [k.fx as f32 * v[0] / z + k.cx as f32, k.fy as f32 * v[1] / z + k.cy as f32, z]
+        })
+        .collect();
+    let mut written = 0;
+    for f in faces {
+        let [a, b, c] = f.map(|i| screen[i as usize]);
+        if a[2] < 0.01 || b[2] < 0.01 || c[2] < 0.01 {
+            continue;
+        }
+        let area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]);
+        if area.abs() < 1e-12 {
+            continue;
+        }
+        let x0 = a[0].min(b[0]).min(c[0]).floor().max(0.0) as usize;
+        let x1 = (a[0].max(b[0]).max(c[0]).ceil().min(w - 1.0)).max(-1.0);
+        let y0 = a[1].min(b[1]).min(c[1]).floor().max(0.0) as usize;
+        let y1 = (a[1].max(b[1]).max(c[1]).ceil().min(h - 1.0)).max(-1.0);
+        if x1 < 0.0 || y1 < 0.0 {
+            continue;
+        }
+        let (x1, y1) = (x1 as usize, y1 as usize);
+        let [na, nb, nc] = f.map(|i| normals[i as usize]);
+        let [va, vb, vc] = f.map(|i| vertices[i as usize]);
+        for y in y0..=y1 {
+            let py = y as f32;
+            for x in x0..=x1 {
+                let px = x as f32;
+                // Barycentric weights from edge functions (either winding).
+                let w0 = ((b[0] - px) * (c[1] - py) - (b[1] - py) * (c[0] - px)) / area;
+                let w1 = ((c[0] - px) * (a[1] - py) - (c[1] - py) * (a[0] - px)) / area;
+                let w2 = 1.0 - w0 - w1;
+                // Pixel centres on an edge belong to the triangle (the z-test keeps shared edges
+                // from being drawn twice); the tolerance absorbs rounding of the edge functions.
+                const EDGE_EPS: f32 = -1e-5;
+                if w0 < EDGE_EPS || w1 < EDGE_EPS || w2 < EDGE_EPS {
+                    continue;
+                }
+                // Perspective-correct depth: 1/z is affine in screen space.
+                let z = 1.0 / (w0 / a[2] + w1 / b[2] + w2 / c[2]);
+                let d = &mut depth.depth[y * depth.width + x];
+                if z >= *d {
+                    continue;
+                }
+                *d = z;
+                // Lambert with the light at the camera: cos = |n . (-p/|p|)|; two-sided.
+                let n = [0, 1, 2].map(|i| w0 * na[i] + w1 * nb[i] + w2 * nc[i]);
+                let p = [0, 1, 2].map(|i| w0 * va[i] + w1 * vb[i] + w2 * vc[i]);
+                let nl = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt() * (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
+                let lambert = if nl > 0.0 { ((n[0] * p[0] + n[1] * p[1] + n[2] * p[2]) / nl).abs() } else { 1.0 };
+                let shade = style.ambient + (1.0 - style.ambient) * lambert;
+                let rgb = style.color.map(|c| (f32::from(c) * shade).min(255.0) as u8);
+                frame.blend(x, y, rgb, style.opacity);
+                written += 1;
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// Draws a line segment (pixels) with the given thickness, clipped to the frame.
+pub fn draw_line(frame: &mut Frame<'_>, p0: [f32; 2], p1: [f32; 2], thickness: f32, rgb: [u8; 3]) {
+    let (dx, dy) = (p1[0] - p0[0], p1[1] - p0[1]);
+    let len2 = dx * dx + dy * dy;
+    let r = thickness * 0.5;
+    let x0 = (p0[0].min(p1[0]) - r).floor().max(0.0) as usize;
+    let y0 = (p0[1].min(p1[1]) - r).floor().max(0.0) as usize;
+    let x1 = ((p0[0].max(p1[0]) + r).ceil().min(frame.width as f32 - 1.0)).max(-1.0);
+    let y1 = ((p0[1].max(p1[1]) + r).ceil().min(frame.height as f32 - 1.0)).max(-1.0);
+    if x1 < 0.0 || y1 < 0.0 {
+        return;
+    }
+    for y in y0..=y1 as usize {
+        for x in x0..=x1 as usize {
+            let (px, py) = (x as f32 - p0[0], y as f32 - p0[1]);
+            let t = if len2 > 0.0 { ((px * dx + py * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+            let (ex, ey) = (px - t * dx, py - t * dy);
+            if ex * ex + ey * ey <= r * r {
+                frame.blend(x, y, rgb, 1.0);
+            }
+        }
+    }
+}
+
+/// Draws an axis-aligned rectangle outline.
+pub fn draw_box(frame: &mut Frame<'_>, b: &ikol_types::BBox, thickness: f32, rgb: [u8; 3]) {
+    let (x0, y0, x1, y1) = (b.x as f32, b.y as f32, (b.x + b.w) as f32, (b.y + b.h) as f32);
+    for (p, q) in [([x0, y0], [x1, y0]), ([x1, y0], [x1, y1]), ([x1, y1], [x0, y1]), ([x0, y1], [x0, y0])] {
+        draw_line(frame, p, q, thickness, rgb);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k() -> Intrinsics {
+        Intrinsics { fx: 100.0, fy: 100.0, cx: 32.0, cy: 32.0 }
+    }
+
+    /// A square of side 2s centred on the optical axis at depth z, facing the camera.
+    fn square(s: f32, z: f32, dx: f32) -> (Vec<[f32; 3]>, Vec<[u32; 3]>) {
+        (vec![[dx - s, -s, z], [dx + s, -s, z], [dx + s, s, z], [dx - s, s, z]], vec![[0, 1, 2], [0, 2, 3]])
+    }
+
+    #[test]
+    fn projection_lands_where_pinhole_says() {
+        // Square half-side 0.1 m at 2 m: projects to 32 +- 100 * 0.1 / 2 = [27, 37].
+        let mut buf = vec![0u8; 64 * 64 * 3];
+        let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+        let mut d = DepthBuffer::new(64, 64);
+        let (v, fc) = square(0.1, 2.0, 0.0);
+        let style = MeshStyle { ambient: 1.0, ..Default::default() };
+        let n = draw_mesh(&mut f, &mut d, &k(), &v, &fc, &style).unwrap();
+        assert_eq!(n, 11 * 11, "pixel centres 27..=37 on both axes");
+        assert_eq!(f.rgb(27, 27), style.color);
+        assert_eq!(f.rgb(37, 37), style.color);
+        assert_eq!(f.rgb(26, 32), [0, 0, 0]);
+        assert_eq!(f.rgb(38, 32), [0, 0, 0]);
+        assert!((d.at(32, 32) - 2.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn zbuffer_keeps_the_nearer_surface_in_either_order() {
+        for near_first in [true, false] {
+            let mut buf = vec![0u8; 64 * 64 * 4];
+            let mut f = Frame::new(&mut buf, 64, 64, 64 * 4, PixelFormat::Bgrx).unwrap();
+            let mut d = DepthBuffer::new(64, 64);
+            let near = (square(0.1, 2.0, 0.0), MeshStyle { color: [255, 0, 0], ambient: 1.0, opacity: 1.0 });
+            let far = (square(0.3, 4.0, 0.0), MeshStyle { color: [0, 0, 255], ambient: 1.0, opacity: 1.0 });
+            let order = if near_first { [&near, &far] } else { [&far, &near] };
+            for ((v, fc), s) in order {
+                draw_mesh(&mut f, &mut d, &k(), v, fc, s).unwrap();
+            }
+            assert_eq!(f.rgb(32, 32), [255, 0, 0], "near square wins at the centre");
+            assert_eq!(f.rgb(25, 32), [0, 0, 255], "far square visible around it");
+            assert_eq!(buf[(32 * 64 + 32) * 4], 0, "BGRx stores blue first");
+        }
+    }
+
+    #[test]
+    fn shading_and_errors() {
+        // A plane tilted by 60 degrees about y: Lambert cos ~ 0.5 at the centre.
+        let (c, s) = (60f32.to_radians().cos(), 60f32.to_radians().sin());
+        let v: Vec<[f32; 3]> =
+            [[-0.1, -0.1], [0.1, -0.1], [0.1, 0.1], [-0.1, 0.1]].iter().map(|p| [p[0] * c, p[1], 2.0 + p[0] * s]).collect();
+        let mut buf = vec![0u8; 64 * 64 * 3];
+        let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+        let mut d = DepthBuffer::new(64, 64);
+        let style = MeshStyle { color: [200, 200, 200], ambient: 0.0, opacity: 1.0 };
+        draw_mesh(&mut f, &mut d, &k(), &v, &[[0, 1, 2], [0, 2, 3]], &style).unwrap();
+        let g = f.rgb(32, 32)[0] as f32;
+        assert!((g - 100.0).abs() <= 3.0, "lambert 0.5 of 200, got {g}");
+        assert!(draw_mesh(&mut f, &mut d, &k(), &v, &[[0, 1, 9]], &style).is_err());
+        assert!(Frame::new(&mut [0u8; 10], 4, 4, 12, PixelFormat::Rgb).is_err());
+    }
+
+    #[test]
+    fn lines_and_boxes() {
+        let mut buf = vec![0u8; 32 * 32 * 3];
+        let mut f = Frame::new(&mut buf, 32, 32, 96, PixelFormat::Rgb).unwrap();
+        draw_box(&mut f, &ikol_types::BBox { x: 4.0, y: 4.0, w: 20.0, h: 10.0 }, 1.0, [0, 255, 0]);
+        assert_eq!(f.rgb(14, 4), [0, 255, 0]);
+        assert_eq!(f.rgb(24, 9), [0, 255, 0]);
+        assert_eq!(f.rgb(14, 9), [0, 0, 0]);
+        draw_line(&mut f, [-10.0, -10.0], [100.0, 100.0], 2.0, [9, 9, 9]); // clipped, no panic
+        assert_eq!(f.rgb(20, 20), [9, 9, 9]);
+    }
+}
+
+/// Writes a packed RGB image as PNG.
+pub fn write_png(path: &std::path::Path, rgb: &[u8], width: u32, height: u32) -> std::io::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut enc = png::Encoder::new(file, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().map_err(std::io::Error::other)?;
+    w.write_image_data(rgb).map_err(std::io::Error::other)
+}
