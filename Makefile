@@ -45,9 +45,9 @@ demo: setup
 	$(CARGO) build --workspace --release --locked
 	@mkdir -p $(OUT)
 	target/release/ikol inspect-model default
-	target/release/ikol mesh --body-model default --output $(OUT)/tpose.obj
-	target/release/ikol mesh --body-model default --params pipelines/examples/pose.json --output $(OUT)/posed.obj
-	@echo "demo: wrote $(OUT)/tpose.obj and $(OUT)/posed.obj (open them in any mesh viewer)"
+	target/release/ikol mesh --body-model default --output $(OUT)/tpose.obj --render $(OUT)/tpose.png
+	target/release/ikol mesh --body-model default --params pipelines/examples/pose.json --output $(OUT)/posed.obj --render $(OUT)/posed.png
+	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}"
 
 # Python tools: only for talking to the Python ecosystem; their outputs are committed, so neither
 # `make test` nor `make demo` needs them.

@@ -1,0 +1,220 @@
+//! The `ikol` command: body meshes, model inspection and (as their issues land) solving,
+//! networks and pipeline runs.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ikol_body::BodyModel;
+use ikol_body::nalgebra::{Matrix3, Vector3};
+use ikol_types::rotation::axis_angle_to_matrix;
+use serde::Deserialize;
+
+/// 3D human pose and body-mesh recovery (IKOL, HybrIK).
+#[derive(Debug, Parser)]
+#[command(name = "ikol", version, about)]
+enum Cli {
+    /// Pose a body model and write the mesh (.obj or .ply).
+    Mesh {
+        /// `default`, `small`, or a model file (our .safetensors, SMPL .npz or .pkl).
+        #[arg(long, default_value = "default")]
+        body_model: String,
+        /// JSON with `beta` (up to the model's count), `theta` (24 axis-angle triples or 24 3x3
+        /// matrices, root first) and optional `translation` [x, y, z] in metres. Without it: T-pose.
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Output mesh; the extension (.obj or .ply) picks the format.
+        #[arg(long)]
+        output: PathBuf,
+        /// Also render a shaded front view of the mesh to this PNG.
+        #[arg(long)]
+        render: Option<PathBuf>,
+    },
+    /// Print a body model's counts, joints, heights over the first shape component and licence.
+    InspectModel {
+        /// `default`, `small`, or a model file.
+        model: String,
+    },
+}
+
+/// Pose parameters as `ikol mesh --params` reads them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    beta: Vec<f64>,
+    #[serde(default)]
+    theta: Option<Theta>,
+    #[serde(default)]
+    translation: Option<[f64; 3]>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Theta {
+    AxisAngle(Vec<[f64; 3]>),
+    Matrices(Vec<[[f64; 3]; 3]>),
+}
+
+impl Params {
+    fn rotations(&self) -> Result<Vec<Matrix3<f64>>> {
+        let r: Vec<Matrix3<f64>> = match &self.theta {
+            None => vec![Matrix3::identity(); 24],
+            Some(Theta::AxisAngle(v)) => v
+                .iter()
+                .map(|a| axis_angle_to_matrix(&Vector3::from(*a)))
+                .collect(),
+            Some(Theta::Matrices(m)) => {
+                m.iter().map(|r| Matrix3::from_fn(|i, j| r[i][j])).collect()
+            }
+        };
+        if r.len() != 24 {
+            bail!(
+                "`theta` has {} rotations, expected 24 (SMPL joints, root first)",
+                r.len()
+            );
+        }
+        Ok(r)
+    }
+}
+
+/// Top of the head to the lowest vertex along y (the model's up axis), metres.
+fn height(vertices: &[f32]) -> f64 {
+    let ys = vertices.chunks_exact(3).map(|v| f64::from(v[1]));
+    let (lo, hi) = ys.fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    hi - lo
+}
+
+/// Renders a mesh given in the body-model frame (y up, facing +z) as seen from the front: camera
+/// axes are (x, -y, -z) of the model frame, a half-turn about x, placed so the body fills 85% of a
+/// 512 px square.
+fn render_front(vertices: &[[f32; 3]], faces: &[[u32; 3]], path: &std::path::Path) -> Result<()> {
+    const SIZE: usize = 512;
+    const F: f64 = 1200.0;
+    let (mut lo, mut hi) = ([f32::MAX; 3], [f32::MIN; 3]);
+    for v in vertices {
+        for c in 0..3 {
+            lo[c] = lo[c].min(v[c]);
+            hi[c] = hi[c].max(v[c]);
+        }
+    }
+    let centre = [0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1])];
+    let extent = f64::from((hi[0] - lo[0]).max(hi[1] - lo[1]));
+    let dist = (F * extent / (0.85 * SIZE as f64)) as f32 + hi[2];
+    let cam: Vec<[f32; 3]> = vertices
+        .iter()
+        .map(|v| [v[0] - centre[0], centre[1] - v[1], dist - v[2]])
+        .collect();
+    let k = ikol_types::Intrinsics::from_focal(SIZE as u32, SIZE as u32, F);
+    let mut rgb = vec![255u8; SIZE * SIZE * 3];
+    let mut frame = ikol_render::Frame::new(
+        &mut rgb,
+        SIZE,
+        SIZE,
+        SIZE * 3,
+        ikol_render::PixelFormat::Rgb,
+    )?;
+    let mut depth = ikol_render::DepthBuffer::new(SIZE, SIZE);
+    ikol_render::draw_mesh(
+        &mut frame,
+        &mut depth,
+        &k,
+        &cam,
+        faces,
+        &ikol_render::MeshStyle::default(),
+    )?;
+    ikol_render::write_png(path, &rgb, SIZE as u32, SIZE as u32)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse() {
+        Cli::Mesh {
+            body_model,
+            params,
+            output,
+            render,
+        } => {
+            let model = BodyModel::from_spec(&body_model)
+                .with_context(|| format!("loading body model `{body_model}`"))?;
+            let p: Params = match &params {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not valid pose parameters", path.display()))?
+                }
+                None => Params {
+                    beta: vec![],
+                    theta: None,
+                    translation: None,
+                },
+            };
+            let rotations = p
+                .rotations()
+                .with_context(|| format!("{}", params.unwrap_or_default().display()))?;
+            let mut posed = model.forward(&p.beta, &rotations)?;
+            if let Some(t) = p.translation {
+                for v in &mut posed.vertices {
+                    for c in 0..3 {
+                        v[c] += t[c] as f32;
+                    }
+                }
+            }
+            ikol_body::mesh_io::write_mesh(&output, &posed.vertices, &model.faces)?;
+            println!(
+                "wrote {} ({} vertices, {} faces)",
+                output.display(),
+                posed.vertices.len(),
+                model.faces.len()
+            );
+            if let Some(png) = render {
+                render_front(&posed.vertices, &model.faces, &png)?;
+                println!("wrote {}", png.display());
+            }
+        }
+        Cli::InspectModel { model: spec } => {
+            let m = BodyModel::from_spec(&spec)
+                .with_context(|| format!("loading body model `{spec}`"))?;
+            println!("name:            {}", m.name);
+            println!("vertices:        {}", m.num_vertices());
+            println!("faces:           {}", m.faces.len());
+            println!("shape components: {}", m.num_betas);
+            println!(
+                "pose blend shapes: {}",
+                if m.posedirs.is_some() { "yes" } else { "no" }
+            );
+            println!(
+                "skinning nonzeros: {} ({:.2} joints per vertex)",
+                m.weights.data.len(),
+                m.weights.data.len() as f64 / m.num_vertices() as f64
+            );
+            println!("leaf vertices:   {:?}", m.leaf_vertices);
+            println!(
+                "H36M regressor:  {}",
+                if m.j_regressor_h36m.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+            let rest = m.rest_joints(&[])?;
+            println!("joints (rest, mean shape, metres):");
+            for (j, (name, p)) in m.joint_names.iter().zip(&rest).enumerate() {
+                println!(
+                    "  {j:2} {name:15} parent {:3}  ({:7.3}, {:7.3}, {:7.3})",
+                    m.parents[j], p.x, p.y, p.z
+                );
+            }
+            if m.num_betas > 0 {
+                print!("height over beta0:");
+                for b0 in [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0] {
+                    print!("  {b0:+.0}: {:.3} m", height(&m.shaped_vertices(&[b0])?));
+                }
+                println!();
+            }
+            println!("licence:\n{}", m.licence);
+        }
+    }
+    Ok(())
+}
