@@ -29,9 +29,18 @@ impl PixelFormat {
 #[non_exhaustive]
 pub enum RenderError {
     #[error("frame buffer of {len} bytes is too small for {width}x{height} with stride {stride}")]
-    BufferTooSmall { len: usize, width: usize, height: usize, stride: usize },
+    BufferTooSmall {
+        len: usize,
+        width: usize,
+        height: usize,
+        stride: usize,
+    },
     #[error("face {face} refers to vertex {vertex}, but there are {count} vertices")]
-    BadFace { face: usize, vertex: u32, count: usize },
+    BadFace {
+        face: usize,
+        vertex: u32,
+        count: usize,
+    },
 }
 
 /// A mutable view of a packed frame.
@@ -45,12 +54,33 @@ pub struct Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
-    pub fn new(data: &'a mut [u8], width: usize, height: usize, stride: usize, format: PixelFormat) -> Result<Self, RenderError> {
-        let need = if height == 0 { 0 } else { stride * (height - 1) + width * format.bytes_per_pixel() };
+    pub fn new(
+        data: &'a mut [u8],
+        width: usize,
+        height: usize,
+        stride: usize,
+        format: PixelFormat,
+    ) -> Result<Self, RenderError> {
+        let need = if height == 0 {
+            0
+        } else {
+            stride * (height - 1) + width * format.bytes_per_pixel()
+        };
         if data.len() < need || stride < width * format.bytes_per_pixel() {
-            return Err(RenderError::BufferTooSmall { len: data.len(), width, height, stride });
+            return Err(RenderError::BufferTooSmall {
+                len: data.len(),
+                width,
+                height,
+                stride,
+            });
         }
-        Ok(Self { data, width, height, stride, format })
+        Ok(Self {
+            data,
+            width,
+            height,
+            stride,
+            format,
+        })
     }
 
     /// Blends `rgb` over pixel (x, y) with opacity `alpha` in [0, 1].
@@ -63,7 +93,9 @@ impl<'a> Frame<'a> {
             _ => rgb,
         };
         for (p, c) in px.iter_mut().zip(c) {
-            *p = (f32::from(*p) * (1.0 - alpha) + f32::from(c) * alpha).round().clamp(0.0, 255.0) as u8;
+            *p = (f32::from(*p) * (1.0 - alpha) + f32::from(c) * alpha)
+                .round()
+                .clamp(0.0, 255.0) as u8;
         }
         if self.format == PixelFormat::Rgba {
             self.data[o + 3] = 255;
@@ -91,7 +123,10 @@ pub struct DepthBuffer {
 
 impl DepthBuffer {
     pub fn new(width: usize, height: usize) -> Self {
-        Self { width, depth: vec![f32::INFINITY; width * height] }
+        Self {
+            width,
+            depth: vec![f32::INFINITY; width * height],
+        }
     }
     pub fn clear(&mut self) {
         self.depth.fill(f32::INFINITY);
@@ -112,7 +147,11 @@ pub struct MeshStyle {
 
 impl Default for MeshStyle {
     fn default() -> Self {
-        Self { color: [150, 180, 230], opacity: 1.0, ambient: 0.25 }
+        Self {
+            color: [150, 180, 230],
+            opacity: 1.0,
+            ambient: 0.25,
+        }
     }
 }
 
@@ -123,7 +162,11 @@ pub fn vertex_normals(vertices: &[[f32; 3]], faces: &[[u32; 3]]) -> Vec<[f32; 3]
         let [a, b, c] = f.map(|i| vertices[i as usize]);
         let e1 = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
         let e2 = [c[0] - a[0], c[1] - a[1], c[2] - a[2]];
-        let fnrm = [e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]];
+        let fnrm = [
+            e1[1] * e2[2] - e1[2] * e2[1],
+            e1[2] * e2[0] - e1[0] * e2[2],
+            e1[0] * e2[1] - e1[1] * e2[0],
+        ];
         for &i in f {
             for k in 0..3 {
                 n[i as usize][k] += fnrm[k];
@@ -149,8 +192,16 @@ pub fn draw_mesh(
     faces: &[[u32; 3]],
     style: &MeshStyle,
 ) -> Result<usize, RenderError> {
-    if let Some((face, &vertex)) = faces.iter().enumerate().find_map(|(i, f)| f.iter().find(|&&v| v as usize >= vertices.len()).map(|v| (i, v))) {
-        return Err(RenderError::BadFace { face, vertex, count: vertices.len() });
+    if let Some((face, &vertex)) = faces.iter().enumerate().find_map(|(i, f)| {
+        f.iter()
+            .find(|&&v| v as usize >= vertices.len())
+            .map(|v| (i, v))
+    }) {
+        return Err(RenderError::BadFace {
+            face,
+            vertex,
+            count: vertices.len(),
+        });
     }
     let normals = vertex_normals(vertices, faces);
     let (w, h) = (frame.width as f32, frame.height as f32);
@@ -158,7 +209,11 @@ pub fn draw_mesh(
         .iter()
         .map(|v| {
             let z = v[2];
-            [k.fx as f32 * v[0] / z + k.cx as f32, k.fy as f32 * v[1] / z + k.cy as f32, z]
+            [
+                k.fx as f32 * v[0] / z + k.cx as f32,
+                k.fy as f32 * v[1] / z + k.cy as f32,
+                z,
+            ]
         })
         .collect();
     let mut written = 0;
@@ -205,8 +260,13 @@ pub fn draw_mesh(
                 // Lambert with the light at the camera: cos = |n . (-p/|p|)|; two-sided.
                 let n = [0, 1, 2].map(|i| w0 * na[i] + w1 * nb[i] + w2 * nc[i]);
                 let p = [0, 1, 2].map(|i| w0 * va[i] + w1 * vb[i] + w2 * vc[i]);
-                let nl = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt() * (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
-                let lambert = if nl > 0.0 { ((n[0] * p[0] + n[1] * p[1] + n[2] * p[2]) / nl).abs() } else { 1.0 };
+                let nl = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt()
+                    * (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
+                let lambert = if nl > 0.0 {
+                    ((n[0] * p[0] + n[1] * p[1] + n[2] * p[2]) / nl).abs()
+                } else {
+                    1.0
+                };
                 let shade = style.ambient + (1.0 - style.ambient) * lambert;
                 let rgb = style.color.map(|c| (f32::from(c) * shade).min(255.0) as u8);
                 frame.blend(x, y, rgb, style.opacity);
@@ -232,7 +292,11 @@ pub fn draw_line(frame: &mut Frame<'_>, p0: [f32; 2], p1: [f32; 2], thickness: f
     for y in y0..=y1 as usize {
         for x in x0..=x1 as usize {
             let (px, py) = (x as f32 - p0[0], y as f32 - p0[1]);
-            let t = if len2 > 0.0 { ((px * dx + py * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+            let t = if len2 > 0.0 {
+                ((px * dx + py * dy) / len2).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             let (ex, ey) = (px - t * dx, py - t * dy);
             if ex * ex + ey * ey <= r * r {
                 frame.blend(x, y, rgb, 1.0);
@@ -243,8 +307,18 @@ pub fn draw_line(frame: &mut Frame<'_>, p0: [f32; 2], p1: [f32; 2], thickness: f
 
 /// Draws an axis-aligned rectangle outline.
 pub fn draw_box(frame: &mut Frame<'_>, b: &ikol_types::BBox, thickness: f32, rgb: [u8; 3]) {
-    let (x0, y0, x1, y1) = (b.x as f32, b.y as f32, (b.x + b.w) as f32, (b.y + b.h) as f32);
-    for (p, q) in [([x0, y0], [x1, y0]), ([x1, y0], [x1, y1]), ([x1, y1], [x0, y1]), ([x0, y1], [x0, y0])] {
+    let (x0, y0, x1, y1) = (
+        b.x as f32,
+        b.y as f32,
+        (b.x + b.w) as f32,
+        (b.y + b.h) as f32,
+    );
+    for (p, q) in [
+        ([x0, y0], [x1, y0]),
+        ([x1, y0], [x1, y1]),
+        ([x1, y1], [x0, y1]),
+        ([x0, y1], [x0, y0]),
+    ] {
         draw_line(frame, p, q, thickness, rgb);
     }
 }
@@ -254,12 +328,25 @@ mod tests {
     use super::*;
 
     fn k() -> Intrinsics {
-        Intrinsics { fx: 100.0, fy: 100.0, cx: 32.0, cy: 32.0 }
+        Intrinsics {
+            fx: 100.0,
+            fy: 100.0,
+            cx: 32.0,
+            cy: 32.0,
+        }
     }
 
     /// A square of side 2s centred on the optical axis at depth z, facing the camera.
     fn square(s: f32, z: f32, dx: f32) -> (Vec<[f32; 3]>, Vec<[u32; 3]>) {
-        (vec![[dx - s, -s, z], [dx + s, -s, z], [dx + s, s, z], [dx - s, s, z]], vec![[0, 1, 2], [0, 2, 3]])
+        (
+            vec![
+                [dx - s, -s, z],
+                [dx + s, -s, z],
+                [dx + s, s, z],
+                [dx - s, s, z],
+            ],
+            vec![[0, 1, 2], [0, 2, 3]],
+        )
     }
 
     #[test]
@@ -269,7 +356,10 @@ mod tests {
         let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
         let mut d = DepthBuffer::new(64, 64);
         let (v, fc) = square(0.1, 2.0, 0.0);
-        let style = MeshStyle { ambient: 1.0, ..Default::default() };
+        let style = MeshStyle {
+            ambient: 1.0,
+            ..Default::default()
+        };
         let n = draw_mesh(&mut f, &mut d, &k(), &v, &fc, &style).unwrap();
         assert_eq!(n, 11 * 11, "pixel centres 27..=37 on both axes");
         assert_eq!(f.rgb(27, 27), style.color);
@@ -285,9 +375,27 @@ mod tests {
             let mut buf = vec![0u8; 64 * 64 * 4];
             let mut f = Frame::new(&mut buf, 64, 64, 64 * 4, PixelFormat::Bgrx).unwrap();
             let mut d = DepthBuffer::new(64, 64);
-            let near = (square(0.1, 2.0, 0.0), MeshStyle { color: [255, 0, 0], ambient: 1.0, opacity: 1.0 });
-            let far = (square(0.3, 4.0, 0.0), MeshStyle { color: [0, 0, 255], ambient: 1.0, opacity: 1.0 });
-            let order = if near_first { [&near, &far] } else { [&far, &near] };
+            let near = (
+                square(0.1, 2.0, 0.0),
+                MeshStyle {
+                    color: [255, 0, 0],
+                    ambient: 1.0,
+                    opacity: 1.0,
+                },
+            );
+            let far = (
+                square(0.3, 4.0, 0.0),
+                MeshStyle {
+                    color: [0, 0, 255],
+                    ambient: 1.0,
+                    opacity: 1.0,
+                },
+            );
+            let order = if near_first {
+                [&near, &far]
+            } else {
+                [&far, &near]
+            };
             for ((v, fc), s) in order {
                 draw_mesh(&mut f, &mut d, &k(), v, fc, s).unwrap();
             }
@@ -301,12 +409,18 @@ mod tests {
     fn shading_and_errors() {
         // A plane tilted by 60 degrees about y: Lambert cos ~ 0.5 at the centre.
         let (c, s) = (60f32.to_radians().cos(), 60f32.to_radians().sin());
-        let v: Vec<[f32; 3]> =
-            [[-0.1, -0.1], [0.1, -0.1], [0.1, 0.1], [-0.1, 0.1]].iter().map(|p| [p[0] * c, p[1], 2.0 + p[0] * s]).collect();
+        let v: Vec<[f32; 3]> = [[-0.1, -0.1], [0.1, -0.1], [0.1, 0.1], [-0.1, 0.1]]
+            .iter()
+            .map(|p| [p[0] * c, p[1], 2.0 + p[0] * s])
+            .collect();
         let mut buf = vec![0u8; 64 * 64 * 3];
         let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
         let mut d = DepthBuffer::new(64, 64);
-        let style = MeshStyle { color: [200, 200, 200], ambient: 0.0, opacity: 1.0 };
+        let style = MeshStyle {
+            color: [200, 200, 200],
+            ambient: 0.0,
+            opacity: 1.0,
+        };
         draw_mesh(&mut f, &mut d, &k(), &v, &[[0, 1, 2], [0, 2, 3]], &style).unwrap();
         let g = f.rgb(32, 32)[0] as f32;
         assert!((g - 100.0).abs() <= 3.0, "lambert 0.5 of 200, got {g}");
@@ -318,7 +432,17 @@ mod tests {
     fn lines_and_boxes() {
         let mut buf = vec![0u8; 32 * 32 * 3];
         let mut f = Frame::new(&mut buf, 32, 32, 96, PixelFormat::Rgb).unwrap();
-        draw_box(&mut f, &ikol_types::BBox { x: 4.0, y: 4.0, w: 20.0, h: 10.0 }, 1.0, [0, 255, 0]);
+        draw_box(
+            &mut f,
+            &ikol_types::BBox {
+                x: 4.0,
+                y: 4.0,
+                w: 20.0,
+                h: 10.0,
+            },
+            1.0,
+            [0, 255, 0],
+        );
         assert_eq!(f.rgb(14, 4), [0, 255, 0]);
         assert_eq!(f.rgb(24, 9), [0, 255, 0]);
         assert_eq!(f.rgb(14, 9), [0, 0, 0]);
@@ -328,7 +452,12 @@ mod tests {
 }
 
 /// Writes a packed RGB image as PNG.
-pub fn write_png(path: &std::path::Path, rgb: &[u8], width: u32, height: u32) -> std::io::Result<()> {
+pub fn write_png(
+    path: &std::path::Path,
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+) -> std::io::Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut enc = png::Encoder::new(file, width, height);
     enc.set_color(png::ColorType::Rgb);
