@@ -10,6 +10,8 @@ use ikol_body::nalgebra::{Matrix3, Vector3};
 use ikol_types::rotation::axis_angle_to_matrix;
 use serde::Deserialize;
 
+mod solve;
+
 /// 3D human pose and body-mesh recovery (IKOL, HybrIK).
 #[derive(Debug, Parser)]
 #[command(name = "ikol", version, about)]
@@ -29,6 +31,30 @@ enum Cli {
         /// Also render a shaded front view of the mesh to this PNG.
         #[arg(long)]
         render: Option<PathBuf>,
+    },
+    /// Inverse kinematics: target joints (+ twist, shape, leaf rotations) to SMPL rotations.
+    Solve {
+        /// JSON input (schema in the README).
+        #[arg(long)]
+        input: PathBuf,
+        /// `ikol` (Gauss-Newton), `hybrik` (adaptive analytic) or `hybrik-naive`.
+        #[arg(long, default_value = "ikol")]
+        method: String,
+        /// Gauss-Newton iterations (ikol; default 5).
+        #[arg(long)]
+        iterations: Option<usize>,
+        /// Gauss-Newton damping sigma (ikol; default 0.1).
+        #[arg(long)]
+        damping: Option<f64>,
+        /// Starting swing angles (ikol): `zero` (the paper) or `analytic` (from HybrIK).
+        #[arg(long, default_value = "zero")]
+        init: String,
+        /// `default`, `small`, or a model file: gives the rest skeleton for the shape.
+        #[arg(long, default_value = "default")]
+        body_model: String,
+        /// JSON output.
+        #[arg(long)]
+        output: PathBuf,
     },
     /// Print a body model's counts, joints, heights over the first shape component and licence.
     InspectModel {
@@ -172,6 +198,28 @@ fn main() -> Result<()> {
                 render_front(&posed.vertices, &model.faces, &png)?;
                 println!("wrote {}", png.display());
             }
+        }
+        Cli::Solve {
+            input,
+            method,
+            iterations,
+            damping,
+            init,
+            body_model,
+            output,
+        } => {
+            solve::run(
+                &input,
+                &output,
+                &body_model,
+                &solve::SolveArgs {
+                    method,
+                    iterations,
+                    damping,
+                    init,
+                },
+            )?;
+            println!("wrote {}", output.display());
         }
         Cli::InspectModel { model: spec } => {
             let m = BodyModel::from_spec(&spec)
