@@ -117,10 +117,6 @@ pub fn run(input: &Path, output: &Path, model_spec: &str, args: &SolveArgs) -> R
         let basis = model
             .joint_shape_basis(p.joints.len() == 29)
             .with_context(ctx)?;
-        let basis = ikol_solver::JointShapeBasis {
-            template: basis.template,
-            dirs: basis.dirs,
-        };
         let targets: Vec<Vector3<f64>> = p.joints.iter().map(|j| Vector3::from(*j)).collect();
         let twist = p
             .twist
