@@ -63,7 +63,7 @@ fn mesh_writes_the_posed_model() {
     // Pose parameters: a 90 degree left elbow bend moves the left wrist as FK says.
     let params = tmp("p.json");
     let mut theta = vec![[0.0; 3]; 24];
-    theta[18] = [0.0, 1.5707963267948966, 0.0];
+    theta[18] = [0.0, std::f64::consts::FRAC_PI_2, 0.0];
     std::fs::write(
         &params,
         serde_json::json!({ "theta": theta, "translation": [0.0, 0.0, 2.0] }).to_string(),

@@ -323,6 +323,21 @@ pub fn draw_box(frame: &mut Frame<'_>, b: &ikol_types::BBox, thickness: f32, rgb
     }
 }
 
+/// Writes a packed RGB image as PNG.
+pub fn write_png(
+    path: &std::path::Path,
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+) -> std::io::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut enc = png::Encoder::new(file, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().map_err(std::io::Error::other)?;
+    w.write_image_data(rgb).map_err(std::io::Error::other)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,19 +464,4 @@ mod tests {
         draw_line(&mut f, [-10.0, -10.0], [100.0, 100.0], 2.0, [9, 9, 9]); // clipped, no panic
         assert_eq!(f.rgb(20, 20), [9, 9, 9]);
     }
-}
-
-/// Writes a packed RGB image as PNG.
-pub fn write_png(
-    path: &std::path::Path,
-    rgb: &[u8],
-    width: u32,
-    height: u32,
-) -> std::io::Result<()> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut enc = png::Encoder::new(file, width, height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().map_err(std::io::Error::other)?;
-    w.write_image_data(rgb).map_err(std::io::Error::other)
 }
