@@ -291,54 +291,12 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tenso
     out.reshape((n, co, g.out_h(), g.out_w()))
 }
 
-/// Products smaller than this (m * n * k) run as one candle matmul.
-const SPLIT_MATMUL_MIN_WORK: usize = 1 << 22;
-
-/// `a [M, K] . b [K, N]`, on the CPU split into one product per rayon thread (along the larger
-/// of M and N) that run side by side.
-///
-/// candle's CPU matmul calls the `gemm` crate with rayon parallelism, which opens a parallel
-/// region (and wakes the other threads) for every block of the K dimension; with K in the
-/// thousands (3x3 convolutions over 256-512 channels) that is dozens of wake-ups per product
-/// and the second core mostly waits. One region per product with a thread-local `gemm` each
-/// scales better; the split costs one concatenation of the output.
-pub fn split_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let (m, k) = a.dims2()?;
-    let (k2, n) = b.dims2()?;
-    let threads = candle_core::utils::get_num_threads();
-    if !a.device().is_cpu() || threads < 2 || k != k2 || m * n * k < SPLIT_MATMUL_MIN_WORK {
-        return a.matmul(b);
-    }
-    let (dim, len) = if n >= m { (1, n) } else { (0, m) };
-    let parts = threads.min(len);
-    let step = len.div_ceil(parts);
-    let ranges: Vec<(usize, usize)> = (0..len)
-        .step_by(step)
-        .map(|s| (s, step.min(len - s)))
-        .collect();
-    let outs = ranges
-        .par_iter()
-        .map(|&(start, size)| {
-            if dim == 1 {
-                a.matmul(&b.narrow(1, start, size)?)
-            } else {
-                a.narrow(0, start, size)?.matmul(b)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::cat(&outs, dim)
-}
-
-/// `w [M, K]` times each `cols[i] [K, N]`: `[B, M, N]` through [`split_matmul`].
+/// `w [M, K]` times each `cols[i] [K, N]`: `[B, M, N]` (one `gemm` call per image; the
+/// weight is broadcast, not copied).
 fn batched_weight_matmul(w: &Tensor, cols: &Tensor) -> Result<Tensor> {
-    let (b, _, _) = cols.dims3()?;
-    if b == 1 {
-        return split_matmul(w, &cols.get(0)?)?.unsqueeze(0);
-    }
-    let outs = (0..b)
-        .map(|i| split_matmul(w, &cols.get(i)?))
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::stack(&outs, 0)
+    let (b, k, _) = cols.dims3()?;
+    let m = w.dim(0)?;
+    w.broadcast_as((b, m, k))?.matmul(cols)
 }
 
 /// Transposed 2D convolution, no bias, no output padding, dilation 1: `x [N, Cin, H, W]`,

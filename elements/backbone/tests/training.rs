@@ -130,3 +130,49 @@ fn a_few_steps_reduce_the_loss() -> Result<()> {
     assert!(last < 0.7 * first, "loss {first} -> {last}");
     Ok(())
 }
+
+#[test]
+fn inference_kernels_match_the_differentiable_path() -> Result<()> {
+    // Tracked weights (VarMap) take the allocating, differentiable path; the same weights as
+    // plain tensors take the in-place / chunked inference path. Outputs must agree.
+    let dev = Device::Cpu;
+    let cfg = Config::tiny(Variant::Hybrik29);
+    let varmap = VarMap::new();
+    let tracked = HeatmapNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    // Make BatchNorm statistics non-trivial first (a training pass updates them).
+    let x = images(2, cfg.input_size, 5)?;
+    tracked.forward_t(&x, true)?;
+    let plain: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    let untracked = HeatmapNet::new(&cfg, VarBuilder::from_tensors(plain, DType::F32, &dev))?;
+    let a = tracked.forward_t(&x, false)?;
+    let b = untracked.forward_t(&x, false)?;
+    let diff = |p: &Tensor, q: &Tensor| -> Result<f32> {
+        Ok((p - q)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+    };
+    assert!(diff(&a.uvd, &b.uvd)? < 1e-6);
+    assert!(diff(&a.beta, &b.beta)? < 1e-6);
+    // Evaluation mode with tracked weights still has gradients (frozen-BatchNorm fine-tuning):
+    // through the FC branch, the fused BatchNorm + residual + ReLU ops of the ResNet body.
+    let g = a.beta.sum_all()?.backward()?;
+    for name in [
+        "preact.bn1.weight",
+        "preact.layer4.1.bn2.bias",
+        "preact.conv1.weight",
+    ] {
+        let w = var(&varmap, name);
+        let norm = g
+            .get(&w)
+            .unwrap_or_else(|| panic!("no gradient for {name}"))
+            .abs()?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        assert!(norm > 1e-6, "{name}: |grad| = {norm}");
+    }
+    Ok(())
+}

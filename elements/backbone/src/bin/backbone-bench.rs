@@ -2,18 +2,24 @@
 //!
 //! ```text
 //! [RAYON_NUM_THREADS=2] cargo run --release -p ikol-backbone --bin backbone-bench -- [--runs 10]
-//!     [--variant ikol24|hybrik29] [--depth 34] [--batch 1] [--python PATH] [--no-torch]
+//!     [--rounds 2] [--variant ikol24|hybrik29] [--depth 34] [--batch 1] [--python PATH]
+//!     [--no-torch] [--convs]
 //! ```
+//!
+//! `--convs` instead times every distinct convolution shape of the network (and the soft-argmax,
+//! max-pool, fused BatchNorm and a basic block) in isolation.
 //!
 //! Threads: candle and this crate use rayon's global pool, sized by `RAYON_NUM_THREADS` (default:
 //! all CPUs); PyTorch gets the same number through `torch.set_num_threads`.
 //!
 //! Builds the network with random weights (the timing does not depend on the values), times
-//! `forward` at `batch x 3 x 256 x 256` in evaluation mode (median and minimum of `--runs`
-//! after two warm-ups), prints a per-part breakdown and the peak RSS of one forward, then runs
+//! `forward` at `batch x 3 x 256 x 256` in evaluation mode (`--runs` timed forwards after two
+//! warm-ups), prints a per-part breakdown and the RSS around the first forward, and runs
 //! `tools/bench_torch.py` with the same thread count (Python from `--python`, `$IKOL_PYTHON`,
-//! or `/root/.cache/ikol/pyenv/bin/python`) and prints both side by side plus the ratio. The last
-//! line is one JSON object with every figure.
+//! or `/root/.cache/ikol/pyenv/bin/python`). Candle and PyTorch alternate for `--rounds`
+//! rounds so that both see the same machine load; the report gives the median over all runs
+//! and the minimum of each side, and their ratios. The last line is one JSON object with
+//! every figure.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,6 +31,7 @@ use ikol_backbone::{Config, HeatmapNet, ResNetConfig, Variant};
 
 struct Args {
     runs: usize,
+    rounds: usize,
     batch: usize,
     variant: Variant,
     depth: usize,
@@ -36,6 +43,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         runs: 10,
+        rounds: 2,
         batch: 1,
         variant: Variant::Ikol24,
         depth: 34,
@@ -49,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--runs" => a.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--rounds" => a.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--batch" => a.batch = val()?.parse().map_err(|e| format!("--batch: {e}"))?,
             "--depth" => a.depth = val()?.parse().map_err(|e| format!("--depth: {e}"))?,
             "--variant" => a.variant = val()?.parse().map_err(|e| format!("--variant: {e}"))?,
@@ -57,8 +66,8 @@ fn parse_args() -> Result<Args, String> {
             "--convs" => a.convs = true,
             "-h" | "--help" => {
                 println!(
-                    "backbone-bench [--runs N] [--batch N] [--variant ikol24|hybrik29] \
-                     [--depth 18|34|50] [--python PATH] [--no-torch]"
+                    "backbone-bench [--runs N] [--rounds N] [--batch N] [--variant ikol24|hybrik29] \
+                     [--depth 18|34|50] [--python PATH] [--no-torch] [--convs]"
                 );
                 std::process::exit(0);
             }
@@ -181,6 +190,7 @@ fn conv_table(runs: usize) -> Result<(), Box<dyn std::error::Error>> {
             (ci * co * k * k * out_side * out_side) as f64
         };
         total += best * count as f64;
+
         println!(
             "{name:<18} x{count:<2} {best:7.2} ms  {:6.1} GFLOP/s",
             2.0 * macs / best / 1e6
@@ -270,6 +280,37 @@ fn conv_table(runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Runs `tools/bench_torch.py` once and returns its JSON.
+fn run_torch(args: &Args, threads: usize, variant: Variant) -> Result<serde_json::Value, String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_torch.py");
+    let o = Command::new(&args.python)
+        .arg(&script)
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--runs",
+            &args.runs.to_string(),
+        ])
+        .args([
+            "--depth",
+            &args.depth.to_string(),
+            "--variant",
+            variant.name(),
+        ])
+        .args(["--batch", &args.batch.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", args.python))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).map_err(|e| e.to_string())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let threads = candle_core::utils::get_num_threads();
@@ -281,9 +322,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resnet: ResNetConfig::depth(args.depth).ok_or("unsupported depth")?,
         ..Config::upstream(args.variant)
     };
+    // Random weights through a VarMap (upstream initialisation), then rebuilt from plain
+    // tensors as `Backbone::load` does: with `Var`s every op would be tracked for autograd
+    // (the graph keeps all intermediates alive and the in-place inference kernels are skipped).
     let varmap = VarMap::new();
-    let net = HeatmapNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    let n_params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    HeatmapNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let tensors: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .map_err(|_| "VarMap lock")?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    drop(varmap);
+    let n_params: usize = tensors.values().map(|t| t.elem_count()).sum();
+    let net = HeatmapNet::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &dev))?;
     let x = Tensor::randn(
         0f32,
         1f32,
@@ -299,14 +352,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (rss_after, peak_after) = rss_mib();
     net.forward_t(&x, false)?;
 
-    let mut whole = Vec::with_capacity(args.runs);
-    for _ in 0..args.runs {
-        let t = Instant::now();
-        let o = net.forward_t(&x, false)?;
-        o.uvd.to_vec3::<f32>()?;
-        whole.push(ms(t.elapsed()));
+    let mut whole = Vec::new();
+    let mut torch_runs: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        for _ in 0..args.runs.max(1) {
+            let t = Instant::now();
+            let o = net.forward_t(&x, false)?;
+            o.uvd.to_vec3::<f32>()?;
+            whole.push(ms(t.elapsed()));
+        }
+        if args.torch {
+            match run_torch(&args, threads, cfg.variant) {
+                Ok(v) => torch_runs.push(v),
+                Err(e) => eprintln!("pytorch benchmark failed: {e}"),
+            }
+        }
     }
-    let (med, min) = median_min(whole);
+    let (med, min) = median_min(whole.clone());
 
     let mut parts: Vec<(&'static str, Vec<f64>)> = Vec::new();
     for _ in 0..args.runs.max(3) {
@@ -328,79 +390,62 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cfg.input_size,
         threads
     );
-    println!("  forward: median {med:.1} ms, min {min:.1} ms (first call {first_ms:.1} ms)");
+    println!(
+        "  forward: median {med:.1} ms, min {min:.1} ms over {} runs (first call {first_ms:.1} ms)",
+        whole.len()
+    );
     for (name, v) in &parts {
         let (m, _) = median_min(v.clone());
-        println!("    {name:<20} {m:8.1} ms");
+        println!("    {name:<24} {m:8.1} ms");
     }
     println!(
-        "  RSS: {rss_before:.0} MiB before the first forward, {rss_after:.0} MiB after, peak {peak_after:.0} MiB \
-         (the forward's working set: +{:.0} MiB)",
+        "  RSS: {rss_before:.0} MiB before the first forward (weights), {rss_after:.0} MiB after it \
+         (peak {peak_after:.0} MiB): +{:.0} MiB",
         peak_after - rss_before
     );
 
-    let mut torch_json = serde_json::Value::Null;
-    if args.torch {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_torch.py");
-        let out = Command::new(&args.python)
-            .arg(&script)
-            .args([
-                "--threads",
-                &threads.to_string(),
-                "--runs",
-                &args.runs.to_string(),
-            ])
-            .args([
-                "--depth",
-                &args.depth.to_string(),
-                "--variant",
-                cfg.variant.name(),
-            ])
-            .args(["--batch", &args.batch.to_string()])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let text = String::from_utf8_lossy(&o.stdout);
-                let line = text.lines().last().unwrap_or("");
-                torch_json = serde_json::from_str(line)?;
-                let tm = torch_json["whole"]["median_ms"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN);
-                let tmin = torch_json["whole"]["min_ms"].as_f64().unwrap_or(f64::NAN);
-                println!(
-                    "pytorch {}: forward median {tm:.1} ms, min {tmin:.1} ms",
-                    torch_json["torch"].as_str().unwrap_or("?")
-                );
-                if let Some(p) = torch_json["parts"].as_object() {
-                    for (name, v) in p {
-                        println!(
-                            "    {name:<20} {:8.1} ms",
-                            v["median_ms"].as_f64().unwrap_or(f64::NAN)
-                        );
-                    }
-                }
-                println!(
-                    "  RSS: peak {:.0} MiB before the forward, {:.0} MiB after",
-                    torch_json["peak_rss_mib_before"]
-                        .as_f64()
-                        .unwrap_or(f64::NAN),
-                    torch_json["peak_rss_mib_after"]
-                        .as_f64()
-                        .unwrap_or(f64::NAN)
-                );
-                println!(
-                    "ratio candle / pytorch: median {:.2}, min {:.2}",
-                    med / tm,
-                    min / tmin
-                );
-            }
-            Ok(o) => eprintln!(
-                "pytorch benchmark failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("cannot run {}: {e}", args.python),
+    let f = |v: &serde_json::Value, path: &[&str]| -> f64 {
+        let mut x = v;
+        for p in path {
+            x = &x[*p];
         }
+        x.as_f64().unwrap_or(f64::NAN)
+    };
+    let mut torch_json = serde_json::Value::Null;
+    if let Some(last) = torch_runs.last() {
+        let tmed = median_min(
+            torch_runs
+                .iter()
+                .map(|v| f(v, &["whole", "median_ms"]))
+                .collect(),
+        )
+        .0;
+        let tmin = torch_runs
+            .iter()
+            .map(|v| f(v, &["whole", "min_ms"]))
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "pytorch {}: forward median {tmed:.1} ms (median of {} rounds), min {tmin:.1} ms",
+            last["torch"].as_str().unwrap_or("?"),
+            torch_runs.len()
+        );
+        if let Some(p) = last["parts"].as_object() {
+            for (name, v) in p {
+                println!("    {name:<24} {:8.1} ms", f(v, &["median_ms"]));
+            }
+        }
+        println!(
+            "  RSS: {:.0} MiB before the forward (interpreter, torch, weights), {:.0} MiB after: +{:.0} MiB",
+            f(last, &["peak_rss_mib_before"]),
+            f(last, &["peak_rss_mib_after"]),
+            f(last, &["peak_rss_mib_after"]) - f(last, &["peak_rss_mib_before"])
+        );
+        println!(
+            "ratio candle / pytorch: median {:.2}, min {:.2}",
+            med / tmed,
+            min / tmin
+        );
+        torch_json = serde_json::json!({ "rounds": torch_runs, "median_ms": tmed, "min_ms": tmin });
     }
     let summary = serde_json::json!({
         "candle": {
