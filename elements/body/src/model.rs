@@ -281,20 +281,19 @@ impl BodyModel {
     /// Shaped template vertices (rest pose) [V*3].
     pub fn shaped_vertices(&self, beta: &[f64]) -> Result<Vec<f32>> {
         self.check_beta(beta)?;
-        let nb = self.num_betas;
         let beta32: Vec<f32> = beta.iter().map(|&b| b as f32).collect();
-        Ok(self
-            .v_template
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                t + self.shapedirs[i * nb..i * nb + beta32.len()]
-                    .iter()
-                    .zip(&beta32)
-                    .map(|(s, b)| s * b)
-                    .sum::<f32>()
-            })
+        Ok((0..self.v_template.len())
+            .map(|i| self.shaped_coord(i, &beta32))
             .collect())
+    }
+
+    /// Coordinate `i` of v_shaped = T + S beta (SMPL Eq. 1's shape blend), the one place it is
+    /// computed for both the rest mesh and posing.
+    #[inline]
+    fn shaped_coord(&self, i: usize, beta32: &[f32]) -> f32 {
+        let nb = self.num_betas;
+        let s = &self.shapedirs[i * nb..i * nb + beta32.len()];
+        self.v_template[i] + s.iter().zip(beta32).map(|(s, b)| s * b).sum::<f32>()
     }
 
     /// Poses the model: `rotations` are the 24 local joint rotations (root first, SMPL order).
@@ -335,7 +334,6 @@ impl BodyModel {
             })
             .collect();
         let nv = self.num_vertices();
-        let nb = self.num_betas;
         // v_shaped, then pose blend shapes, into the output buffer used as scratch.
         let mut vs = std::mem::take(&mut out.vertices);
         vs.clear();
@@ -343,9 +341,7 @@ impl BodyModel {
         let beta32: Vec<f32> = beta.iter().map(|&b| b as f32).collect();
         for v in 0..nv {
             vs.push(std::array::from_fn(|c| {
-                let i = 3 * v + c;
-                let s = &self.shapedirs[i * nb..i * nb + beta32.len()];
-                self.v_template[i] + s.iter().zip(&beta32).map(|(s, b)| s * b).sum::<f32>()
+                self.shaped_coord(3 * v + c, &beta32)
             }));
         }
         if let Some(pd) = &self.posedirs {
