@@ -10,6 +10,8 @@ use ikol_body::nalgebra::{Matrix3, Vector3};
 use ikol_types::rotation::axis_angle_to_matrix;
 use serde::Deserialize;
 
+mod backbone;
+mod run;
 mod solve;
 
 /// 3D human pose and body-mesh recovery (IKOL, HybrIK).
@@ -60,6 +62,58 @@ enum Cli {
     InspectModel {
         /// `default`, `small`, or a model file.
         model: String,
+    },
+    /// Run the backbone network on one image: joints (uvd, pixels, metres), twist, shape, leaves.
+    Backbone {
+        /// Network weights: upstream HybrIK/IKOL `.pth` or our `.safetensors`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// `ikol24` (IKOL: 24 joints + leaf rotations) or `hybrik29` (29 joints).
+        #[arg(long, default_value = "ikol24")]
+        variant: String,
+        /// PNG or JPEG image.
+        #[arg(long)]
+        image: PathBuf,
+        /// Person box `x,y,w,h` in pixels (repeat for several people); default: the whole image.
+        #[arg(long = "box", value_name = "X,Y,W,H")]
+        boxes: Vec<String>,
+        /// Focal length in pixels (square pixels, principal point at the centre).
+        #[arg(long, conflicts_with = "fov")]
+        focal_length: Option<f64>,
+        /// Horizontal field of view in degrees, used without --focal-length.
+        #[arg(long, default_value_t = ikol_types::camera::DEFAULT_HFOV_DEG)]
+        fov: f64,
+        /// Also run every crop mirrored and average.
+        #[arg(long)]
+        flip_test: bool,
+        /// `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// JSON output (schema in the README).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Run a pipeline file (`pipelines/*.pipeline`) with NAME=value variables.
+    Run {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Variables, `NAME=value`.
+        vars: Vec<String>,
+        /// Print the file's variables, their defaults and meaning, and exit.
+        #[arg(long)]
+        list_vars: bool,
+        /// Print the pipeline description after substitution and exit.
+        #[arg(long)]
+        dry_run: bool,
+        /// On an error from a network source, restart the pipeline up to N times.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        reconnect: u32,
+        /// Seconds to wait before reconnecting.
+        #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+        reconnect_delay: f64,
+        /// Stop (with end-of-stream, so files are finalised) after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        max_seconds: Option<f64>,
     },
 }
 
@@ -221,6 +275,47 @@ fn main() -> Result<()> {
             )?;
             println!("wrote {}", output.display());
         }
+        Cli::Backbone {
+            checkpoint,
+            variant,
+            image,
+            boxes,
+            focal_length,
+            fov,
+            flip_test,
+            device,
+            output,
+        } => {
+            let n = backbone::run(&backbone::BackboneArgs {
+                checkpoint,
+                variant,
+                image,
+                boxes,
+                focal_length,
+                fov,
+                flip_test,
+                device,
+                output: output.clone(),
+            })?;
+            println!("wrote {} ({n} people)", output.display());
+        }
+        Cli::Run {
+            file,
+            vars,
+            list_vars,
+            dry_run,
+            reconnect,
+            reconnect_delay,
+            max_seconds,
+        } => run::main(&run::RunArgs {
+            file,
+            vars,
+            list_vars,
+            dry_run,
+            reconnect,
+            reconnect_delay,
+            max_seconds,
+        })?,
         Cli::InspectModel { model: spec } => {
             let m = BodyModel::from_spec(&spec)
                 .with_context(|| format!("loading body model `{spec}`"))?;

@@ -323,6 +323,111 @@ pub fn draw_box(frame: &mut Frame<'_>, b: &ikol_types::BBox, thickness: f32, rgb
     }
 }
 
+/// Width of a glyph of the built-in label font, in font pixels.
+pub const GLYPH_WIDTH: usize = 5;
+/// Height of a glyph of the built-in label font, in font pixels.
+pub const GLYPH_HEIGHT: usize = 7;
+
+/// The built-in 5x7 bitmap font: digits, `# - : .`, space and the letters of short labels
+/// (`A D E I K L O P R S T`, lower case drawn as upper case). Each row is 5 bits, the most
+/// significant (bit 4) leftmost; anything else is drawn as `?`.
+fn glyph(c: char) -> [u8; GLYPH_HEIGHT] {
+    match c.to_ascii_uppercase() {
+        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
+        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
+        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
+        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
+        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
+        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
+        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
+        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
+        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
+        '#' => [0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A],
+        '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
+        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
+        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
+        ' ' => [0x00; GLYPH_HEIGHT],
+        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'D' => [0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E],
+        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
+        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
+        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
+        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
+        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
+        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
+        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+        _ => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04],
+    }
+}
+
+/// Size in pixels (width, height) of a label drawn by [`draw_label`] at `scale`: one font pixel
+/// of padding on every side and one font pixel between glyphs, each font pixel `scale` pixels
+/// square.
+pub fn label_size(text: &str, scale: usize) -> (usize, usize) {
+    let n = text.chars().count();
+    let s = scale.max(1);
+    let w = if n == 0 {
+        2 * s
+    } else {
+        (n * (GLYPH_WIDTH + 1) + 1) * s
+    };
+    (w, (GLYPH_HEIGHT + 2) * s)
+}
+
+/// Draws `text` (for example a track id, `"#12"`) with the built-in 5x7 font, its top-left
+/// corner at (x, y), in colour `fg` over an opaque `bg` box (or over the frame when `bg` is
+/// `None`). Parts outside the frame are clipped. Returns the label's size as [`label_size`].
+pub fn draw_label(
+    frame: &mut Frame<'_>,
+    x: i64,
+    y: i64,
+    text: &str,
+    scale: usize,
+    fg: [u8; 3],
+    bg: Option<[u8; 3]>,
+) -> (usize, usize) {
+    let s = scale.max(1);
+    let (w, h) = label_size(text, s);
+    let (fw, fh) = (frame.width as i64, frame.height as i64);
+    let put = |frame: &mut Frame<'_>, px: i64, py: i64, rgb: [u8; 3]| {
+        if (0..fw).contains(&px) && (0..fh).contains(&py) {
+            frame.blend(px as usize, py as usize, rgb, 1.0);
+        }
+    };
+    if let Some(bg) = bg {
+        for py in y..y + h as i64 {
+            for px in x..x + w as i64 {
+                put(frame, px, py, bg);
+            }
+        }
+    }
+    for (i, c) in text.chars().enumerate() {
+        let gx = x + ((i * (GLYPH_WIDTH + 1) + 1) * s) as i64;
+        let gy = y + s as i64;
+        for (row, bits) in glyph(c).iter().enumerate() {
+            for col in 0..GLYPH_WIDTH {
+                if bits & (1 << (GLYPH_WIDTH - 1 - col)) == 0 {
+                    continue;
+                }
+                for dy in 0..s {
+                    for dx in 0..s {
+                        put(
+                            frame,
+                            gx + (col * s + dx) as i64,
+                            gy + (row * s + dy) as i64,
+                            fg,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    (w, h)
+}
+
 /// Writes a packed RGB image as PNG.
 pub fn write_png(
     path: &std::path::Path,
@@ -441,6 +546,40 @@ mod tests {
         assert!((g - 100.0).abs() <= 3.0, "lambert 0.5 of 200, got {g}");
         assert!(draw_mesh(&mut f, &mut d, &k(), &v, &[[0, 1, 9]], &style).is_err());
         assert!(Frame::new(&mut [0u8; 10], 4, 4, 12, PixelFormat::Rgb).is_err());
+    }
+
+    #[test]
+    fn labels_use_the_bitmap_font_and_clip() {
+        let mut buf = vec![0u8; 40 * 20 * 3];
+        let mut f = Frame::new(&mut buf, 40, 20, 120, PixelFormat::Rgb).unwrap();
+        let (w, h) = draw_label(&mut f, 2, 3, "#1", 1, [255, 255, 255], Some([0, 0, 200]));
+        assert_eq!((w, h), (13, 9));
+        assert_eq!(label_size("#1", 2), (26, 18));
+        // Background corners, then glyph pixels: '#' row 0 = .X.X. at x = 2 + 1.
+        assert_eq!(f.rgb(2, 3), [0, 0, 200]);
+        assert_eq!(f.rgb(14, 11), [0, 0, 200]);
+        assert_eq!(f.rgb(15, 11), [0, 0, 0], "nothing right of the label");
+        assert_eq!(f.rgb(3, 4), [0, 0, 200]);
+        assert_eq!(f.rgb(4, 4), [255, 255, 255]);
+        assert_eq!(f.rgb(6, 4), [255, 255, 255]);
+        // '1' starts at x = 2 + 1 + 6: its row 0 is ..X.. and row 6 is .XXX.
+        assert_eq!(f.rgb(11, 4), [255, 255, 255]);
+        assert_eq!(f.rgb(10, 4), [0, 0, 200]);
+        assert_eq!((10..13).map(|x| f.rgb(x, 10)).collect::<Vec<_>>(), vec![[255; 3]; 3]);
+        // Lower case draws as upper case; unknown characters as '?'.
+        let mut a = vec![0u8; 40 * 20 * 3];
+        let mut b = vec![0u8; 40 * 20 * 3];
+        for (buf, t) in [(&mut a, "id"), (&mut b, "ID")] {
+            let mut f = Frame::new(buf, 40, 20, 120, PixelFormat::Rgb).unwrap();
+            draw_label(&mut f, 0, 0, t, 2, [9, 9, 9], None);
+        }
+        assert_eq!(a, b);
+        assert_ne!(glyph('~'), [0; GLYPH_HEIGHT]);
+        // Clipped on every side, no panic; transparent background leaves the frame.
+        let mut f = Frame::new(&mut buf, 40, 20, 120, PixelFormat::Rgb).unwrap();
+        draw_label(&mut f, -7, -5, "0123456789", 3, [1, 2, 3], Some([4, 5, 6]));
+        draw_label(&mut f, 35, 15, "88", 2, [1, 2, 3], None);
+        assert_eq!(f.rgb(39, 19), [4, 5, 6], "bottom padding row of the clipped label");
     }
 
     #[test]

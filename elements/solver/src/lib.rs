@@ -23,6 +23,7 @@ pub mod ikol;
 mod problem;
 pub mod sampling;
 mod shape;
+mod translation;
 
 pub use error::SolverError;
 pub use hybrik::{AnalyticOptions, RootMethod, Spine3Method, hybrik_adaptive, hybrik_naive};
@@ -31,6 +32,7 @@ pub use ikol::{
 };
 pub use problem::{IkInput, IkSolution, Rest, TWIST_PAIRS};
 pub use shape::JointShapeBasis;
+pub use translation::camera_translation;
 
 /// Which solver to run, with its options (the `method` property of the solver element).
 #[derive(Debug, Clone, PartialEq)]

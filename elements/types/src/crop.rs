@@ -14,7 +14,7 @@ pub const CROP_SIZE: u32 = 256;
 pub const BOX_SCALE_MULT: f64 = 1.25;
 
 /// An axis-aligned box in frame pixels: top-left corner and size.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct BBox {
     pub x: f64,
     pub y: f64,

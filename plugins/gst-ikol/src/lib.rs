@@ -3,14 +3,29 @@
 //!
 //! SECTION:plugin-ikol
 //!
-//! GStreamer plugin `ikol`: 3D human pose and body-mesh recovery. It registers the frame meta
-//! `IkolFrameMeta` (a `GstCustomMeta` holding one structure per frame with the people found) that
-//! every ikol element reads and writes; the elements are added by the plugin issue.
+//! GStreamer plugin `ikol`: 3D human pose and body-mesh recovery. Elements, in pipeline order:
+//! `ikolcrop` (people to process), `ikolbackbone` (network), `ikolsolver` (inverse kinematics),
+//! `ikolmesher` (body mesh), `ikoloverlay` (drawing) and `ikolexport` (JSON lines). They pass
+//! results along in the frame meta `IkolFrameMeta` (see [`meta`]).
 
+mod common;
 pub mod meta;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
+pub mod ikolbackbone;
+pub mod ikolcrop;
+pub mod ikolmesher;
+pub mod ikolsolver;
+pub mod ikoloverlay;
+pub mod ikolexport;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
     meta::register();
+    ikolcrop::register(plugin)?;
+    ikolbackbone::register(plugin)?;
+    ikolsolver::register(plugin)?;
+    ikolmesher::register(plugin)?;
+    ikoloverlay::register(plugin)?;
+    ikolexport::register(plugin)?;
     Ok(())
 }
 

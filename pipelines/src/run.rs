@@ -1,0 +1,1023 @@
+//! `ikol run FILE.pipeline VAR=value ...`: run a pipeline file with GStreamer.
+//!
+//! A pipeline file is gst-launch syntax with a header of `#` comment lines (purpose, variables,
+//! an example command) and `${VAR}` / `${VAR:-default}` placeholders. Comment lines are
+//! dropped, lines joined (a trailing `\` is allowed and ignored), and placeholders replaced by
+//! the values given on the command line. A value that lands inside double quotes has `\` and
+//! `"` escaped; outside quotes, a value with blanks or `!` is quoted.
+//!
+//! The plugin is registered statically, so no `GST_PLUGIN_PATH` is needed. The run goes to
+//! end-of-stream with a progress bar, counting frames (and people, from the `IkolFrameMeta`) at
+//! the most downstream `ikol*` element, and ends with a summary. Stopping early (interrupt,
+//! `--max-seconds`) sends EOS so muxers finalise their files; an error that arrives after that
+//! is reported as a warning (RTSP teardown often fails after EOS: see the build notes). With
+//! `--reconnect N`, an error from a network source (or a network stream that ends on its own
+//! after the source warned) tears the pipeline down and starts it again, up to N times; files
+//! written by the failed attempt are kept under `NAME.attemptK.EXT`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use gst::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Command-line options of `ikol run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    pub vars: Vec<String>,
+    pub list_vars: bool,
+    pub dry_run: bool,
+    pub reconnect: u32,
+    pub reconnect_delay: f64,
+    pub max_seconds: Option<f64>,
+}
+
+/// One `${NAME}` / `${NAME:-default}` variable of a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarSpec {
+    pub name: String,
+    /// `None`: required.
+    pub default: Option<String>,
+    /// What the header says about it (may be empty).
+    pub doc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Var {
+        name: String,
+        default: Option<String>,
+        in_quotes: bool,
+    },
+}
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone)]
+pub struct PipelineFile {
+    pub path: PathBuf,
+    /// The leading comment block, `#` stripped.
+    pub header: Vec<String>,
+    pub vars: Vec<VarSpec>,
+    pieces: Vec<Piece>,
+}
+
+fn is_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+impl PipelineFile {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading pipeline file {}", path.display()))?;
+        Self::parse(path, &text).with_context(|| format!("pipeline file {}", path.display()))
+    }
+
+    /// Parses the text of a pipeline file (`path` only names it).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let mut header = Vec::new();
+        let mut in_header = true;
+        let mut body = String::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(c) = t.strip_prefix('#') {
+                if in_header {
+                    header.push(c.strip_prefix(' ').unwrap_or(c).trim_end().to_owned());
+                }
+                continue;
+            }
+            if t.is_empty() {
+                continue;
+            }
+            in_header = false;
+            let t = t.strip_suffix('\\').unwrap_or(t).trim_end();
+            if !body.is_empty() {
+                body.push(' ');
+            }
+            body.push_str(t);
+        }
+        if body.is_empty() {
+            bail!("no pipeline description (only comments or blank lines)");
+        }
+
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut in_quotes = false;
+        let mut rest = body.as_str();
+        while let Some(c) = rest.chars().next() {
+            if c == '$' && rest[1..].starts_with('{') {
+                let end = rest
+                    .find('}')
+                    .ok_or_else(|| anyhow!("unterminated `${{` in `{}`", excerpt(rest)))?;
+                let inner = &rest[2..end];
+                let (name, default) = match inner.split_once(":-") {
+                    Some((n, d)) => (n, Some(d.to_owned())),
+                    None => (inner, None),
+                };
+                if !is_name(name) {
+                    bail!(
+                        "bad placeholder `${{{inner}}}`: expected ${{NAME}} or ${{NAME:-default}} \
+                         (NAME = letters, digits, _)"
+                    );
+                }
+                if default.as_deref().is_some_and(|d| d.contains("${")) {
+                    bail!("nested placeholder in `${{{inner}}}`");
+                }
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                pieces.push(Piece::Var {
+                    name: name.to_owned(),
+                    default,
+                    in_quotes,
+                });
+                rest = &rest[end + 1..];
+                continue;
+            }
+            if c == '\\' {
+                // Keep escapes as they are; an escaped quote does not toggle quoting.
+                let n = rest[1..].chars().next().map_or(0, char::len_utf8);
+                text.push_str(&rest[..1 + n]);
+                rest = &rest[1 + n..];
+                continue;
+            }
+            if c == '"' {
+                in_quotes = !in_quotes;
+            }
+            text.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+
+        let mut vars: Vec<VarSpec> = Vec::new();
+        for p in &pieces {
+            if let Piece::Var { name, default, .. } = p {
+                match vars.iter_mut().find(|v| &v.name == name) {
+                    Some(v) => {
+                        if v.default.is_none() {
+                            v.default.clone_from(default);
+                        }
+                    }
+                    None => vars.push(VarSpec {
+                        name: name.clone(),
+                        default: default.clone(),
+                        doc: String::new(),
+                    }),
+                }
+            }
+        }
+        for v in &mut vars {
+            v.doc = header_doc(&header, &v.name);
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            header,
+            vars,
+            pieces,
+        })
+    }
+
+    /// Replaces the placeholders; `values` must name only variables of the file and give every
+    /// variable without a default.
+    pub fn substitute(&self, values: &BTreeMap<String, String>) -> Result<String> {
+        let unknown: Vec<&str> = values
+            .keys()
+            .filter(|k| !self.vars.iter().any(|v| &v.name == *k))
+            .map(String::as_str)
+            .collect();
+        let missing: Vec<&VarSpec> = self
+            .vars
+            .iter()
+            .filter(|v| v.default.is_none() && !values.contains_key(&v.name))
+            .collect();
+        if !unknown.is_empty() || !missing.is_empty() {
+            let mut msg = String::new();
+            if !missing.is_empty() {
+                let _ = write!(msg, "missing variable(s):");
+                for v in &missing {
+                    let _ = write!(msg, "\n  {}", v.name);
+                    if !v.doc.is_empty() {
+                        let _ = write!(msg, "  ({})", v.doc);
+                    }
+                }
+            }
+            if !unknown.is_empty() {
+                if !msg.is_empty() {
+                    msg.push('\n');
+                }
+                let _ = write!(msg, "unknown variable(s): {}", unknown.join(", "));
+            }
+            let names: Vec<&str> = self.vars.iter().map(|v| v.name.as_str()).collect();
+            let _ = write!(
+                msg,
+                "\nthe file takes: {} (pass NAME=value; `ikol run --list-vars {}` explains them)",
+                names.join(", "),
+                self.path.display()
+            );
+            bail!(msg);
+        }
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var {
+                    name,
+                    default,
+                    in_quotes,
+                } => {
+                    let v = values
+                        .get(name)
+                        .or(default.as_ref())
+                        .map(String::as_str)
+                        .unwrap_or_default();
+                    if v.contains("${") {
+                        bail!("the value of {name} contains `${{`: {v:?}");
+                    }
+                    if *in_quotes {
+                        out.push_str(&escape_quoted(v));
+                    } else if v.chars().any(|c| c.is_whitespace() || c == '!' || c == '"') {
+                        out.push('"');
+                        out.push_str(&escape_quoted(v));
+                        out.push('"');
+                    } else {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        if let Some(i) = out.find("${") {
+            bail!("placeholder left after substitution: `{}`", excerpt(&out[i..]));
+        }
+        Ok(out)
+    }
+
+    /// The `--list-vars` text.
+    pub fn describe_vars(&self) -> String {
+        let mut s = format!("{}:\n", self.path.display());
+        // The purpose: the header's first paragraph.
+        for l in self.header.iter().take_while(|l| !l.trim().is_empty()) {
+            let _ = writeln!(s, "  {l}");
+        }
+        s.push_str("variables:\n");
+        let w = self.vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
+        for v in &self.vars {
+            let d = match &v.default {
+                None => "required".to_owned(),
+                Some(d) => format!("default {d:?}"),
+            };
+            let _ = writeln!(s, "  {:w$}  {:24} {}", v.name, d, v.doc);
+        }
+        if self.vars.is_empty() {
+            s.push_str("  (none)\n");
+        }
+        // The example paragraph, if the header has one.
+        if let Some(i) = self
+            .header
+            .iter()
+            .position(|l| l.trim_start().to_ascii_lowercase().starts_with("example"))
+        {
+            for l in self.header[i..].iter().take_while(|l| !l.trim().is_empty()) {
+                let _ = writeln!(s, "{l}");
+            }
+        }
+        s
+    }
+}
+
+fn excerpt(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+fn escape_quoted(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The header's words about `name`: the rest of the line that starts with it (optionally
+/// followed by `:` or `=`), plus more deeply indented lines right after it.
+fn header_doc(header: &[String], name: &str) -> String {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut doc: Vec<&str> = Vec::new();
+    let mut it = header.iter();
+    while let Some(line) = it.next() {
+        let t = line.trim_start();
+        let Some(rest) = t.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.is_empty() || rest.starts_with([' ', '\t', ':', '='])) {
+            continue;
+        }
+        doc.push(rest.trim_start_matches([':', '=']).trim());
+        let base = indent(line);
+        for next in it.by_ref() {
+            if next.trim().is_empty() || indent(next) <= base {
+                break;
+            }
+            doc.push(next.trim());
+        }
+        break;
+    }
+    doc.retain(|d| !d.is_empty());
+    doc.join(" ")
+}
+
+/// Parses `NAME=value` arguments.
+pub fn parse_assignments(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for a in args {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow!("expected NAME=value, got {a:?}"))?;
+        if !is_name(k) {
+            bail!("bad variable name {k:?} in {a:?}");
+        }
+        if m.insert(k.to_owned(), v.to_owned()).is_some() {
+            bail!("variable {k} given twice");
+        }
+    }
+    Ok(m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+/// What the probe saw.
+#[derive(Debug, Default, Clone)]
+struct Counts {
+    frames: u64,
+    frames_with_people: u64,
+    people: u64,
+    track_ids: BTreeSet<u64>,
+    meta_error: Option<String>,
+}
+
+impl Counts {
+    fn add_buffer(&mut self, buf: &gst::BufferRef) {
+        self.frames += 1;
+        match gstikol::meta::FrameMeta::read(buf) {
+            Ok(Some(m)) => {
+                if !m.people.is_empty() {
+                    self.frames_with_people += 1;
+                }
+                self.people += m.people.len() as u64;
+                self.track_ids.extend(m.people.iter().map(|p| p.track_id));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if self.meta_error.is_none() {
+                    self.meta_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// The totals printed at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub frames: u64,
+    pub frames_with_people: u64,
+    pub people: u64,
+    pub track_ids: usize,
+    pub wall: Duration,
+    pub attempts: u32,
+    pub counted_at: String,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.wall.as_secs_f64();
+        let fps = if secs > 0.0 {
+            self.frames as f64 / secs
+        } else {
+            0.0
+        };
+        writeln!(f, "frames:             {}", self.frames)?;
+        writeln!(f, "frames with people: {}", self.frames_with_people)?;
+        writeln!(f, "people found:       {}", self.people)?;
+        writeln!(f, "distinct track ids: {}", self.track_ids)?;
+        writeln!(f, "wall time:          {secs:.2} s")?;
+        writeln!(f, "fps:                {fps:.2}")?;
+        if self.attempts > 1 {
+            writeln!(f, "attempts:           {}", self.attempts)?;
+        }
+        write!(f, "counted at:         {}", self.counted_at)
+    }
+}
+
+/// Number of interrupts (Ctrl-C) received so far; the first sends EOS, the second aborts.
+pub static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the Ctrl-C handler that bumps [`INTERRUPTS`]. Returns whether one is installed.
+///
+/// glib 0.22 moved `unix_signal_add` to the separate `glib-unix` crate, and std has no signal
+/// API, so this needs a dependency (`ctrlc`, or `glib-unix`) that the crate does not have yet:
+/// with it, the body is `ctrlc::set_handler(|| { INTERRUPTS.fetch_add(1, SeqCst); })`. Until
+/// then Ctrl-C ends the process at once (use `--max-seconds` to stop live sources cleanly).
+fn install_interrupt_handler() -> bool {
+    false
+}
+
+/// Why an attempt ended.
+#[derive(Debug)]
+enum Outcome {
+    /// End of stream (requested or not).
+    Finished,
+    /// A failure; `network` when it came from (or was announced by) a network source.
+    Failed { message: String, network: bool },
+    /// Second interrupt.
+    Aborted,
+}
+
+/// Factory names of network sources whose failures `--reconnect` retries.
+const NETWORK_SOURCES: &[&str] = &[
+    "rtspsrc",
+    "souphttpsrc",
+    "curlhttpsrc",
+    "udpsrc",
+    "tcpclientsrc",
+    "tcpserversrc",
+    "srtsrc",
+    "srtclientsrc",
+    "rtmpsrc",
+    "rtmp2src",
+    "ristsrc",
+    "webrtcsrc",
+    "whepsrc",
+    "rtpsrc",
+    "hlsdemux",
+    "dashdemux",
+];
+
+fn is_network_element(e: &gst::Element) -> bool {
+    let Some(f) = e.factory() else {
+        return false;
+    };
+    let name = f.name();
+    NETWORK_SOURCES.contains(&name.as_str())
+        || (e.element_flags().contains(gst::ElementFlags::SOURCE)
+            && f.metadata(gst::ELEMENT_METADATA_KLASS)
+                .is_some_and(|k| k.contains("Network")))
+}
+
+/// The network source that `obj` is or is inside of, if any.
+fn network_source_of(obj: &gst::Object) -> Option<gst::Element> {
+    let mut cur = Some(obj.clone());
+    while let Some(o) = cur {
+        if let Some(e) = o.downcast_ref::<gst::Element>()
+            && is_network_element(e)
+        {
+            return Some(e.clone());
+        }
+        cur = o.parent();
+    }
+    None
+}
+
+/// Parses the description and returns the pipeline (a single element is wrapped in one).
+fn build(file: &Path, description: &str) -> Result<gst::Pipeline> {
+    let mut ctx = gst::ParseContext::new();
+    let el = match gst::parse::launch_full(description, Some(&mut ctx), gst::ParseFlags::FATAL_ERRORS)
+    {
+        Ok(e) => e,
+        Err(e) => {
+            let missing = ctx.missing_elements();
+            let mut msg = format!("{}: {}", file.display(), e.message());
+            if !missing.is_empty() {
+                let _ = write!(
+                    msg,
+                    "\nmissing element(s): {} (is the GStreamer plugin that provides them installed?)",
+                    missing.join(", ")
+                );
+            }
+            let _ = write!(msg, "\npipeline: {description}");
+            bail!(msg);
+        }
+    };
+    match el.downcast::<gst::Pipeline>() {
+        Ok(p) => Ok(p),
+        Err(el) => {
+            let p = gst::Pipeline::new();
+            p.add(&el)?;
+            Ok(p)
+        }
+    }
+}
+
+/// The pad where frames are counted: the src pad of the most downstream `ikol*` element, else
+/// the sink pad of the most downstream sink.
+fn counting_pad(pipeline: &gst::Pipeline) -> Option<(gst::Pad, String)> {
+    let sorted: Vec<gst::Element> = pipeline
+        .iterate_sorted()
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let factory = |e: &gst::Element| e.factory().map(|f| f.name().to_string());
+    if let Some(e) = sorted
+        .iter()
+        .find(|e| factory(e).is_some_and(|n| n.starts_with("ikol")))
+    {
+        let pad = e.static_pad("src").or_else(|| e.static_pad("sink"))?;
+        return Some((pad.clone(), format!("{}:{}", e.name(), pad.name())));
+    }
+    let sink = sorted
+        .iter()
+        .find(|e| e.element_flags().contains(gst::ElementFlags::SINK))?;
+    let pad = sink.static_pad("sink").or_else(|| sink.sink_pads().first().cloned())?;
+    Some((pad.clone(), format!("{}:{}", sink.name(), pad.name())))
+}
+
+/// Files written by elements (not sources) through a `location` property.
+fn output_locations(pipeline: &gst::Pipeline) -> Vec<PathBuf> {
+    pipeline
+        .iterate_recurse()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| !e.element_flags().contains(gst::ElementFlags::SOURCE))
+        .filter(|e| {
+            e.find_property("location")
+                .is_some_and(|p| p.value_type() == String::static_type())
+        })
+        .filter_map(|e| e.property::<Option<String>>("location"))
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Renames `out.mp4` to `out.attemptK.mp4` so the next attempt does not overwrite it.
+fn keep_outputs(files: &[PathBuf], attempt: u32, say: &dyn Fn(String)) {
+    for f in files.iter().filter(|f| f.is_file()) {
+        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let ext = f.extension().map(|s| s.to_string_lossy().into_owned());
+        let name = match (stem, ext) {
+            (Some(s), Some(e)) => format!("{s}.attempt{attempt}.{e}"),
+            (Some(s), None) => format!("{s}.attempt{attempt}"),
+            _ => continue,
+        };
+        let to = f.with_file_name(name);
+        match std::fs::rename(f, &to) {
+            Ok(()) => say(format!(
+                "kept {} of attempt {attempt} as {}",
+                f.display(),
+                to.display()
+            )),
+            Err(e) => say(format!("could not keep {}: {e}", f.display())),
+        }
+    }
+}
+
+fn describe_error(err: &gst::message::Error) -> String {
+    let path = err
+        .src()
+        .map(|s| s.path_string().to_string())
+        .unwrap_or_else(|| "(unknown element)".into());
+    let mut s = format!("{}\n  element: {path}", err.error());
+    if let Some(d) = err.debug() {
+        let _ = write!(s, "\n  debug: {d}");
+    }
+    s
+}
+
+fn describe_warning(w: &gst::message::Warning) -> String {
+    let path = w
+        .src()
+        .map(|s| s.path_string().to_string())
+        .unwrap_or_else(|| "(unknown element)".into());
+    let mut s = format!("{} ({path})", w.error());
+    if let Some(d) = w.debug() {
+        let _ = write!(s, " [{d}]");
+    }
+    s
+}
+
+fn fmt_time(t: gst::ClockTime) -> String {
+    let s = t.seconds();
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+struct Progress {
+    bar: ProgressBar,
+    with_duration: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        Self {
+            bar,
+            with_duration: false,
+        }
+    }
+
+    fn say(&self, s: &str) {
+        self.bar.suspend(|| eprintln!("{s}"));
+    }
+
+    fn update(&mut self, pipeline: &gst::Pipeline, frames: u64, fps: f64) {
+        let dur = pipeline.query_duration::<gst::ClockTime>();
+        let pos = pipeline.query_position::<gst::ClockTime>();
+        match (dur, pos) {
+            (Some(d), Some(p)) if d > gst::ClockTime::ZERO => {
+                if !self.with_duration {
+                    self.with_duration = true;
+                    self.bar.set_length(d.mseconds());
+                    self.bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} [{elapsed_precise}] {bar:30} {msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                }
+                self.bar.set_position(p.mseconds().min(d.mseconds()));
+                self.bar.set_message(format!(
+                    "{} / {}  {frames} frames  {fps:.1} fps",
+                    fmt_time(p),
+                    fmt_time(d)
+                ));
+            }
+            _ => self
+                .bar
+                .set_message(format!("{frames} frames  {fps:.1} fps")),
+        }
+        self.bar.tick();
+    }
+}
+
+/// How long to wait for EOS after asking for it before giving up.
+const EOS_GRACE: Duration = Duration::from_secs(15);
+
+struct Attempt<'a> {
+    file: &'a Path,
+    description: &'a str,
+    deadline: Option<Instant>,
+    counts: Arc<Mutex<Counts>>,
+    progress: &'a mut Progress,
+    started: Instant,
+    interrupts_seen: &'a mut usize,
+}
+
+fn lock(c: &Mutex<Counts>) -> std::sync::MutexGuard<'_, Counts> {
+    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Attempt<'_> {
+    /// Runs one pipeline from start to end; returns how it ended, where frames were counted
+    /// and the files it writes.
+    fn run(&mut self) -> Result<(Outcome, String, Vec<PathBuf>)> {
+        let pipeline = build(self.file, self.description)?;
+        let outputs = output_locations(&pipeline);
+        let bus = pipeline.bus().context("pipeline without a bus")?;
+        let counted_at = match counting_pad(&pipeline) {
+            Some((pad, where_)) => {
+                let counts = self.counts.clone();
+                pad.add_probe(
+                    gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                    move |_, info| {
+                        let mut c = lock(&counts);
+                        match &info.data {
+                            Some(gst::PadProbeData::Buffer(b)) => c.add_buffer(b),
+                            Some(gst::PadProbeData::BufferList(l)) => {
+                                for b in l.iter() {
+                                    c.add_buffer(b);
+                                }
+                            }
+                            _ => {}
+                        }
+                        gst::PadProbeReturn::Ok
+                    },
+                );
+                where_
+            }
+            None => "(nowhere: no ikol element and no sink)".to_owned(),
+        };
+        let outcome = self.play(&pipeline, &bus);
+        let _ = pipeline.set_state(gst::State::Null);
+        outcome.map(|o| (o, counted_at, outputs))
+    }
+
+    fn play(&mut self, pipeline: &gst::Pipeline, bus: &gst::Bus) -> Result<Outcome> {
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            // The reason is the first error on the bus (later ones repeat it).
+            let first = bus
+                .pop_filtered(&[gst::MessageType::Error])
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(err) => Some((
+                        describe_error(&err),
+                        err.src().and_then(network_source_of).is_some(),
+                    )),
+                    _ => None,
+                });
+            let (message, network) =
+                first.unwrap_or_else(|| (format!("could not start the pipeline: {e}"), false));
+            return Ok(Outcome::Failed { message, network });
+        }
+        let mut eos_requested: Option<(Instant, &'static str)> = None;
+        let mut network_warning: Option<String> = None;
+        let mut last_update = Instant::now() - Duration::from_secs(1);
+        let mut buffering = false;
+        let mut is_live = false;
+        loop {
+            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
+                use gst::MessageView;
+                match msg.view() {
+                    MessageView::Eos(_) => {
+                        if eos_requested.is_none()
+                            && let Some(w) = network_warning
+                        {
+                            return Ok(Outcome::Failed {
+                                message: format!("the network stream ended unexpectedly: {w}"),
+                                network: true,
+                            });
+                        }
+                        return Ok(Outcome::Finished);
+                    }
+                    MessageView::Error(err) => {
+                        let text = describe_error(&err);
+                        if let Some((_, why)) = eos_requested {
+                            self.progress.say(&format!(
+                                "warning: error after stopping ({why}), ignored: {text}"
+                            ));
+                            return Ok(Outcome::Finished);
+                        }
+                        return Ok(Outcome::Failed {
+                            message: text,
+                            network: err.src().and_then(network_source_of).is_some(),
+                        });
+                    }
+                    MessageView::Warning(w) => {
+                        let text = describe_warning(&w);
+                        self.progress.say(&format!("warning: {text}"));
+                        if w.src().and_then(network_source_of).is_some() {
+                            network_warning = Some(text);
+                        }
+                    }
+                    MessageView::StateChanged(s) => {
+                        if s.src() == Some(pipeline.upcast_ref()) && s.current() == gst::State::Playing {
+                            let mut q = gst::query::Latency::new();
+                            if pipeline.query(&mut q) {
+                                is_live = q.result().0;
+                            }
+                        }
+                    }
+                    MessageView::Buffering(b) => {
+                        if !is_live {
+                            let pct = b.percent();
+                            if pct < 100 && !buffering {
+                                buffering = true;
+                                let _ = pipeline.set_state(gst::State::Paused);
+                            } else if pct >= 100 && buffering {
+                                buffering = false;
+                                let _ = pipeline.set_state(gst::State::Playing);
+                            }
+                        }
+                    }
+                    MessageView::Latency(_) => {
+                        let _ = pipeline.recalculate_latency();
+                    }
+                    MessageView::ClockLost(_) => {
+                        let _ = pipeline.set_state(gst::State::Paused);
+                        let _ = pipeline.set_state(gst::State::Playing);
+                    }
+                    _ => {}
+                }
+            }
+
+            let interrupts = INTERRUPTS.load(Ordering::SeqCst);
+            if interrupts > *self.interrupts_seen {
+                *self.interrupts_seen = interrupts;
+                if eos_requested.is_some() {
+                    self.progress.say("second interrupt: aborting");
+                    return Ok(Outcome::Aborted);
+                }
+                self.progress
+                    .say("interrupt: finishing the stream (press Ctrl-C again to abort)");
+                pipeline.send_event(gst::event::Eos::new());
+                eos_requested = Some((Instant::now(), "interrupt"));
+            }
+            if eos_requested.is_none()
+                && let Some(d) = self.deadline
+                && Instant::now() >= d
+            {
+                self.progress.say("--max-seconds reached: finishing the stream");
+                pipeline.send_event(gst::event::Eos::new());
+                eos_requested = Some((Instant::now(), "--max-seconds"));
+            }
+            if let Some((t, why)) = eos_requested
+                && t.elapsed() > EOS_GRACE
+            {
+                bail!(
+                    "no end of stream {} s after stopping ({why}); outputs may be incomplete",
+                    EOS_GRACE.as_secs()
+                );
+            }
+            if last_update.elapsed() >= Duration::from_millis(200) {
+                last_update = Instant::now();
+                let frames = lock(&self.counts).frames;
+                let secs = self.started.elapsed().as_secs_f64();
+                let fps = if secs > 0.0 { frames as f64 / secs } else { 0.0 };
+                self.progress.update(pipeline, frames, fps);
+            }
+        }
+    }
+}
+
+/// The whole command: `--list-vars`, `--dry-run` or a run.
+pub fn main(a: &RunArgs) -> Result<()> {
+    let file = PipelineFile::read(&a.file)?;
+    if a.list_vars {
+        print!("{}", file.describe_vars());
+        return Ok(());
+    }
+    let values = parse_assignments(&a.vars)?;
+    let description = file
+        .substitute(&values)
+        .with_context(|| format!("pipeline file {}", a.file.display()))?;
+    if a.dry_run {
+        println!("{description}");
+        return Ok(());
+    }
+    if a.reconnect_delay.is_nan() || a.reconnect_delay < 0.0 {
+        bail!("--reconnect-delay must be zero or more seconds");
+    }
+    let max = match a.max_seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--max-seconds {s}: must be a positive number of seconds"),
+        None => None,
+    };
+
+    gst::init().context("initialising GStreamer")?;
+    gstikol::plugin_register_static().context("registering the ikol plugin")?;
+    install_interrupt_handler();
+
+    let started = Instant::now();
+    let deadline = max.map(|m| started + m);
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let mut progress = Progress::new();
+    let mut interrupts_seen = INTERRUPTS.load(Ordering::SeqCst);
+    let mut attempt = 1;
+    let (result, counted_at) = loop {
+        let mut run = Attempt {
+            file: &a.file,
+            description: &description,
+            deadline,
+            counts: counts.clone(),
+            progress: &mut progress,
+            started,
+            interrupts_seen: &mut interrupts_seen,
+        };
+        let (outcome, counted_at, outputs) = run.run()?;
+        match outcome {
+            Outcome::Failed { message, network }
+                if network
+                    && attempt <= a.reconnect
+                    && deadline.is_none_or(|d| Instant::now() < d) =>
+            {
+                progress.say(&format!(
+                    "error from a network source (attempt {attempt} of {}): {message}\n\
+                     reconnecting in {:.1} s",
+                    a.reconnect + 1,
+                    a.reconnect_delay
+                ));
+                let say = |s: String| progress.say(&s);
+                keep_outputs(&outputs, attempt, &say);
+                std::thread::sleep(Duration::from_secs_f64(a.reconnect_delay));
+                attempt += 1;
+                progress.say(&format!("reconnect: starting attempt {attempt}"));
+            }
+            Outcome::Failed { message, network } => {
+                let gave_up = if network && a.reconnect > 0 {
+                    format!(" (gave up after {} reconnect attempt(s))", attempt - 1)
+                } else {
+                    String::new()
+                };
+                break (
+                    Err(anyhow!(
+                        "{} failed{gave_up}: {message}",
+                        a.file.display()
+                    )),
+                    counted_at,
+                );
+            }
+            Outcome::Aborted => {
+                break (Err(anyhow!("aborted by a second interrupt")), counted_at);
+            }
+            Outcome::Finished => break (Ok(()), counted_at),
+        }
+    };
+    progress.bar.finish_and_clear();
+    let c = lock(&counts).clone();
+    if let Some(e) = &c.meta_error {
+        eprintln!("warning: unreadable frame meta: {e}");
+    }
+    let summary = Summary {
+        frames: c.frames,
+        frames_with_people: c.frames_with_people,
+        people: c.people,
+        track_ids: c.track_ids.len(),
+        wall: started.elapsed(),
+        attempts: attempt,
+        counted_at,
+    };
+    println!("{summary}");
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "\
+# Test pipeline.
+#
+# Variables:
+#   INPUT    the input file
+#            (any container)
+#   ROI      boxes x,y,w,h;... (default: none)
+#   N        buffer count
+#
+# Example: ikol run t.pipeline INPUT=a.mp4
+filesrc location=${INPUT} ! fakesink \\
+  # a comment in the middle
+  name=\"${ROI:-}\" num-buffers=${N:-10}
+";
+
+    fn vals(v: &[(&str, &str)]) -> BTreeMap<String, String> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parse_and_substitute() {
+        let f = PipelineFile::parse(Path::new("t.pipeline"), FILE).unwrap();
+        assert_eq!(f.header[0], "Test pipeline.");
+        let names: Vec<_> = f.vars.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["INPUT", "ROI", "N"]);
+        assert_eq!(f.vars[0].default, None);
+        assert_eq!(f.vars[0].doc, "the input file (any container)");
+        assert_eq!(f.vars[1].default.as_deref(), Some(""));
+        assert_eq!(f.vars[2].default.as_deref(), Some("10"));
+        assert_eq!(f.vars[2].doc, "buffer count");
+        let s = f.substitute(&vals(&[("INPUT", "a.mp4")])).unwrap();
+        assert_eq!(
+            s,
+            "filesrc location=a.mp4 ! fakesink name=\"\" num-buffers=10"
+        );
+        let s = f
+            .substitute(&vals(&[("INPUT", "my file.mp4"), ("ROI", "a\"b"), ("N", "3")]))
+            .unwrap();
+        assert_eq!(
+            s,
+            "filesrc location=\"my file.mp4\" ! fakesink name=\"a\\\"b\" num-buffers=3"
+        );
+        assert!(f.describe_vars().contains("INPUT"));
+    }
+
+    #[test]
+    fn missing_unknown_and_leftovers_are_errors() {
+        let f = PipelineFile::parse(Path::new("t.pipeline"), FILE).unwrap();
+        let e = f
+            .substitute(&vals(&[("FOO", "1"), ("BAR", "2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing variable(s):\n  INPUT"), "{e}");
+        assert!(e.contains("unknown variable(s): BAR, FOO"), "{e}");
+        let e = f
+            .substitute(&vals(&[("INPUT", "${X}")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("INPUT"), "{e}");
+        let e = PipelineFile::parse(Path::new("t"), "fakesink name=${X")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unterminated"), "{e}");
+        let e = PipelineFile::parse(Path::new("t"), "fakesink name=${1X}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad placeholder"), "{e}");
+        assert!(PipelineFile::parse(Path::new("t"), "# only\n\n").is_err());
+    }
+
+    #[test]
+    fn assignments() {
+        let m = parse_assignments(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap();
+        assert_eq!(m["B"], "x=y");
+        assert_eq!(m["C"], "");
+        assert!(parse_assignments(&["A".into()]).is_err());
+        assert!(parse_assignments(&["A=1".into(), "A=2".into()]).is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! What every ikol element shares: pad templates and reading the frame meta of a buffer.
+
+use gst_video::VideoFormat;
+
+/// Sink and src "always" templates with `caps`.
+pub fn templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
+    [gst::PadDirection::Src, gst::PadDirection::Sink]
+        .into_iter()
+        .filter_map(|dir| {
+            let name = if dir == gst::PadDirection::Src { "src" } else { "sink" };
+            gst::PadTemplate::new(name, dir, gst::PadPresence::Always, caps).ok()
+        })
+        .collect()
+}
+
+/// Raw video of any format: the elements that only read and write the meta.
+pub fn any_video() -> gst::Caps {
+    gst::Caps::builder("video/x-raw").build()
+}
+
+/// Raw video in the given packed formats.
+pub fn video_formats(formats: &[VideoFormat]) -> gst::Caps {
+    gst_video::VideoCapsBuilder::new()
+        .format_list(formats.iter().copied())
+        .build()
+}
+
+/// Parses `"x,y,w,h[;x,y,w,h...]"` into boxes (the `roi` property).
+pub fn parse_boxes(s: &str) -> Result<Vec<ikol_types::BBox>, String> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            let v = b
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("box `{b}`: {e}"))?;
+            let [x, y, w, h] = v[..] else {
+                return Err(format!("box `{b}` needs 4 numbers x,y,w,h, got {}", v.len()));
+            };
+            let bb = ikol_types::BBox { x, y, w, h };
+            if bb.is_valid() {
+                Ok(bb)
+            } else {
+                Err(format!("box `{b}` has a non-positive size"))
+            }
+        })
+        .collect()
+}
+

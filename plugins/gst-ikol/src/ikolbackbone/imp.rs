@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! SECTION:element-ikolbackbone
+//!
+//! Runs the heatmap network (ResNet + deconvolution head + FC branch, see ikol-backbone) on the
+//! crop of every person `ikolcrop` found, as one batch, and writes to the `IkolFrameMeta` per
+//! person: joints as uvd, in frame pixels and root-relative in camera metres, the root position,
+//! twist (cos, sin) of joints 1..23, shape and (ikol24) the 5 leaf rotations. The camera is the
+//! meta's intrinsics when a source set them, else `focal-length` (pixels) or `fov` (horizontal
+//! degrees). After each frame it sends upstream, per track, the box around the joints it found,
+//! so `ikolcrop` follows people.
+//!
+//! `checkpoint` takes our safetensors (written by ikol-train) or an upstream HybrIK/IKOL `.pth`.
+//!
+//! ## Example launch line
+//! ```sh
+//! gst-launch-1.0 filesrc location=walk.mp4 ! decodebin ! videoconvert ! video/x-raw,format=RGB \
+//!   ! ikolcrop roi=200,80,240,400 ! ikolbackbone checkpoint=ikol.safetensors variant=ikol24 fov=60 \
+//!   ! ikolexport location=joints.jsonl ! fakesink
+//! ```
+//!
+//! Since: 0.1
+
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::VideoFormat;
+use ikol_backbone::preprocess::RgbFrame;
+use ikol_backbone::{Backbone, DeviceChoice, PersonBox, open_device};
+use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
+
+use super::BackboneVariant;
+use crate::common;
+use crate::meta::{self, FrameMeta};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "ikolbackbone",
+        gst::DebugColorFlags::empty(),
+        Some("ikol heatmap backbone"),
+    )
+});
+
+const DEFAULT_DEVICE: &str = "cpu";
+const DEFAULT_FLIP_TEST: bool = false;
+const DEFAULT_FOCAL: f64 = 0.0;
+/// The box sent back to `ikolcrop` is the joints' extent enlarged by this factor (the joints
+/// sit inside the body outline: head top and feet extend beyond them).
+const FEEDBACK_BOX_SCALE: f64 = 1.2;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    checkpoint: Option<PathBuf>,
+    variant: BackboneVariant,
+    device: String,
+    flip_test: bool,
+    focal_length: f64,
+    fov: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            checkpoint: None,
+            variant: BackboneVariant::default(),
+            device: DEFAULT_DEVICE.into(),
+            flip_test: DEFAULT_FLIP_TEST,
+            focal_length: DEFAULT_FOCAL,
+            fov: DEFAULT_HFOV_DEG,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    net: Backbone,
+    info: Option<gst_video::VideoInfo>,
+}
+
+#[derive(Debug, Default)]
+pub struct IkolBackbone {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+impl IkolBackbone {
+    fn fail(&self, msg: String) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+        gst::FlowError::Error
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for IkolBackbone {
+    const NAME: &'static str = "GstIkolBackbone";
+    type Type = super::IkolBackbone;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for IkolBackbone {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("checkpoint")
+                    .nick("Checkpoint")
+                    .blurb("Network weights: our .safetensors or an upstream HybrIK/IKOL .pth (required)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("variant", BackboneVariant::default())
+                    .nick("Variant")
+                    .blurb("Network variant: ikol24 or hybrik29")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("cpu, cuda or cuda:N (CUDA needs a build with the cuda feature)")
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("flip-test")
+                    .nick("Flip test")
+                    .blurb("Also run the mirrored crop and average (HybrIK's flip test)")
+                    .default_value(DEFAULT_FLIP_TEST)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("focal-length")
+                    .nick("Focal length")
+                    .blurb("Focal length in pixels when the source gives no intrinsics (0 = use fov)")
+                    .minimum(0.0)
+                    .maximum(1e6)
+                    .default_value(DEFAULT_FOCAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("fov")
+                    .nick("Field of view")
+                    .blurb("Horizontal field of view in degrees when the source gives no intrinsics \
+                            and focal-length is 0")
+                    .minimum(1.0)
+                    .maximum(179.0)
+                    .default_value(DEFAULT_HFOV_DEG)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match pspec.name() {
+            "checkpoint" => {
+                s.checkpoint = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            }
+            "variant" => s.variant = value.get().unwrap_or_default(),
+            "device" => {
+                s.device = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
+            }
+            "flip-test" => s.flip_test = value.get().unwrap_or(DEFAULT_FLIP_TEST),
+            "focal-length" => s.focal_length = value.get().unwrap_or(DEFAULT_FOCAL),
+            "fov" => s.fov = value.get().unwrap_or(DEFAULT_HFOV_DEG),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match pspec.name() {
+            "checkpoint" => s
+                .checkpoint
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .to_value(),
+            "variant" => s.variant.to_value(),
+            "device" => s.device.to_value(),
+            "flip-test" => s.flip_test.to_value(),
+            "focal-length" => s.focal_length.to_value(),
+            _ => s.fov.to_value(),
+        }
+    }
+}
+
+impl GstObjectImpl for IkolBackbone {}
+
+impl ElementImpl for IkolBackbone {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "ikol heatmap backbone",
+                "Filter/Analyzer/Video",
+                "Estimates 3D joints, twist, shape and leaf rotations of every person crop \
+                 (ResNet heatmap network on candle)",
+                "ikol developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static T: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(|| common::templates(&common::video_formats(&[VideoFormat::Rgb])));
+        T.as_ref()
+    }
+}
+
+impl BaseTransformImpl for IkolBackbone {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ["{msg}"]);
+        let path = s.checkpoint.ok_or_else(|| {
+            settings_err("ikolbackbone: no checkpoint set (checkpoint=<file.safetensors|file.pth>)".into())
+        })?;
+        let choice: DeviceChoice = s
+            .device
+            .parse()
+            .map_err(|e| settings_err(format!("ikolbackbone: device: {e}")))?;
+        let device = open_device(choice).map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
+        let net = Backbone::load(&path, s.variant.into(), &device)
+            .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?
+            .with_flip_test(s.flip_test);
+        gst::info!(
+            CAT,
+            imp = self,
+            "loaded {} ({}) on {choice}",
+            path.display(),
+            net.config().variant
+        );
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { net, info: None });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(incaps)
+            .map_err(|_| gst::loggable_error!(CAT, "ikolbackbone: cannot parse caps {incaps}"))?;
+        if let Some(s) = self.state.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            s.info = Some(info);
+        }
+        Ok(())
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut m: FrameMeta =
+            meta::require(buf, "ikolbackbone", "ikolcrop").map_err(|msg| self.fail(msg))?;
+        let estimates = {
+            let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(state) = guard.as_ref() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            let Some(info) = state.info.as_ref() else {
+                return Err(self.fail("ikolbackbone: buffer before caps".into()));
+            };
+            let k = *m.intrinsics.get_or_insert_with(|| {
+                if settings.focal_length > 0.0 {
+                    Intrinsics::from_focal(info.width(), info.height(), settings.focal_length)
+                } else {
+                    Intrinsics::from_hfov(info.width(), info.height(), settings.fov)
+                }
+            });
+            if m.people.is_empty() {
+                Vec::new()
+            } else {
+                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, info)
+                    .map_err(|_| self.fail("ikolbackbone: cannot map the video frame".into()))?;
+                let data = frame
+                    .plane_data(0)
+                    .map_err(|_| self.fail("ikolbackbone: cannot read the video frame".into()))?;
+                let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
+                let rgb = RgbFrame::new(data, info.width(), info.height(), stride)
+                    .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+                let boxes: Vec<PersonBox> = m
+                    .people
+                    .iter()
+                    .map(|p| PersonBox {
+                        bbox: p.bbox,
+                        root_depth: None,
+                    })
+                    .collect();
+                state
+                    .net
+                    .estimate(&rgb, &boxes, &k)
+                    .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?
+            }
+        };
+        let mut feedback = Vec::with_capacity(estimates.len());
+        for (p, e) in m.people.iter_mut().zip(&estimates) {
+            p.joints_uvd = e.uvd.clone();
+            p.joints_3d = e.xyz_m.iter().map(|v| v.map(|x| x as f32)).collect();
+            p.joints_2d = e.joints_px.iter().map(|v| v.map(|x| x as f32)).collect();
+            p.root = Some(e.root_m.map(|x| x as f32));
+            p.twist = e.phi.clone();
+            p.beta = e.beta.clone();
+            p.leaf = e.leaf.clone().unwrap_or_default();
+            if let Some(b) = BBox::around_points(e.joints_px.iter().copied(), FEEDBACK_BOX_SCALE)
+                .filter(BBox::is_valid)
+            {
+                feedback.push((p.track_id, b));
+            }
+        }
+        m.mark("ikolbackbone");
+        m.write(buf).map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+        if !feedback.is_empty() {
+            // Tracking for ikolcrop (see its docs); harmless when nobody upstream handles it.
+            let _handled = self.obj().sink_pad().push_event(meta::feedback_event(&feedback));
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

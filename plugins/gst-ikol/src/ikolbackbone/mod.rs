@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `ikolbackbone`: the heatmap network per person crop.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+/// The `variant` property: which network the checkpoint holds.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstIkolBackboneVariant")]
+pub enum BackboneVariant {
+    /// IKOL: 24 joints, twist, shape and 5 leaf rotations.
+    #[default]
+    #[enum_value(name = "IKOL 24 joints + leaf rotations", nick = "ikol24")]
+    Ikol24,
+    /// HybrIK: 29 joints (24 + 5 leaves), twist, shape.
+    #[enum_value(name = "HybrIK 29 joints", nick = "hybrik29")]
+    Hybrik29,
+}
+
+impl From<BackboneVariant> for ikol_backbone::Variant {
+    fn from(v: BackboneVariant) -> Self {
+        match v {
+            BackboneVariant::Ikol24 => Self::Ikol24,
+            BackboneVariant::Hybrik29 => Self::Hybrik29,
+        }
+    }
+}
+
+glib::wrapper! {
+    pub struct IkolBackbone(ObjectSubclass<imp::IkolBackbone>) @extends gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "ikolbackbone",
+        gst::Rank::NONE,
+        IkolBackbone::static_type(),
+    )
+}

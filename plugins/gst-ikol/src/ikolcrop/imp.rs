@@ -1,0 +1,404 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! SECTION:element-ikolcrop
+//!
+//! Decides which people each frame holds and attaches the `IkolFrameMeta` with, per person, the
+//! box, the network crop (HybrIK's square box enlarged 1.25x, as a frame-to-crop affine), a
+//! stable track id and a score. Boxes come, in this order of precedence (overlapping boxes of a
+//! lower source are dropped), from:
+//!
+//! 1. an `IkolFrameMeta` already on the buffer (e.g. ground-truth boxes of a dataset source);
+//! 2. `GstVideoRegionOfInterestMeta`s on the buffer;
+//! 3. the `detector` (when no track is alive, and every `detect-interval` frames);
+//! 4. tracking: the boxes `ikolbackbone` measured around each person's joints in the previous
+//!    frame (sent upstream as a custom event);
+//! 5. the `roi` property, when none of the above gave anything.
+//!
+//! Track ids are kept by intersection-over-union matching; at most `max-people` people per frame.
+//!
+//! ## Example launch line
+//! ```sh
+//! gst-launch-1.0 videotestsrc num-buffers=10 ! video/x-raw,format=RGB,width=640,height=480 \
+//!   ! ikolcrop roi=200,80,240,400 max-people=1 ! ikolexport ! fakesink
+//! ```
+//!
+//! Since: 0.1
+
+use std::sync::{LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::VideoFormat;
+use ikol_detect::{Detection, PersonDetector, RgbImage, Tracker, TrackerConfig, create_detector};
+use ikol_types::{BBox, BOX_SCALE_MULT, CROP_SIZE, Crop};
+
+use crate::common;
+use crate::meta::{self, FrameMeta, Person};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "ikolcrop",
+        gst::DebugColorFlags::empty(),
+        Some("ikol person boxes and tracking"),
+    )
+});
+
+const DEFAULT_DETECTOR: &str = "none";
+const DEFAULT_MAX_PEOPLE: u32 = 4;
+const DEFAULT_DETECT_INTERVAL: u32 = 30;
+const DEFAULT_TRACKING: bool = true;
+/// A box of a lower-precedence source overlapping a kept one by more than this is the same person.
+const SAME_PERSON_IOU: f64 = 0.5;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    roi: Vec<BBox>,
+    roi_text: String,
+    detector: String,
+    max_people: u32,
+    detect_interval: u32,
+    tracking: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            roi: Vec::new(),
+            roi_text: String::new(),
+            detector: DEFAULT_DETECTOR.into(),
+            max_people: DEFAULT_MAX_PEOPLE,
+            detect_interval: DEFAULT_DETECT_INTERVAL,
+            tracking: DEFAULT_TRACKING,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    info: Option<gst_video::VideoInfo>,
+    detector: Option<Box<dyn PersonDetector>>,
+    tracker: Tracker,
+    frame: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct IkolCrop {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    /// Boxes from downstream (per track id) received since the last frame.
+    feedback: Mutex<Vec<(u64, BBox)>>,
+}
+
+/// Adds `cands` to `kept` except those overlapping a kept box (same person from a better source).
+fn merge(kept: &mut Vec<Detection>, cands: impl IntoIterator<Item = Detection>) {
+    for c in cands {
+        if c.bbox.is_valid() && !kept.iter().any(|k| k.bbox.iou(&c.bbox) > SAME_PERSON_IOU) {
+            kept.push(c);
+        }
+    }
+}
+
+impl IkolCrop {
+    fn fail(&self, msg: String) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+        gst::FlowError::Error
+    }
+
+    fn detect(
+        &self,
+        state: &mut State,
+        buf: &gst::BufferRef,
+    ) -> Result<Vec<Detection>, gst::FlowError> {
+        let (Some(det), Some(info)) = (state.detector.as_mut(), state.info.as_ref()) else {
+            return Ok(Vec::new());
+        };
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
+            .map_err(|_| self.fail("ikolcrop: cannot map the video frame".into()))?;
+        let data = frame
+            .plane_data(0)
+            .map_err(|_| self.fail("ikolcrop: cannot read the video frame".into()))?;
+        let image = RgbImage {
+            data,
+            width: info.width() as usize,
+            height: info.height() as usize,
+            stride: usize::try_from(info.stride()[0]).unwrap_or(0),
+        };
+        det.detect(&image)
+            .map_err(|e| self.fail(format!("ikolcrop: {e}")))
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for IkolCrop {
+    const NAME: &'static str = "GstIkolCrop";
+    type Type = super::IkolCrop;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for IkolCrop {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("roi")
+                    .nick("Regions")
+                    .blurb("Fixed person boxes \"x,y,w,h[;x,y,w,h...]\" in frame pixels, used when \
+                            no other source gives boxes (e.g. to start tracking)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("detector")
+                    .nick("Detector")
+                    .blurb("Person detector: none (boxes from metas, roi and tracking)")
+                    .default_value(Some(DEFAULT_DETECTOR))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-people")
+                    .nick("Max people")
+                    .blurb("At most this many people per frame, highest scores first (0 = no limit)")
+                    .default_value(DEFAULT_MAX_PEOPLE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("detect-interval")
+                    .nick("Detect interval")
+                    .blurb("Run the detector every N frames while tracking (0 = only when no \
+                            track is alive)")
+                    .default_value(DEFAULT_DETECT_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("tracking")
+                    .nick("Tracking")
+                    .blurb("Follow people with the boxes ikolbackbone measured in the previous frame")
+                    .default_value(DEFAULT_TRACKING)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match pspec.name() {
+            "roi" => {
+                let text = value.get::<Option<String>>().ok().flatten().unwrap_or_default();
+                // Checked again in start(), where a bad value fails the state change.
+                match common::parse_boxes(&text) {
+                    Ok(b) => s.roi = b,
+                    Err(e) => gst::warning!(CAT, imp = self, "roi: {e}"),
+                }
+                s.roi_text = text;
+            }
+            "detector" => {
+                s.detector = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| DEFAULT_DETECTOR.into())
+            }
+            "max-people" => s.max_people = value.get().unwrap_or(DEFAULT_MAX_PEOPLE),
+            "detect-interval" => s.detect_interval = value.get().unwrap_or(DEFAULT_DETECT_INTERVAL),
+            "tracking" => s.tracking = value.get().unwrap_or(DEFAULT_TRACKING),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match pspec.name() {
+            "roi" => s.roi_text.to_value(),
+            "detector" => s.detector.to_value(),
+            "max-people" => s.max_people.to_value(),
+            "detect-interval" => s.detect_interval.to_value(),
+            _ => s.tracking.to_value(),
+        }
+    }
+}
+
+impl GstObjectImpl for IkolCrop {}
+
+impl ElementImpl for IkolCrop {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "ikol person crop",
+                "Filter/Analyzer/Video",
+                "Finds and tracks the people to process (metas, detector, tracking, roi) and \
+                 attaches their boxes and crops as IkolFrameMeta",
+                "ikol developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static T: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(|| common::templates(&common::video_formats(&[VideoFormat::Rgb])));
+        T.as_ref()
+    }
+}
+
+impl BaseTransformImpl for IkolCrop {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        common::parse_boxes(&s.roi_text).map_err(|e| {
+            gst::error_msg!(gst::LibraryError::Settings, ["ikolcrop: roi: {e}"])
+        })?;
+        let detector = create_detector(&s.detector).map_err(|e| {
+            gst::error_msg!(gst::LibraryError::Settings, ["ikolcrop: {e}"])
+        })?;
+        let tracker = Tracker::new(TrackerConfig {
+            max_people: s.max_people as usize,
+            ..TrackerConfig::default()
+        });
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
+            info: None,
+            detector,
+            tracker,
+            frame: 0,
+        });
+        self.feedback.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(incaps)
+            .map_err(|_| gst::loggable_error!(CAT, "ikolcrop: cannot parse caps {incaps}"))?;
+        if let Some(s) = self.state.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            s.info = Some(info);
+        }
+        Ok(())
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        if let Some(tracks) = meta::parse_feedback(&event) {
+            let mut fb = self.feedback.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, b) in tracks {
+                fb.retain(|t| t.0 != id);
+                fb.push((id, b));
+            }
+            return true;
+        }
+        self.parent_src_event(event)
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut upstream = FrameMeta::read(buf).map_err(|e| self.fail(format!("ikolcrop: {e}")))?;
+        let feedback = std::mem::take(&mut *self.feedback.lock().unwrap_or_else(|e| e.into_inner()));
+
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        state.frame += 1;
+
+        let mut cands: Vec<Detection> = Vec::new();
+        // 1. People already in the meta; their ids are kept when they all have one.
+        let given: Vec<Person> = upstream.as_mut().map(|m| std::mem::take(&mut m.people)).unwrap_or_default();
+        let keep_ids = !given.is_empty() && given.iter().all(|p| p.track_id != 0);
+        merge(
+            &mut cands,
+            given.iter().map(|p| Detection {
+                bbox: p.bbox,
+                score: p.score,
+            }),
+        );
+        // 2. Region-of-interest metas.
+        merge(
+            &mut cands,
+            buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>().map(|r| {
+                let (x, y, w, h) = r.rect();
+                Detection {
+                    bbox: BBox {
+                        x: x.into(),
+                        y: y.into(),
+                        w: w.into(),
+                        h: h.into(),
+                    },
+                    score: 1.0,
+                }
+            }),
+        );
+        // 3. The detector, when nothing is tracked or at the interval.
+        let tracked = settings.tracking && !feedback.is_empty();
+        let due = settings.detect_interval > 0 && state.frame % u64::from(settings.detect_interval) == 1;
+        if !tracked || due || settings.detect_interval == 1 {
+            let d = self.detect(state, buf)?;
+            merge(&mut cands, d);
+        }
+        // 4. Tracking from the previous frame's joints.
+        if settings.tracking {
+            for (id, b) in &feedback {
+                state.tracker.refine(*id, *b);
+            }
+            let score = |id: u64| {
+                state
+                    .tracker
+                    .tracks()
+                    .iter()
+                    .find(|t| t.id == id)
+                    .map_or(0.5, |t| t.score)
+            };
+            merge(
+                &mut cands,
+                feedback
+                    .iter()
+                    .map(|(id, b)| Detection {
+                        bbox: *b,
+                        score: score(*id),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        // 5. Fixed regions.
+        if cands.is_empty() {
+            merge(
+                &mut cands,
+                settings.roi.iter().map(|b| Detection {
+                    bbox: *b,
+                    score: 1.0,
+                }),
+            );
+        }
+
+        let people: Vec<Person> = if keep_ids && cands.len() == given.len() {
+            let mut g = given;
+            if settings.max_people > 0 {
+                g.sort_by(|a, b| b.score.total_cmp(&a.score));
+                g.truncate(settings.max_people as usize);
+            }
+            g
+        } else {
+            state
+                .tracker
+                .update(&cands)
+                .into_iter()
+                .map(|t| Person::new(t.id, t.bbox, t.score))
+                .collect()
+        };
+        drop(guard);
+        gst::trace!(CAT, imp = self, "{} people", people.len());
+
+        let mut m = upstream.unwrap_or_default();
+        m.people = people
+            .into_iter()
+            .map(|mut p| {
+                p.crop = Some(Crop::from_box(&p.bbox, BOX_SCALE_MULT, CROP_SIZE).affine());
+                p
+            })
+            .collect();
+        m.mark("ikolcrop");
+        m.write(buf).map_err(|e| self.fail(format!("ikolcrop: {e}")))?;
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

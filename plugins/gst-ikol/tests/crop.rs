@@ -1,0 +1,105 @@
+//! ikolcrop: boxes from the roi property, region metas and upstream meta; tracking by the
+//! feedback event; limits; caps; errors.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+use gstikol::meta::{self, FrameMeta, Person};
+use ikol_types::BBox;
+
+fn bx(x: f64, y: f64, w: f64, h: f64) -> BBox {
+    BBox { x, y, w, h }
+}
+
+#[test]
+fn roi_boxes_get_ids_and_the_hybrik_crop() {
+    let (mut h, _bus) = harness("ikolcrop", &[("roi", "10,20,100,200;200,20,80,100")], &rgb_caps(320, 240));
+    let out = h.push_and_pull(frame(320, 240, 0, None)).unwrap();
+    let m = meta_of(&out);
+    assert_eq!(m.stages, ["ikolcrop"]);
+    assert_eq!(m.people.len(), 2);
+    let p = &m.people[0];
+    assert_eq!((p.track_id, p.bbox), (1, bx(10.0, 20.0, 100.0, 200.0)));
+    assert_eq!(m.people[1].track_id, 2);
+    // The crop is square, side 1.25 x max(w, h) = 250 px, centred on the box: the box centre
+    // (60, 120) maps to the crop centre (128, 128) and 250 frame px span the 256 crop px.
+    let a = p.crop.unwrap();
+    let c = a.apply([60.0, 120.0]);
+    assert!((c[0] - 128.0).abs() < 1e-9 && (c[1] - 128.0).abs() < 1e-9, "{c:?}");
+    let e = a.apply([60.0 + 125.0, 120.0]);
+    assert!((e[0] - 256.0).abs() < 1e-9, "{e:?}");
+    // Same boxes next frame: same ids.
+    let m2 = meta_of(&h.push_and_pull(frame(320, 240, 0, None)).unwrap());
+    assert_eq!(m2.people.iter().map(|p| p.track_id).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn max_people_and_zero_people() {
+    let (mut h, _) = harness("ikolcrop", &[("roi", "10,20,100,200;200,20,80,100"), ("max-people", "1")], &rgb_caps(320, 240));
+    assert_eq!(meta_of(&h.push_and_pull(frame(320, 240, 0, None)).unwrap()).people.len(), 1);
+    let (mut h, _) = harness("ikolcrop", &[], &rgb_caps(320, 240));
+    let m = meta_of(&h.push_and_pull(frame(320, 240, 0, None)).unwrap());
+    assert!(m.people.is_empty() && m.has_stage("ikolcrop"));
+}
+
+#[test]
+fn feedback_from_downstream_moves_the_track() {
+    let (mut h, _) = harness("ikolcrop", &[("roi", "10,20,100,200")], &rgb_caps(640, 240));
+    assert_eq!(meta_of(&h.push_and_pull(frame(640, 240, 0, None)).unwrap()).people[0].track_id, 1);
+    // ikolbackbone found the person 60 px to the right.
+    let moved = bx(70.0, 20.0, 100.0, 200.0);
+    assert!(h.push_upstream_event(meta::feedback_event(&[(1, moved)])));
+    let m = meta_of(&h.push_and_pull(frame(640, 240, 0, None)).unwrap());
+    assert_eq!(m.people.len(), 1);
+    assert_eq!((m.people[0].track_id, m.people[0].bbox), (1, moved));
+    // With tracking off the roi is used again.
+    dut(&mut h, "ikolcrop").set_property("tracking", false);
+    assert!(h.push_upstream_event(meta::feedback_event(&[(1, moved)])));
+    let m = meta_of(&h.push_and_pull(frame(640, 240, 0, None)).unwrap());
+    assert_eq!(m.people[0].bbox, bx(10.0, 20.0, 100.0, 200.0));
+}
+
+#[test]
+fn boxes_from_upstream_metas_take_precedence() {
+    let (mut h, _) = harness("ikolcrop", &[("roi", "10,20,100,200")], &rgb_caps(320, 240));
+    // A source's meta with its own track ids (e.g. dataset ground truth).
+    let given = FrameMeta {
+        stages: vec!["ikol3dpwsrc".into()],
+        people: vec![Person::new(42, bx(150.0, 10.0, 60.0, 120.0), 0.8)],
+        ..Default::default()
+    };
+    let m = meta_of(&h.push_and_pull(frame(320, 240, 0, Some(&given))).unwrap());
+    assert_eq!(m.stages, ["ikol3dpwsrc", "ikolcrop"]);
+    assert_eq!(m.people.len(), 1);
+    assert_eq!((m.people[0].track_id, m.people[0].bbox), (42, bx(150.0, 10.0, 60.0, 120.0)));
+    assert!(m.people[0].crop.is_some());
+    // A region-of-interest meta.
+    let mut buf = frame(320, 240, 0, None);
+    gst_video::VideoRegionOfInterestMeta::add(buf.get_mut().unwrap(), "person", (5, 6, 70, 140));
+    let m = meta_of(&h.push_and_pull(buf).unwrap());
+    assert_eq!(m.people.len(), 1);
+    assert_eq!(m.people[0].bbox, bx(5.0, 6.0, 70.0, 140.0));
+}
+
+#[test]
+fn refuses_non_rgb_caps_and_bad_properties() {
+    init();
+    let mut h = gst_check::Harness::new("ikolcrop");
+    h.set_src_caps_str("video/x-raw,format=I420,width=320,height=240,framerate=30/1");
+    assert_eq!(
+        h.push(gst::Buffer::from_mut_slice(vec![0u8; 320 * 240 * 3 / 2])),
+        Err(gst::FlowError::NotNegotiated)
+    );
+    for (props, expect) in [
+        (&[("roi", "1,2,3")][..], "needs 4 numbers"),
+        (&[("detector", "yolo")][..], "unknown detector `yolo`"),
+    ] {
+        let (e, bus) = element("ikolcrop", props);
+        assert!(e.set_state(gst::State::Paused).is_err());
+        let msg = error_text(&bus).unwrap();
+        assert!(msg.contains(expect) && msg.contains("ikolcrop"), "{msg}");
+        e.set_state(gst::State::Null).unwrap();
+    }
+}

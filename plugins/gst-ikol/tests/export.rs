@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `ikolexport` through `gst_check::Harness`: JSON lines in a file, bus messages, vertices on
+//! request, and the errors for an uncreatable file, a full disk and a missing upstream.
+
+use std::path::PathBuf;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use gst::glib;
+use gst::prelude::*;
+use gst_check::Harness;
+use gstikol::meta::{FrameMeta, Person};
+use ikol_types::{BBox, FrameResult, Intrinsics};
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("gst::init");
+        gstikol::plugin_register_static().expect("register the ikol plugin");
+    });
+}
+
+/// A fresh path in the temp dir (removed by the caller).
+fn temp_path(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "ikolexport-{}-{tag}-{}.jsonl",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+fn person(track_id: u64, k: f32) -> Person {
+    Person {
+        track_id,
+        score: 0.5 + 0.1 * f64::from(k),
+        bbox: BBox {
+            x: 10.0 * f64::from(k),
+            y: 20.0,
+            w: 30.5,
+            h: 60.25,
+        },
+        joints_3d: (0..24).map(|j| [j as f32 * 0.01, -k, 0.125]).collect(),
+        joints_2d: (0..24).map(|j| [j as f32 + 0.5, k * 3.0]).collect(),
+        theta: (0..24).map(|j| [0.1 * k, j as f32 * 0.02, -0.3]).collect(),
+        beta: (0..10).map(|b| b as f32 * 0.1 - k).collect(),
+        translation: Some([0.1, -0.2, 3.0 + k]),
+        residual: vec![0.001 * k; 24],
+        vertices: (0..5).map(|v| [v as f32, k, 2.5]).collect(),
+        ..Default::default()
+    }
+}
+
+/// Frame i: i+1 people for i < 2, none in frame 2; pts 40 ms apart, none on frame 2.
+fn frame_meta(i: u64) -> FrameMeta {
+    let people = if i < 2 {
+        (0..=i).map(|p| person(p + 7, (i * 2 + p) as f32)).collect()
+    } else {
+        Vec::new()
+    };
+    FrameMeta {
+        stages: vec!["ikolcrop".into(), "ikolbackbone".into(), "ikolsolver".into()],
+        intrinsics: Some(Intrinsics {
+            fx: 300.0,
+            fy: 300.0,
+            cx: 32.0,
+            cy: 24.0,
+        }),
+        body_model: Some("small".into()),
+        people,
+    }
+}
+
+fn pts(i: u64) -> Option<gst::ClockTime> {
+    (i < 2).then(|| gst::ClockTime::from_mseconds(40 * i))
+}
+
+fn buffer(meta: Option<&FrameMeta>, pts: Option<gst::ClockTime>) -> Result<gst::Buffer> {
+    let mut buf = gst::Buffer::from_mut_slice(vec![17u8; 64 * 48 * 3]);
+    {
+        let b = buf.get_mut().context("fresh buffer is writable")?;
+        b.set_pts(pts);
+        if let Some(m) = meta {
+            m.write(b)?;
+        }
+    }
+    Ok(buf)
+}
+
+/// An ikolexport in a harness, with `props` set before it starts and a bus to read.
+fn harness(props: &[(&str, glib::Value)]) -> Result<(Harness, gst::Bus)> {
+    let el = gst::ElementFactory::make("ikolexport").build()?;
+    for (name, value) in props {
+        el.set_property_from_value(name, value);
+    }
+    let bus = gst::Bus::new();
+    el.set_bus(Some(&bus));
+    let mut h = Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-raw,format=RGB,width=64,height=48,framerate=25/1");
+    Ok((h, bus))
+}
+
+/// Pushes the three frames and EOS; checks that each buffer passes through unchanged.
+fn push_three(h: &mut Harness) -> Result<()> {
+    for i in 0..3 {
+        let m = frame_meta(i);
+        h.push(buffer(Some(&m), pts(i))?)
+            .map_err(|e| anyhow!("push {i}: {e:?}"))?;
+        let out = h.pull()?;
+        ensure!(out.pts() == pts(i), "pts kept");
+        ensure!(out.map_readable()?.as_slice() == [17u8; 64 * 48 * 3], "video untouched");
+        ensure!(FrameMeta::read(&out)? == Some(m), "meta untouched");
+    }
+    ensure!(h.push_event(gst::event::Eos::new()), "EOS handled");
+    Ok(())
+}
+
+fn read_lines(path: &PathBuf) -> Result<Vec<FrameResult>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .map(|l| serde_json::from_str::<FrameResult>(l).with_context(|| format!("line {l}")))
+        .collect()
+}
+
+#[test]
+fn writes_one_json_line_per_frame() -> Result<()> {
+    init();
+    let path = temp_path("lines");
+    let (mut h, _bus) = harness(&[("location", path.to_str().context("utf-8")?.to_value())])?;
+    push_three(&mut h)?;
+    let lines = read_lines(&path)?;
+    assert_eq!(lines.len(), 3);
+    for (i, r) in lines.iter().enumerate() {
+        let i = i as u64;
+        let m = frame_meta(i);
+        assert_eq!(r.frame, i);
+        assert_eq!(r.pts_ns, pts(i).map(gst::ClockTime::nseconds));
+        assert_eq!(r.people.len(), m.people.len());
+        for (got, want) in r.people.iter().zip(&m.people) {
+            assert_eq!(got.track_id, want.track_id);
+            assert_eq!(got.bbox, Some(want.bbox));
+            assert_eq!(got.score, Some(want.score as f32));
+            assert_eq!(got.joints_3d, want.joints_3d);
+            assert_eq!(got.joints_2d, want.joints_2d);
+            assert_eq!(got.theta, want.theta);
+            assert_eq!(got.beta, want.beta);
+            assert_eq!(got.translation, want.translation);
+            assert_eq!(got.residual, want.residual);
+            assert!(got.vertices.is_empty(), "vertices only on request");
+        }
+        assert_eq!(*r, m.to_result(i, pts(i).map(gst::ClockTime::nseconds), false));
+    }
+    // Pts 0 is a known timestamp and is written; frame 2 has none and omits the key.
+    let text = std::fs::read_to_string(&path)?;
+    let raw: Vec<&str> = text.lines().collect();
+    assert!(raw[0].contains("\"pts_ns\":0"), "{}", raw[0]);
+    assert!(!raw[2].contains("pts_ns"), "{}", raw[2]);
+    assert_eq!(raw[2], "{\"frame\":2,\"people\":[]}");
+    drop(h);
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+#[test]
+fn vertices_on_request() -> Result<()> {
+    init();
+    let path = temp_path("vertices");
+    let (mut h, _bus) = harness(&[
+        ("location", path.to_str().context("utf-8")?.to_value()),
+        ("vertices", true.to_value()),
+    ])?;
+    push_three(&mut h)?;
+    let lines = read_lines(&path)?;
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1].people[1].vertices, frame_meta(1).people[1].vertices);
+    assert_eq!(lines[0].people[0].vertices.len(), 5);
+    drop(h);
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+#[test]
+fn posts_the_same_line_on_the_bus() -> Result<()> {
+    init();
+    let path = temp_path("messages");
+    let (mut h, bus) = harness(&[
+        ("location", path.to_str().context("utf-8")?.to_value()),
+        ("post-messages", true.to_value()),
+    ])?;
+    push_three(&mut h)?;
+    let text = std::fs::read_to_string(&path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut n = 0;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Element]) {
+        let s = msg.structure().context("element message has a structure")?;
+        if s.name() != "ikol-frame" {
+            continue;
+        }
+        let frame = s.get::<u64>("frame")?;
+        assert_eq!(frame, n);
+        assert_eq!(s.get::<u32>("people")? as usize, frame_meta(n).people.len());
+        assert_eq!(s.get::<String>("json")?, lines[n as usize]);
+        match pts(n) {
+            Some(p) => assert_eq!(s.get::<u64>("pts")?, p.nseconds()),
+            None => assert!(!s.has_field("pts")),
+        }
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    drop(h);
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+#[test]
+fn uncreatable_location_fails_the_state_change_naming_the_file() -> Result<()> {
+    init();
+    let bad = "/nonexistent/dir/x.jsonl";
+    let el = gst::ElementFactory::make("ikolexport")
+        .property("location", bad)
+        .build()?;
+    let bus = gst::Bus::new();
+    el.set_bus(Some(&bus));
+    assert!(el.set_state(gst::State::Paused).is_err());
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .context("an error message")?;
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(e.error().message().contains(bad), "{}", e.error());
+    el.set_state(gst::State::Null)?;
+    Ok(())
+}
+
+#[test]
+fn write_error_names_the_file() -> Result<()> {
+    init();
+    let full = "/dev/full";
+    if !std::path::Path::new(full).exists() {
+        return Ok(());
+    }
+    let (mut h, bus) = harness(&[("location", full.to_value())])?;
+    let r = h.push(buffer(Some(&frame_meta(0)), pts(0))?);
+    assert_eq!(r, Err(gst::FlowError::Error));
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .context("an error message")?;
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(e.error().message().contains(full), "{}", e.error());
+    Ok(())
+}
+
+#[test]
+fn missing_meta_names_ikolcrop() -> Result<()> {
+    init();
+    let path = temp_path("nometa");
+    let (mut h, bus) = harness(&[("location", path.to_str().context("utf-8")?.to_value())])?;
+    assert_eq!(h.push(buffer(None, pts(0))?), Err(gst::FlowError::Error));
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .context("an error message")?;
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    let text = e.error().message().to_owned();
+    assert!(text.contains("ikolcrop") && text.contains("ikolexport"), "{text}");
+    drop(h);
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+#[test]
+fn defaults() -> Result<()> {
+    init();
+    let el = gst::ElementFactory::make("ikolexport").build()?;
+    assert_eq!(el.property::<Option<String>>("location"), None);
+    assert!(!el.property::<bool>("post-messages"));
+    assert!(!el.property::<bool>("vertices"));
+    Ok(())
+}
