@@ -1,0 +1,124 @@
+//! ikolbackbone: a tiny upstream-format checkpoint on a real frame; camera geometry of the
+//! outputs; tracking feedback upstream; errors.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use gst::prelude::*;
+use gstikol::meta::{self, FrameMeta, Person};
+use ikol_types::{BBox, Intrinsics};
+
+fn checkpoint() -> String {
+    format!(
+        "{}/../../elements/backbone/tests/data/ikol24_r34w2.pth",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A 320x240 RGB frame with a gradient (so the crop is not uniform) and ikolcrop's meta for one
+/// person.
+fn input(intrinsics: Option<Intrinsics>) -> gst::Buffer {
+    let (w, h) = (320usize, 240usize);
+    let mut px = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let i = 3 * (y * w + x);
+            px[i] = (x * 255 / w) as u8;
+            px[i + 1] = (y * 255 / h) as u8;
+            px[i + 2] = ((x + y) % 256) as u8;
+        }
+    }
+    let mut buf = gst::Buffer::from_mut_slice(px);
+    let m = FrameMeta {
+        stages: vec!["ikolcrop".into()],
+        intrinsics,
+        people: vec![Person::new(7, BBox { x: 100.0, y: 20.0, w: 100.0, h: 200.0 }, 0.9)],
+        ..Default::default()
+    };
+    m.write(buf.get_mut().unwrap()).unwrap();
+    buf
+}
+
+#[test]
+fn fills_joints_twist_shape_leaf_in_camera_geometry() {
+    let (mut h, bus) = harness("ikolbackbone", &[("checkpoint", &checkpoint()), ("fov", "60")], &rgb_caps(320, 240));
+    let out = h.push_and_pull(input(None)).unwrap();
+    assert!(error_text(&bus).is_none());
+    let m = meta_of(&out);
+    assert_eq!(m.stages, ["ikolcrop", "ikolbackbone"]);
+    // Intrinsics from the 60 degree horizontal field of view: fx = (320/2) / tan(30 deg), principal
+    // point at the centre of the pixel grid ((W - 1) / 2, (H - 1) / 2).
+    let k = m.intrinsics.unwrap();
+    assert!((k.fx - 160.0 / (30f64.to_radians()).tan()).abs() < 1e-9 && k.cx == 159.5 && k.cy == 119.5);
+    let p = &m.people[0];
+    assert_eq!(
+        (p.joints_uvd.len(), p.joints_3d.len(), p.joints_2d.len(), p.twist.len(), p.beta.len(), p.leaf.len()),
+        (24, 24, 24, 23, 10, 5)
+    );
+    // Pixels and metres agree: root + joint projects onto the joint's pixel (pinhole).
+    let root = p.root.unwrap();
+    assert!(root[2] > 0.0);
+    for (j, uv) in p.joints_3d.iter().zip(&p.joints_2d) {
+        let c = [0, 1, 2].map(|i| f64::from(root[i]) + f64::from(j[i]));
+        let u = k.fx * c[0] / c[2] + k.cx;
+        let v = k.fy * c[1] / c[2] + k.cy;
+        assert!((u - f64::from(uv[0])).abs() < 0.05 && (v - f64::from(uv[1])).abs() < 0.05, "{u},{v} vs {uv:?}");
+    }
+    // The root joint is the origin of the root-relative joints.
+    assert!(p.joints_3d[0].iter().all(|x| x.abs() < 1e-6));
+    // The box around the joints went upstream for tracking, under the person's track id.
+    let mut fed = None;
+    while let Some(ev) = h.try_pull_upstream_event() {
+        if let Some(t) = meta::parse_feedback(&ev) {
+            fed = Some(t);
+        }
+    }
+    let fed = fed.expect("a feedback event");
+    assert_eq!(fed.len(), 1);
+    assert_eq!(fed[0].0, 7);
+    let b = fed[0].1;
+    for uv in &p.joints_2d {
+        let (u, v) = (f64::from(uv[0]), f64::from(uv[1]));
+        assert!(u >= b.x && u <= b.x + b.w && v >= b.y && v <= b.y + b.h);
+    }
+}
+
+#[test]
+fn intrinsics_from_the_source_win() {
+    let k = Intrinsics { fx: 1000.0, fy: 1000.0, cx: 150.0, cy: 130.0 };
+    let (mut h, _) = harness("ikolbackbone", &[("checkpoint", &checkpoint()), ("focal-length", "300")], &rgb_caps(320, 240));
+    let m = meta_of(&h.push_and_pull(input(Some(k))).unwrap());
+    assert_eq!(m.intrinsics, Some(k));
+    // Without source intrinsics, focal-length beats fov.
+    let m = meta_of(&h.push_and_pull(input(None)).unwrap());
+    assert_eq!(m.intrinsics.unwrap().fx, 300.0);
+}
+
+#[test]
+fn errors_name_the_problem() {
+    // No crop upstream.
+    let (mut h, bus) = harness("ikolbackbone", &[("checkpoint", &checkpoint())], &rgb_caps(320, 240));
+    assert_eq!(h.push(frame(320, 240, 0, None)), Err(gst::FlowError::Error));
+    let e = error_text(&bus).unwrap();
+    assert!(e.contains("put ikolcrop upstream of ikolbackbone"), "{e}");
+    // No checkpoint, a missing file, a checkpoint of the other variant, no CUDA in this build.
+    let ck = checkpoint();
+    for (props, expect) in [
+        (vec![], "no checkpoint set".to_owned()),
+        (vec![("checkpoint", "/nonexistent/w.pth")], "/nonexistent/w.pth".to_owned()),
+        (vec![("checkpoint", ck.as_str()), ("variant", "hybrik29")], "ikol24_r34w2.pth".to_owned()),
+        (vec![("checkpoint", ck.as_str()), ("device", "cuda")], "cuda".to_owned()),
+    ] {
+        let (e, bus) = element("ikolbackbone", &props);
+        assert!(e.set_state(gst::State::Paused).is_err());
+        let msg = error_text(&bus).unwrap();
+        assert!(msg.contains(&expect) && msg.contains("ikolbackbone"), "{msg}");
+        e.set_state(gst::State::Null).unwrap();
+    }
+    // Zero people: the meta passes with the stage marked and nothing computed.
+    let (mut h, _) = harness("ikolbackbone", &[("checkpoint", &checkpoint())], &rgb_caps(320, 240));
+    let empty = FrameMeta { stages: vec!["ikolcrop".into()], ..Default::default() };
+    let m = meta_of(&h.push_and_pull(frame(320, 240, 0, Some(&empty))).unwrap());
+    assert!(m.people.is_empty() && m.has_stage("ikolbackbone"));
+}
