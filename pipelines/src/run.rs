@@ -257,7 +257,10 @@ impl PipelineFile {
             }
         }
         if let Some(i) = out.find("${") {
-            bail!("placeholder left after substitution: `{}`", excerpt(&out[i..]));
+            bail!(
+                "placeholder left after substitution: `{}`",
+                excerpt(&out[i..])
+            );
         }
         Ok(out)
     }
@@ -487,8 +490,11 @@ fn network_source_of(obj: &gst::Object) -> Option<gst::Element> {
 /// Parses the description and returns the pipeline (a single element is wrapped in one).
 fn build(file: &Path, description: &str) -> Result<gst::Pipeline> {
     let mut ctx = gst::ParseContext::new();
-    let el = match gst::parse::launch_full(description, Some(&mut ctx), gst::ParseFlags::FATAL_ERRORS)
-    {
+    let el = match gst::parse::launch_full(
+        description,
+        Some(&mut ctx),
+        gst::ParseFlags::FATAL_ERRORS,
+    ) {
         Ok(e) => e,
         Err(e) => {
             let missing = ctx.missing_elements();
@@ -533,7 +539,9 @@ fn counting_pad(pipeline: &gst::Pipeline) -> Option<(gst::Pad, String)> {
     let sink = sorted
         .iter()
         .find(|e| e.element_flags().contains(gst::ElementFlags::SINK))?;
-    let pad = sink.static_pad("sink").or_else(|| sink.sink_pads().first().cloned())?;
+    let pad = sink
+        .static_pad("sink")
+        .or_else(|| sink.sink_pads().first().cloned())?;
     Some((pad.clone(), format!("{}:{}", sink.name(), pad.name())))
 }
 
@@ -710,13 +718,15 @@ impl Attempt<'_> {
     }
 
     fn play(&mut self, pipeline: &gst::Pipeline, bus: &gst::Bus) -> Result<Outcome> {
-        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        let started = pipeline.set_state(gst::State::Playing);
+        let is_live = started == Ok(gst::StateChangeSuccess::NoPreroll);
+        if let Err(e) = started {
             // The reason is the first error on the bus (later ones repeat it).
             let first = bus
                 .pop_filtered(&[gst::MessageType::Error])
                 .and_then(|m| match m.view() {
                     gst::MessageView::Error(err) => Some((
-                        describe_error(&err),
+                        describe_error(err),
                         err.src().and_then(network_source_of).is_some(),
                     )),
                     _ => None,
@@ -729,7 +739,6 @@ impl Attempt<'_> {
         let mut network_warning: Option<String> = None;
         let mut last_update = Instant::now() - Duration::from_secs(1);
         let mut buffering = false;
-        let mut is_live = false;
         loop {
             if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) {
                 use gst::MessageView;
@@ -746,7 +755,7 @@ impl Attempt<'_> {
                         return Ok(Outcome::Finished);
                     }
                     MessageView::Error(err) => {
-                        let text = describe_error(&err);
+                        let text = describe_error(err);
                         if let Some((_, why)) = eos_requested {
                             self.progress.say(&format!(
                                 "warning: error after stopping ({why}), ignored: {text}"
@@ -759,30 +768,21 @@ impl Attempt<'_> {
                         });
                     }
                     MessageView::Warning(w) => {
-                        let text = describe_warning(&w);
+                        let text = describe_warning(w);
                         self.progress.say(&format!("warning: {text}"));
                         if w.src().and_then(network_source_of).is_some() {
                             network_warning = Some(text);
                         }
                     }
-                    MessageView::StateChanged(s) => {
-                        if s.src() == Some(pipeline.upcast_ref()) && s.current() == gst::State::Playing {
-                            let mut q = gst::query::Latency::new();
-                            if pipeline.query(&mut q) {
-                                is_live = q.result().0;
-                            }
-                        }
-                    }
-                    MessageView::Buffering(b) => {
-                        if !is_live {
-                            let pct = b.percent();
-                            if pct < 100 && !buffering {
-                                buffering = true;
-                                let _ = pipeline.set_state(gst::State::Paused);
-                            } else if pct >= 100 && buffering {
-                                buffering = false;
-                                let _ = pipeline.set_state(gst::State::Playing);
-                            }
+                    // Network buffering of a non-live stream: pause until the buffer is full.
+                    MessageView::Buffering(b) if !is_live => {
+                        let pct = b.percent();
+                        if pct < 100 && !buffering {
+                            buffering = true;
+                            let _ = pipeline.set_state(gst::State::Paused);
+                        } else if pct >= 100 && buffering {
+                            buffering = false;
+                            let _ = pipeline.set_state(gst::State::Playing);
                         }
                     }
                     MessageView::Latency(_) => {
@@ -812,7 +812,8 @@ impl Attempt<'_> {
                 && let Some(d) = self.deadline
                 && Instant::now() >= d
             {
-                self.progress.say("--max-seconds reached: finishing the stream");
+                self.progress
+                    .say("--max-seconds reached: finishing the stream");
                 pipeline.send_event(gst::event::Eos::new());
                 eos_requested = Some((Instant::now(), "--max-seconds"));
             }
@@ -828,7 +829,11 @@ impl Attempt<'_> {
                 last_update = Instant::now();
                 let frames = lock(&self.counts).frames;
                 let secs = self.started.elapsed().as_secs_f64();
-                let fps = if secs > 0.0 { frames as f64 / secs } else { 0.0 };
+                let fps = if secs > 0.0 {
+                    frames as f64 / secs
+                } else {
+                    0.0
+                };
                 self.progress.update(pipeline, frames, fps);
             }
         }
@@ -899,16 +904,13 @@ pub fn main(a: &RunArgs) -> Result<()> {
                 progress.say(&format!("reconnect: starting attempt {attempt}"));
             }
             Outcome::Failed { message, network } => {
-                let gave_up = if network && a.reconnect > 0 {
-                    format!(" (gave up after {} reconnect attempt(s))", attempt - 1)
-                } else {
-                    String::new()
+                let gave_up = match (network, a.reconnect) {
+                    (false, _) => String::new(),
+                    (true, 0) => " (a network source: --reconnect N starts again)".to_owned(),
+                    (true, _) => format!(" (gave up after {} reconnect(s))", attempt - 1),
                 };
                 break (
-                    Err(anyhow!(
-                        "{} failed{gave_up}: {message}",
-                        a.file.display()
-                    )),
+                    Err(anyhow!("{} failed{gave_up}: {message}", a.file.display())),
                     counted_at,
                 );
             }
@@ -978,7 +980,11 @@ filesrc location=${INPUT} ! fakesink \\
             "filesrc location=a.mp4 ! fakesink name=\"\" num-buffers=10"
         );
         let s = f
-            .substitute(&vals(&[("INPUT", "my file.mp4"), ("ROI", "a\"b"), ("N", "3")]))
+            .substitute(&vals(&[
+                ("INPUT", "my file.mp4"),
+                ("ROI", "a\"b"),
+                ("N", "3"),
+            ]))
             .unwrap();
         assert_eq!(
             s,

@@ -39,11 +39,18 @@ fn rendered_person(k: &Intrinsics) -> Result<(Vec<u8>, BBox)> {
     let mut px = vec![90u8; W * H * 3];
     let mut frame = Frame::new(&mut px, W, H, 3 * W, PixelFormat::Rgb)?;
     let mut depth = DepthBuffer::new(W, H);
-    draw_mesh(&mut frame, &mut depth, k, &verts, &model.faces, &MeshStyle::default())?;
+    draw_mesh(
+        &mut frame,
+        &mut depth,
+        k,
+        &verts,
+        &model.faces,
+        &MeshStyle::default(),
+    )?;
     let bbox = BBox::around_points(
-        verts.iter().filter_map(|v| {
-            k.project(&Vector3::new(v[0].into(), v[1].into(), v[2].into()))
-        }),
+        verts
+            .iter()
+            .filter_map(|v| k.project(&Vector3::new(v[0].into(), v[1].into(), v[2].into()))),
         1.0,
     )
     .context("no projected vertices")?;
@@ -89,7 +96,9 @@ fn full_chain_on_a_rendered_person() -> Result<()> {
     pipeline.set_state(gst::State::Playing)?;
     for i in 0..2u64 {
         let mut buf = gst::Buffer::from_mut_slice(px.clone());
-        buf.get_mut().unwrap().set_pts(gst::ClockTime::from_mseconds(100 * i));
+        buf.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(100 * i));
         src.push_buffer(buf)?;
     }
     src.end_of_stream()?;
@@ -126,10 +135,22 @@ fn full_chain_on_a_rendered_person() -> Result<()> {
     for (i, l) in lines.iter().enumerate() {
         let v: serde_json::Value = serde_json::from_str(l)?;
         let person = &v["people"][0];
-        for key in ["track_id", "bbox", "score", "joints_3d", "joints_2d", "theta", "beta", "translation"] {
+        for key in [
+            "track_id",
+            "bbox",
+            "score",
+            "joints_3d",
+            "joints_2d",
+            "theta",
+            "beta",
+            "translation",
+        ] {
             assert!(!person[key].is_null(), "line {i}: no {key} in {l}");
         }
-        assert!(person["vertices"].is_null(), "vertices only with vertices=true");
+        assert!(
+            person["vertices"].is_null(),
+            "vertices only with vertices=true"
+        );
         let f: FrameResult = serde_json::from_str(l)?;
         assert_eq!(f.frame, i as u64);
         assert_eq!(f.pts_ns, Some(100_000_000 * i as u64));

@@ -156,7 +156,11 @@ mod tests {
         let f1 = t.update(&[det(0.0, 0.0, 0.9), det(300.0, 0.0, 0.8)]);
         assert_eq!(f1.iter().map(|t| t.id).collect::<Vec<_>>(), [1, 2]);
         // Both move 10 px (IoU ~0.82); listed in the other order; a third person appears.
-        let f2 = t.update(&[det(310.0, 0.0, 0.85), det(10.0, 0.0, 0.95), det(600.0, 0.0, 0.5)]);
+        let f2 = t.update(&[
+            det(310.0, 0.0, 0.85),
+            det(10.0, 0.0, 0.95),
+            det(600.0, 0.0, 0.5),
+        ]);
         let ids: Vec<(u64, f64)> = f2.iter().map(|t| (t.id, t.bbox.x)).collect();
         assert_eq!(ids, [(1, 10.0), (2, 310.0), (3, 600.0)]);
     }

@@ -565,7 +565,10 @@ mod tests {
         // '1' starts at x = 2 + 1 + 6: its row 0 is ..X.. and row 6 is .XXX.
         assert_eq!(f.rgb(11, 4), [255, 255, 255]);
         assert_eq!(f.rgb(10, 4), [0, 0, 200]);
-        assert_eq!((10..13).map(|x| f.rgb(x, 10)).collect::<Vec<_>>(), vec![[255; 3]; 3]);
+        assert_eq!(
+            (10..13).map(|x| f.rgb(x, 10)).collect::<Vec<_>>(),
+            vec![[255; 3]; 3]
+        );
         // Lower case draws as upper case; unknown characters as '?'.
         let mut a = vec![0u8; 40 * 20 * 3];
         let mut b = vec![0u8; 40 * 20 * 3];
@@ -579,7 +582,11 @@ mod tests {
         let mut f = Frame::new(&mut buf, 40, 20, 120, PixelFormat::Rgb).unwrap();
         draw_label(&mut f, -7, -5, "0123456789", 3, [1, 2, 3], Some([4, 5, 6]));
         draw_label(&mut f, 35, 15, "88", 2, [1, 2, 3], None);
-        assert_eq!(f.rgb(39, 19), [4, 5, 6], "bottom padding row of the clipped label");
+        assert_eq!(
+            f.rgb(39, 19),
+            [4, 5, 6],
+            "bottom padding row of the clipped label"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn camera_translation(
     for j in 0..n {
         let w = weights.and_then(|w| w.get(j).copied()).unwrap_or(1.0);
         let (x, p) = (&joints[j], uv[j]);
-        if !(w > 0.0) || !x.iter().chain(&p).all(|v| v.is_finite()) {
+        if !w.is_finite() || w <= 0.0 || !x.iter().chain(&p).all(|v| v.is_finite()) {
             continue;
         }
         used += 1;
@@ -68,7 +68,11 @@ mod tests {
         (0..24)
             .map(|i| {
                 let a = i as f64 * 0.7;
-                Vector3::new(0.4 * a.sin(), 0.8 * (a * 0.3).cos() - 0.2, 0.2 * (a * 1.3).sin())
+                Vector3::new(
+                    0.4 * a.sin(),
+                    0.8 * (a * 0.3).cos() - 0.2,
+                    0.2 * (a * 1.3).sin(),
+                )
             })
             .collect()
     }
@@ -77,10 +81,7 @@ mod tests {
     fn recovers_the_translation_that_projected_the_joints() {
         let t = Vector3::new(0.3, -0.2, 4.5);
         let xs = skeleton();
-        let uv: Vec<[f64; 2]> = xs
-            .iter()
-            .map(|x| k().project(&(x + t)).unwrap())
-            .collect();
+        let uv: Vec<[f64; 2]> = xs.iter().map(|x| k().project(&(x + t)).unwrap()).collect();
         let got = camera_translation(&xs, &uv, None, &k()).unwrap();
         assert!((got - t).norm() < 1e-9, "{got} vs {t}");
         // Zero-weight joints are ignored, so a wild outlier with weight 0 changes nothing.

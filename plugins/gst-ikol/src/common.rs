@@ -7,7 +7,11 @@ pub fn templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
     [gst::PadDirection::Src, gst::PadDirection::Sink]
         .into_iter()
         .filter_map(|dir| {
-            let name = if dir == gst::PadDirection::Src { "src" } else { "sink" };
+            let name = if dir == gst::PadDirection::Src {
+                "src"
+            } else {
+                "sink"
+            };
             gst::PadTemplate::new(name, dir, gst::PadPresence::Always, caps).ok()
         })
         .collect()
@@ -37,7 +41,10 @@ pub fn parse_boxes(s: &str) -> Result<Vec<ikol_types::BBox>, String> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("box `{b}`: {e}"))?;
             let [x, y, w, h] = v[..] else {
-                return Err(format!("box `{b}` needs 4 numbers x,y,w,h, got {}", v.len()));
+                return Err(format!(
+                    "box `{b}` needs 4 numbers x,y,w,h, got {}",
+                    v.len()
+                ));
             };
             let bb = ikol_types::BBox { x, y, w, h };
             if bb.is_valid() {
@@ -48,4 +55,3 @@ pub fn parse_boxes(s: &str) -> Result<Vec<ikol_types::BBox>, String> {
         })
         .collect()
 }
-

@@ -13,10 +13,10 @@ pub mod meta;
 
 pub mod ikolbackbone;
 pub mod ikolcrop;
-pub mod ikolmesher;
-pub mod ikolsolver;
-pub mod ikoloverlay;
 pub mod ikolexport;
+pub mod ikolmesher;
+pub mod ikoloverlay;
+pub mod ikolsolver;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
     meta::register();

@@ -33,7 +33,16 @@ fn input(intrinsics: Option<Intrinsics>) -> gst::Buffer {
     let m = FrameMeta {
         stages: vec!["ikolcrop".into()],
         intrinsics,
-        people: vec![Person::new(7, BBox { x: 100.0, y: 20.0, w: 100.0, h: 200.0 }, 0.9)],
+        people: vec![Person::new(
+            7,
+            BBox {
+                x: 100.0,
+                y: 20.0,
+                w: 100.0,
+                h: 200.0,
+            },
+            0.9,
+        )],
         ..Default::default()
     };
     m.write(buf.get_mut().unwrap()).unwrap();
@@ -42,7 +51,11 @@ fn input(intrinsics: Option<Intrinsics>) -> gst::Buffer {
 
 #[test]
 fn fills_joints_twist_shape_leaf_in_camera_geometry() {
-    let (mut h, bus) = harness("ikolbackbone", &[("checkpoint", &checkpoint()), ("fov", "60")], &rgb_caps(320, 240));
+    let (mut h, bus) = harness(
+        "ikolbackbone",
+        &[("checkpoint", &checkpoint()), ("fov", "60")],
+        &rgb_caps(320, 240),
+    );
     let out = h.push_and_pull(input(None)).unwrap();
     assert!(error_text(&bus).is_none());
     let m = meta_of(&out);
@@ -50,10 +63,19 @@ fn fills_joints_twist_shape_leaf_in_camera_geometry() {
     // Intrinsics from the 60 degree horizontal field of view: fx = (320/2) / tan(30 deg), principal
     // point at the centre of the pixel grid ((W - 1) / 2, (H - 1) / 2).
     let k = m.intrinsics.unwrap();
-    assert!((k.fx - 160.0 / (30f64.to_radians()).tan()).abs() < 1e-9 && k.cx == 159.5 && k.cy == 119.5);
+    assert!(
+        (k.fx - 160.0 / (30f64.to_radians()).tan()).abs() < 1e-9 && k.cx == 159.5 && k.cy == 119.5
+    );
     let p = &m.people[0];
     assert_eq!(
-        (p.joints_uvd.len(), p.joints_3d.len(), p.joints_2d.len(), p.twist.len(), p.beta.len(), p.leaf.len()),
+        (
+            p.joints_uvd.len(),
+            p.joints_3d.len(),
+            p.joints_2d.len(),
+            p.twist.len(),
+            p.beta.len(),
+            p.leaf.len()
+        ),
         (24, 24, 24, 23, 10, 5)
     );
     // Pixels and metres agree: root + joint projects onto the joint's pixel (pinhole).
@@ -63,7 +85,10 @@ fn fills_joints_twist_shape_leaf_in_camera_geometry() {
         let c = [0, 1, 2].map(|i| f64::from(root[i]) + f64::from(j[i]));
         let u = k.fx * c[0] / c[2] + k.cx;
         let v = k.fy * c[1] / c[2] + k.cy;
-        assert!((u - f64::from(uv[0])).abs() < 0.05 && (v - f64::from(uv[1])).abs() < 0.05, "{u},{v} vs {uv:?}");
+        assert!(
+            (u - f64::from(uv[0])).abs() < 0.05 && (v - f64::from(uv[1])).abs() < 0.05,
+            "{u},{v} vs {uv:?}"
+        );
     }
     // The root joint is the origin of the root-relative joints.
     assert!(p.joints_3d[0].iter().all(|x| x.abs() < 1e-6));
@@ -86,8 +111,17 @@ fn fills_joints_twist_shape_leaf_in_camera_geometry() {
 
 #[test]
 fn intrinsics_from_the_source_win() {
-    let k = Intrinsics { fx: 1000.0, fy: 1000.0, cx: 150.0, cy: 130.0 };
-    let (mut h, _) = harness("ikolbackbone", &[("checkpoint", &checkpoint()), ("focal-length", "300")], &rgb_caps(320, 240));
+    let k = Intrinsics {
+        fx: 1000.0,
+        fy: 1000.0,
+        cx: 150.0,
+        cy: 130.0,
+    };
+    let (mut h, _) = harness(
+        "ikolbackbone",
+        &[("checkpoint", &checkpoint()), ("focal-length", "300")],
+        &rgb_caps(320, 240),
+    );
     let m = meta_of(&h.push_and_pull(input(Some(k))).unwrap());
     assert_eq!(m.intrinsics, Some(k));
     // Without source intrinsics, focal-length beats fov.
@@ -98,7 +132,11 @@ fn intrinsics_from_the_source_win() {
 #[test]
 fn errors_name_the_problem() {
     // No crop upstream.
-    let (mut h, bus) = harness("ikolbackbone", &[("checkpoint", &checkpoint())], &rgb_caps(320, 240));
+    let (mut h, bus) = harness(
+        "ikolbackbone",
+        &[("checkpoint", &checkpoint())],
+        &rgb_caps(320, 240),
+    );
     assert_eq!(h.push(frame(320, 240, 0, None)), Err(gst::FlowError::Error));
     let e = error_text(&bus).unwrap();
     assert!(e.contains("put ikolcrop upstream of ikolbackbone"), "{e}");
@@ -106,19 +144,38 @@ fn errors_name_the_problem() {
     let ck = checkpoint();
     for (props, expect) in [
         (vec![], "no checkpoint set".to_owned()),
-        (vec![("checkpoint", "/nonexistent/w.pth")], "/nonexistent/w.pth".to_owned()),
-        (vec![("checkpoint", ck.as_str()), ("variant", "hybrik29")], "ikol24_r34w2.pth".to_owned()),
-        (vec![("checkpoint", ck.as_str()), ("device", "cuda")], "cuda".to_owned()),
+        (
+            vec![("checkpoint", "/nonexistent/w.pth")],
+            "/nonexistent/w.pth".to_owned(),
+        ),
+        (
+            vec![("checkpoint", ck.as_str()), ("variant", "hybrik29")],
+            "ikol24_r34w2.pth".to_owned(),
+        ),
+        (
+            vec![("checkpoint", ck.as_str()), ("device", "cuda")],
+            "cuda".to_owned(),
+        ),
     ] {
         let (e, bus) = element("ikolbackbone", &props);
         assert!(e.set_state(gst::State::Paused).is_err());
         let msg = error_text(&bus).unwrap();
-        assert!(msg.contains(&expect) && msg.contains("ikolbackbone"), "{msg}");
+        assert!(
+            msg.contains(&expect) && msg.contains("ikolbackbone"),
+            "{msg}"
+        );
         e.set_state(gst::State::Null).unwrap();
     }
     // Zero people: the meta passes with the stage marked and nothing computed.
-    let (mut h, _) = harness("ikolbackbone", &[("checkpoint", &checkpoint())], &rgb_caps(320, 240));
-    let empty = FrameMeta { stages: vec!["ikolcrop".into()], ..Default::default() };
+    let (mut h, _) = harness(
+        "ikolbackbone",
+        &[("checkpoint", &checkpoint())],
+        &rgb_caps(320, 240),
+    );
+    let empty = FrameMeta {
+        stages: vec!["ikolcrop".into()],
+        ..Default::default()
+    };
     let m = meta_of(&h.push_and_pull(frame(320, 240, 0, Some(&empty))).unwrap());
     assert!(m.people.is_empty() && m.has_stage("ikolbackbone"));
 }

@@ -15,7 +15,11 @@ fn bx(x: f64, y: f64, w: f64, h: f64) -> BBox {
 
 #[test]
 fn roi_boxes_get_ids_and_the_hybrik_crop() {
-    let (mut h, _bus) = harness("ikolcrop", &[("roi", "10,20,100,200;200,20,80,100")], &rgb_caps(320, 240));
+    let (mut h, _bus) = harness(
+        "ikolcrop",
+        &[("roi", "10,20,100,200;200,20,80,100")],
+        &rgb_caps(320, 240),
+    );
     let out = h.push_and_pull(frame(320, 240, 0, None)).unwrap();
     let m = meta_of(&out);
     assert_eq!(m.stages, ["ikolcrop"]);
@@ -27,18 +31,33 @@ fn roi_boxes_get_ids_and_the_hybrik_crop() {
     // (60, 120) maps to the crop centre (128, 128) and 250 frame px span the 256 crop px.
     let a = p.crop.unwrap();
     let c = a.apply([60.0, 120.0]);
-    assert!((c[0] - 128.0).abs() < 1e-9 && (c[1] - 128.0).abs() < 1e-9, "{c:?}");
+    assert!(
+        (c[0] - 128.0).abs() < 1e-9 && (c[1] - 128.0).abs() < 1e-9,
+        "{c:?}"
+    );
     let e = a.apply([60.0 + 125.0, 120.0]);
     assert!((e[0] - 256.0).abs() < 1e-9, "{e:?}");
     // Same boxes next frame: same ids.
     let m2 = meta_of(&h.push_and_pull(frame(320, 240, 0, None)).unwrap());
-    assert_eq!(m2.people.iter().map(|p| p.track_id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        m2.people.iter().map(|p| p.track_id).collect::<Vec<_>>(),
+        [1, 2]
+    );
 }
 
 #[test]
 fn max_people_and_zero_people() {
-    let (mut h, _) = harness("ikolcrop", &[("roi", "10,20,100,200;200,20,80,100"), ("max-people", "1")], &rgb_caps(320, 240));
-    assert_eq!(meta_of(&h.push_and_pull(frame(320, 240, 0, None)).unwrap()).people.len(), 1);
+    let (mut h, _) = harness(
+        "ikolcrop",
+        &[("roi", "10,20,100,200;200,20,80,100"), ("max-people", "1")],
+        &rgb_caps(320, 240),
+    );
+    assert_eq!(
+        meta_of(&h.push_and_pull(frame(320, 240, 0, None)).unwrap())
+            .people
+            .len(),
+        1
+    );
     let (mut h, _) = harness("ikolcrop", &[], &rgb_caps(320, 240));
     let m = meta_of(&h.push_and_pull(frame(320, 240, 0, None)).unwrap());
     assert!(m.people.is_empty() && m.has_stage("ikolcrop"));
@@ -47,7 +66,10 @@ fn max_people_and_zero_people() {
 #[test]
 fn feedback_from_downstream_moves_the_track() {
     let (mut h, _) = harness("ikolcrop", &[("roi", "10,20,100,200")], &rgb_caps(640, 240));
-    assert_eq!(meta_of(&h.push_and_pull(frame(640, 240, 0, None)).unwrap()).people[0].track_id, 1);
+    assert_eq!(
+        meta_of(&h.push_and_pull(frame(640, 240, 0, None)).unwrap()).people[0].track_id,
+        1
+    );
     // ikolbackbone found the person 60 px to the right.
     let moved = bx(70.0, 20.0, 100.0, 200.0);
     assert!(h.push_upstream_event(meta::feedback_event(&[(1, moved)])));
@@ -73,7 +95,10 @@ fn boxes_from_upstream_metas_take_precedence() {
     let m = meta_of(&h.push_and_pull(frame(320, 240, 0, Some(&given))).unwrap());
     assert_eq!(m.stages, ["ikol3dpwsrc", "ikolcrop"]);
     assert_eq!(m.people.len(), 1);
-    assert_eq!((m.people[0].track_id, m.people[0].bbox), (42, bx(150.0, 10.0, 60.0, 120.0)));
+    assert_eq!(
+        (m.people[0].track_id, m.people[0].bbox),
+        (42, bx(150.0, 10.0, 60.0, 120.0))
+    );
     assert!(m.people[0].crop.is_some());
     // A region-of-interest meta.
     let mut buf = frame(320, 240, 0, None);

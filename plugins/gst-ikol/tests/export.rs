@@ -60,7 +60,11 @@ fn frame_meta(i: u64) -> FrameMeta {
         Vec::new()
     };
     FrameMeta {
-        stages: vec!["ikolcrop".into(), "ikolbackbone".into(), "ikolsolver".into()],
+        stages: vec![
+            "ikolcrop".into(),
+            "ikolbackbone".into(),
+            "ikolsolver".into(),
+        ],
         intrinsics: Some(Intrinsics {
             fx: 300.0,
             fy: 300.0,
@@ -109,7 +113,10 @@ fn push_three(h: &mut Harness) -> Result<()> {
             .map_err(|e| anyhow!("push {i}: {e:?}"))?;
         let out = h.pull()?;
         ensure!(out.pts() == pts(i), "pts kept");
-        ensure!(out.map_readable()?.as_slice() == [17u8; 64 * 48 * 3], "video untouched");
+        ensure!(
+            out.map_readable()?.as_slice() == [17u8; 64 * 48 * 3],
+            "video untouched"
+        );
         ensure!(FrameMeta::read(&out)? == Some(m), "meta untouched");
     }
     ensure!(h.push_event(gst::event::Eos::new()), "EOS handled");
@@ -149,7 +156,10 @@ fn writes_one_json_line_per_frame() -> Result<()> {
             assert_eq!(got.residual, want.residual);
             assert!(got.vertices.is_empty(), "vertices only on request");
         }
-        assert_eq!(*r, m.to_result(i, pts(i).map(gst::ClockTime::nseconds), false));
+        assert_eq!(
+            *r,
+            m.to_result(i, pts(i).map(gst::ClockTime::nseconds), false)
+        );
     }
     // Pts 0 is a known timestamp and is written; frame 2 has none and omits the key.
     let text = std::fs::read_to_string(&path)?;
@@ -173,7 +183,10 @@ fn vertices_on_request() -> Result<()> {
     push_three(&mut h)?;
     let lines = read_lines(&path)?;
     assert_eq!(lines.len(), 3);
-    assert_eq!(lines[1].people[1].vertices, frame_meta(1).people[1].vertices);
+    assert_eq!(
+        lines[1].people[1].vertices,
+        frame_meta(1).people[1].vertices
+    );
     assert_eq!(lines[0].people[0].vertices.len(), 5);
     drop(h);
     std::fs::remove_file(&path)?;
@@ -267,7 +280,10 @@ fn missing_meta_names_ikolcrop() -> Result<()> {
         unreachable!()
     };
     let text = e.error().message().to_owned();
-    assert!(text.contains("ikolcrop") && text.contains("ikolexport"), "{text}");
+    assert!(
+        text.contains("ikolcrop") && text.contains("ikolexport"),
+        "{text}"
+    );
     drop(h);
     std::fs::remove_file(&path)?;
     Ok(())

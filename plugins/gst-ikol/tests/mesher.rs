@@ -11,11 +11,20 @@ use ikol_types::BBox;
 
 fn solved(theta: Vec<[f32; 3]>, t: [f32; 3]) -> FrameMeta {
     FrameMeta {
-        stages: vec!["ikolcrop".into(), "ikolbackbone".into(), "ikolsolver".into()],
+        stages: vec![
+            "ikolcrop".into(),
+            "ikolbackbone".into(),
+            "ikolsolver".into(),
+        ],
         people: vec![Person {
             track_id: 4,
             score: 1.0,
-            bbox: BBox { x: 0.0, y: 0.0, w: 10.0, h: 10.0 },
+            bbox: BBox {
+                x: 0.0,
+                y: 0.0,
+                w: 10.0,
+                h: 10.0,
+            },
             theta,
             beta: vec![1.0, -0.5],
             translation: Some(t),
@@ -32,13 +41,19 @@ fn mesh_is_placed_at_the_translation() {
     theta[0] = [std::f32::consts::PI, 0.0, 0.0];
     let t = [0.3f32, -0.2, 3.5];
     let (mut h, bus) = harness("ikolmesher", &[("body-model", "small")], &rgb_caps(64, 48));
-    let m = meta_of(&h.push_and_pull(frame(64, 48, 0, Some(&solved(theta.clone(), t)))).unwrap());
+    let m = meta_of(
+        &h.push_and_pull(frame(64, 48, 0, Some(&solved(theta.clone(), t))))
+            .unwrap(),
+    );
     assert!(error_text(&bus).is_none());
     assert_eq!(m.body_model.as_deref(), Some("small"));
     assert!(m.has_stage("ikolmesher"));
     let p = &m.people[0];
     let model = BodyModel::embedded_small().unwrap();
-    assert_eq!((p.vertices.len(), p.mesh_joints.len()), (model.num_vertices(), 24));
+    assert_eq!(
+        (p.vertices.len(), p.mesh_joints.len()),
+        (model.num_vertices(), 24)
+    );
     // The root joint sits at the translation.
     for k in 0..3 {
         assert!((p.mesh_joints[0][k] - t[k]).abs() < 1e-5);
@@ -64,8 +79,20 @@ fn mesh_is_placed_at_the_translation() {
 
 #[test]
 fn output_vertices_off_keeps_joints_only() {
-    let (mut h, _) = harness("ikolmesher", &[("body-model", "small"), ("output-vertices", "false")], &rgb_caps(64, 48));
-    let m = meta_of(&h.push_and_pull(frame(64, 48, 0, Some(&solved(vec![[0.0; 3]; 24], [0.0, 0.0, 3.0])))).unwrap());
+    let (mut h, _) = harness(
+        "ikolmesher",
+        &[("body-model", "small"), ("output-vertices", "false")],
+        &rgb_caps(64, 48),
+    );
+    let m = meta_of(
+        &h.push_and_pull(frame(
+            64,
+            48,
+            0,
+            Some(&solved(vec![[0.0; 3]; 24], [0.0, 0.0, 3.0])),
+        ))
+        .unwrap(),
+    );
     assert!(m.people[0].vertices.is_empty() && m.people[0].mesh_joints.len() == 24);
     assert!(m.body_model.is_none());
 }
@@ -77,7 +104,10 @@ fn missing_solver_and_bad_model() {
         stages: vec!["ikolcrop".into(), "ikolbackbone".into()],
         ..Default::default()
     };
-    assert_eq!(h.push(frame(64, 48, 0, Some(&m))), Err(gst::FlowError::Error));
+    assert_eq!(
+        h.push(frame(64, 48, 0, Some(&m))),
+        Err(gst::FlowError::Error)
+    );
     let e = error_text(&bus).unwrap();
     assert!(e.contains("put ikolsolver upstream of ikolmesher"), "{e}");
     // No meta at all names the same missing element.
@@ -85,9 +115,15 @@ fn missing_solver_and_bad_model() {
     assert_eq!(h.push(frame(64, 48, 0, None)), Err(gst::FlowError::Error));
     assert!(error_text(&bus).unwrap().contains("ikolsolver"));
 
-    let (e, bus) = element("ikolmesher", &[("body-model", "/tmp/ikol-no-such-model.npz")]);
+    let (e, bus) = element(
+        "ikolmesher",
+        &[("body-model", "/tmp/ikol-no-such-model.npz")],
+    );
     assert!(e.set_state(gst::State::Paused).is_err());
     let msg = error_text(&bus).unwrap();
-    assert!(msg.contains("ikol-no-such-model.npz") && msg.contains("ikolmesher"), "{msg}");
+    assert!(
+        msg.contains("ikol-no-such-model.npz") && msg.contains("ikolmesher"),
+        "{msg}"
+    );
     e.set_state(gst::State::Null).unwrap();
 }

@@ -2,12 +2,14 @@
 //! `ikoloverlay` through `gst_check::Harness`: a real body mesh (the embedded small model in its
 //! rest pose, 3 m in front of the camera) drawn into grey RGB, RGBA and BGRx frames.
 
+use std::str::FromStr;
 use std::sync::Once;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use gst::glib;
 use gst::prelude::*;
 use gst_check::Harness;
+use gstikol::ikoloverlay::OverlayMode;
 use gstikol::meta::{FrameMeta, Person};
 use ikol_body::BodyModel;
 use ikol_body::nalgebra::Matrix3;
@@ -190,11 +192,8 @@ fn px(j: [f32; 2]) -> (usize, usize) {
     (j[0].round() as usize, j[1].round() as usize)
 }
 
-fn mode(m: &str) -> (&'static str, glib::Value) {
-    let v = glib::EnumClass::with_type(gstikol::ikoloverlay::OverlayMode::static_type())
-        .and_then(|c| c.to_value_by_nick(m))
-        .expect("mode nick");
-    ("mode", v)
+fn mode(m: OverlayMode) -> (&'static str, glib::Value) {
+    ("mode", m.to_value())
 }
 
 #[test]
@@ -240,7 +239,7 @@ fn draws_mesh_skeleton_and_box_and_keeps_the_meta() -> Result<()> {
 fn mesh_mode_shades_the_silhouette_only() -> Result<()> {
     init();
     let s = scene()?;
-    let (out, _, _) = draw(Fmt::Rgb, &s.meta, &[mode("mesh")])?;
+    let (out, _, _) = draw(Fmt::Rgb, &s.meta, &[mode(OverlayMode::Mesh)])?;
     let [x0, y0, x1, y1] = s.silhouette;
     let mut changed = 0;
     for y in 0..H {
@@ -269,7 +268,7 @@ fn mesh_mode_shades_the_silhouette_only() -> Result<()> {
     let (out0, _, _) = draw(
         Fmt::Rgb,
         &s.meta,
-        &[mode("mesh"), ("opacity", 0.0f64.to_value())],
+        &[mode(OverlayMode::Mesh), ("opacity", 0.0f64.to_value())],
     )?;
     assert!(out0.iter().all(|&v| v == GREY));
     Ok(())
@@ -285,7 +284,11 @@ fn same_drawing_in_rgb_rgba_and_bgrx() -> Result<()> {
         assert_eq!(FrameMeta::read(&buf)?, Some(s.meta.clone()));
         for y in 0..H {
             for x in 0..W {
-                assert_eq!(fmt.rgb(&out, x, y), Fmt::Rgb.rgb(&rgb, x, y), "{fmt:?} ({x}, {y})");
+                assert_eq!(
+                    fmt.rgb(&out, x, y),
+                    Fmt::Rgb.rgb(&rgb, x, y),
+                    "{fmt:?} ({x}, {y})"
+                );
                 assert_eq!(out[(y * W + x) * 4 + 3], 255, "{fmt:?} 4th byte");
             }
         }
@@ -297,18 +300,22 @@ fn same_drawing_in_rgb_rgba_and_bgrx() -> Result<()> {
 fn boxes_mode_draws_no_mesh() -> Result<()> {
     init();
     let s = scene()?;
-    let (out, _, _) = draw(Fmt::Rgb, &s.meta, &[mode("boxes")])?;
+    let (out, _, _) = draw(Fmt::Rgb, &s.meta, &[mode(OverlayMode::Boxes)])?;
     let b = s.meta.people[0].bbox;
     let (bx0, by0) = (b.x as usize, b.y as usize);
     let (bx1, by1) = ((b.x + b.w) as usize, (b.y + b.h) as usize);
     for y in by0 + 3..by1 - 2 {
         for x in bx0 + 3..bx1 - 2 {
-            assert_eq!(Fmt::Rgb.rgb(&out, x, y), [GREY; 3], "({x}, {y}) inside the box");
+            assert_eq!(
+                Fmt::Rgb.rgb(&out, x, y),
+                [GREY; 3],
+                "({x}, {y}) inside the box"
+            );
         }
     }
     assert_eq!(Fmt::Rgb.rgb(&out, bx1, (by0 + by1) / 2), TRACK_RGB);
     // Skeleton mode draws bones but no box.
-    let (sk, _, _) = draw(Fmt::Rgb, &s.meta, &[mode("skeleton")])?;
+    let (sk, _, _) = draw(Fmt::Rgb, &s.meta, &[mode(OverlayMode::Skeleton)])?;
     let (x, y) = px(s.joints_2d[0]);
     assert_ne!(Fmt::Rgb.rgb(&sk, x, y), [GREY; 3]);
     assert_eq!(Fmt::Rgb.rgb(&sk, bx1, (by0 + by1) / 2), [GREY; 3]);
@@ -323,7 +330,7 @@ fn no_mesher_upstream_draws_skeleton_and_box_only() -> Result<()> {
     m.stages.retain(|st| st != "ikolmesher");
     m.body_model = None;
     m.people[0].vertices.clear();
-    let (mesh, _, bus) = draw(Fmt::Rgb, &m, &[mode("mesh")])?;
+    let (mesh, _, bus) = draw(Fmt::Rgb, &m, &[mode(OverlayMode::Mesh)])?;
     assert!(mesh.iter().all(|&v| v == GREY), "no vertices, no mesh");
     assert!(
         bus.pop_filtered(&[gst::MessageType::Warning]).is_none(),
@@ -341,19 +348,20 @@ fn vertex_count_mismatch_warns_once_and_skips_the_mesh() -> Result<()> {
     let s = scene()?;
     let mut m = s.meta.clone();
     m.people[0].vertices.truncate(100);
-    let (mut h, bus) = harness(Fmt::Rgb, &[mode("mesh")])?;
+    let (mut h, bus) = harness(Fmt::Rgb, &[mode(OverlayMode::Mesh)])?;
     for _ in 0..2 {
         h.push(frame(Fmt::Rgb, Some(&m))?)
             .map_err(|e| anyhow!("push: {e:?}"))?;
         let out = h.pull()?;
         assert!(out.map_readable()?.iter().all(|&v| v == GREY));
     }
-    let warnings: Vec<String> = std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning]))
-        .filter_map(|msg| match msg.view() {
-            gst::MessageView::Warning(w) => Some(w.error().message().to_owned()),
-            _ => None,
-        })
-        .collect();
+    let warnings: Vec<String> =
+        std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning]))
+            .filter_map(|msg| match msg.view() {
+                gst::MessageView::Warning(w) => Some(w.error().message().to_owned()),
+                _ => None,
+            })
+            .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("100 vertices"), "{}", warnings[0]);
     Ok(())
@@ -367,12 +375,20 @@ fn colors_property() -> Result<()> {
     let default = el.property::<String>("colors");
     assert_eq!(default.split(',').count(), 6);
     el.set_property("colors", "not a colour");
-    assert_eq!(el.property::<String>("colors"), default, "bad value ignored");
+    assert_eq!(
+        el.property::<String>("colors"),
+        default,
+        "bad value ignored"
+    );
     el.set_property("colors", "#ff0000, 00ff00");
     assert_eq!(el.property::<String>("colors"), "#ff0000,#00ff00");
     assert_eq!(el.property::<f64>("opacity"), 0.7);
     // Track 1 of a two-colour palette is green.
-    let (out, _, _) = draw(Fmt::Rgb, &s.meta, &[("colors", "#ff0000,#00ff00".to_value())])?;
+    let (out, _, _) = draw(
+        Fmt::Rgb,
+        &s.meta,
+        &[("colors", "#ff0000,#00ff00".to_value())],
+    )?;
     let b = s.meta.people[0].bbox;
     let mid_y = (b.y + b.h / 2.0) as usize;
     assert_eq!(Fmt::Rgb.rgb(&out, (b.x + b.w) as usize, mid_y), [0, 255, 0]);
@@ -388,17 +404,30 @@ fn i420_is_refused() -> Result<()> {
     let i420 = gst::Caps::from_str(&caps(Fmt::Rgb).replace("RGB", "I420"))?;
     assert!(!sink.query_accept_caps(&i420));
     assert!(sink.query_accept_caps(&gst::Caps::from_str(&caps(Fmt::Bgrx))?));
-    assert!(!h.push_event(gst::event::Caps::new(&i420)), "caps event refused");
+    // A refused sticky caps event is stored anyway; the data flow then fails.
+    h.push_event(gst::event::Caps::new(&i420));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    let buf = gst::Buffer::from_mut_slice(vec![GREY; W * H * 3 / 2]);
+    assert_eq!(h.push(buf), Err(gst::FlowError::NotNegotiated));
     Ok(())
 }
 
 #[test]
 fn i420_pipeline_fails_to_negotiate() -> Result<()> {
     init();
-    let p = gst::parse::launch(
+    let p = match gst::parse::launch(
         "videotestsrc num-buffers=1 ! video/x-raw,format=I420,width=64,height=48 \
          ! ikoloverlay ! fakesink",
-    )?;
+    ) {
+        Ok(p) => p,
+        // The filtered link itself is refused: negotiation failed before any data.
+        Err(e) => {
+            assert!(e.message().contains("ikoloverlay"), "{e}");
+            return Ok(());
+        }
+    };
     let bus = p.bus().context("pipeline bus")?;
     p.set_state(gst::State::Playing)?;
     let msg = bus
@@ -427,7 +456,10 @@ fn missing_meta_is_an_error_naming_ikolcrop() -> Result<()> {
         unreachable!()
     };
     let text = e.error().message().to_owned();
-    assert!(text.contains("ikolcrop") && text.contains("ikoloverlay"), "{text}");
+    assert!(
+        text.contains("ikolcrop") && text.contains("ikoloverlay"),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -35,7 +35,12 @@ fn exact_person(seed: u64, t: Vector3<f64>) -> (Person, Vec<Vector3<f64>>) {
     let p = Person {
         track_id: 1,
         score: 1.0,
-        bbox: BBox { x: 100.0, y: 50.0, w: 200.0, h: 380.0 },
+        bbox: BBox {
+            x: 100.0,
+            y: 50.0,
+            w: 200.0,
+            h: 380.0,
+        },
         joints_3d: j24.iter().map(f).collect(),
         joints_2d: j24
             .iter()
@@ -44,9 +49,17 @@ fn exact_person(seed: u64, t: Vector3<f64>) -> (Person, Vec<Vector3<f64>>) {
                 [uv[0] as f32, uv[1] as f32]
             })
             .collect(),
-        twist: gt.twist.iter().map(|c| [c[0] as f32, c[1] as f32]).collect(),
+        twist: gt
+            .twist
+            .iter()
+            .map(|c| [c[0] as f32, c[1] as f32])
+            .collect(),
         beta: vec![0.0; 10],
-        leaf: gt.leaf_rotations.iter().map(|q| [q[0] as f32, q[1] as f32, q[2] as f32, q[3] as f32]).collect(),
+        leaf: gt
+            .leaf_rotations
+            .iter()
+            .map(|q| [q[0] as f32, q[1] as f32, q[2] as f32, q[3] as f32])
+            .collect(),
         ..Default::default()
     };
     (p, pose)
@@ -66,7 +79,9 @@ fn hybrik_recovers_the_pose_and_the_translation() {
     let t = Vector3::new(0.25, -0.1, 4.0);
     let (person, pose) = exact_person(3, t);
     let (mut h, bus) = harness("ikolsolver", &[("method", "hybrik")], &rgb_caps(64, 48));
-    let out = h.push_and_pull(frame(64, 48, 0, Some(&input(vec![person])))).unwrap();
+    let out = h
+        .push_and_pull(frame(64, 48, 0, Some(&input(vec![person]))))
+        .unwrap();
     assert!(error_text(&bus).is_none());
     let m = meta_of(&out);
     assert_eq!(m.stages, ["ikolcrop", "ikolbackbone", "ikolsolver"]);
@@ -96,9 +111,16 @@ fn ikol_options_reach_the_solver() {
     let (person, _) = exact_person(5, Vector3::new(0.0, 0.0, 5.0));
     let mut mean = Vec::new();
     for (iterations, init) in [("0", "zero"), ("5", "zero"), ("5", "analytic")] {
-        let props = [("method", "ikol"), ("iterations", iterations), ("init", init)];
+        let props = [
+            ("method", "ikol"),
+            ("iterations", iterations),
+            ("init", init),
+        ];
         let (mut h, _) = harness("ikolsolver", &props, &rgb_caps(64, 48));
-        let m = meta_of(&h.push_and_pull(frame(64, 48, 0, Some(&input(vec![person.clone()])))).unwrap());
+        let m = meta_of(
+            &h.push_and_pull(frame(64, 48, 0, Some(&input(vec![person.clone()]))))
+                .unwrap(),
+        );
         let r = &m.people[0].residual;
         mean.push(r.iter().sum::<f32>() / r.len() as f32);
     }
@@ -115,18 +137,27 @@ fn missing_backbone_zero_people_and_caps() {
         stages: vec!["ikolcrop".into()],
         ..Default::default()
     };
-    assert_eq!(h.push(frame(64, 48, 0, Some(&only_crop))), Err(gst::FlowError::Error));
+    assert_eq!(
+        h.push(frame(64, 48, 0, Some(&only_crop))),
+        Err(gst::FlowError::Error)
+    );
     let e = error_text(&bus).unwrap();
     assert!(e.contains("put ikolbackbone upstream of ikolsolver"), "{e}");
 
     let (mut h, bus) = harness("ikolsolver", &[], &rgb_caps(64, 48));
-    let m = meta_of(&h.push_and_pull(frame(64, 48, 0, Some(&input(vec![])))).unwrap());
+    let m = meta_of(
+        &h.push_and_pull(frame(64, 48, 0, Some(&input(vec![]))))
+            .unwrap(),
+    );
     assert!(m.people.is_empty() && m.has_stage("ikolsolver") && error_text(&bus).is_none());
 
     init();
     let mut h = gst_check::Harness::new("ikolsolver");
     h.set_src_caps_str("audio/x-raw,format=S16LE,rate=48000,channels=1,layout=interleaved");
-    assert_eq!(h.push(gst::Buffer::from_mut_slice(vec![0u8; 64])), Err(gst::FlowError::NotNegotiated));
+    assert_eq!(
+        h.push(gst::Buffer::from_mut_slice(vec![0u8; 64])),
+        Err(gst::FlowError::NotNegotiated)
+    );
 
     let (e, bus) = element("ikolsolver", &[("body-model", "/nonexistent/model.pkl")]);
     assert!(e.set_state(gst::State::Paused).is_err());

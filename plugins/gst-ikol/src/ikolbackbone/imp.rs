@@ -28,8 +28,8 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
-use gst_video::prelude::*;
 use gst_video::VideoFormat;
+use gst_video::prelude::*;
 use ikol_backbone::preprocess::RgbFrame;
 use ikol_backbone::{Backbone, DeviceChoice, PersonBox, open_device};
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
@@ -90,7 +90,7 @@ pub struct IkolBackbone {
 
 impl IkolBackbone {
     fn fail(&self, msg: String) -> gst::FlowError {
-        gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+        gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
         gst::FlowError::Error
     }
 }
@@ -223,10 +223,16 @@ impl BaseTransformImpl for IkolBackbone {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ["{msg}"]);
+        let s = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{msg}"));
         let path = s.checkpoint.ok_or_else(|| {
-            settings_err("ikolbackbone: no checkpoint set (checkpoint=<file.safetensors|file.pth>)".into())
+            settings_err(
+                "ikolbackbone: no checkpoint set (checkpoint=<file.safetensors|file.pth>)".into(),
+            )
         })?;
         let choice: DeviceChoice = s
             .device
@@ -255,14 +261,23 @@ impl BaseTransformImpl for IkolBackbone {
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "ikolbackbone: cannot parse caps {incaps}"))?;
-        if let Some(s) = self.state.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(s) = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
             s.info = Some(info);
         }
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut m: FrameMeta =
             meta::require(buf, "ikolbackbone", "ikolcrop").map_err(|msg| self.fail(msg))?;
         let estimates = {
@@ -321,10 +336,14 @@ impl BaseTransformImpl for IkolBackbone {
             }
         }
         m.mark("ikolbackbone");
-        m.write(buf).map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+        m.write(buf)
+            .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
         if !feedback.is_empty() {
             // Tracking for ikolcrop (see its docs); harmless when nobody upstream handles it.
-            let _handled = self.obj().sink_pad().push_event(meta::feedback_event(&feedback));
+            let _handled = self
+                .obj()
+                .sink_pad()
+                .push_event(meta::feedback_event(&feedback));
         }
         Ok(gst::FlowSuccess::Ok)
     }

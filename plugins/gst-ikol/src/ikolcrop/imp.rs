@@ -101,7 +101,7 @@ fn merge(kept: &mut Vec<Detection>, cands: impl IntoIterator<Item = Detection>) 
 
 impl IkolCrop {
     fn fail(&self, msg: String) -> gst::FlowError {
-        gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+        gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
         gst::FlowError::Error
     }
 
@@ -142,8 +142,10 @@ impl ObjectImpl for IkolCrop {
             vec![
                 glib::ParamSpecString::builder("roi")
                     .nick("Regions")
-                    .blurb("Fixed person boxes \"x,y,w,h[;x,y,w,h...]\" in frame pixels, used when \
-                            no other source gives boxes (e.g. to start tracking)")
+                    .blurb(
+                        "Fixed person boxes \"x,y,w,h[;x,y,w,h...]\" in frame pixels, used when \
+                            no other source gives boxes (e.g. to start tracking)",
+                    )
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecString::builder("detector")
@@ -154,20 +156,26 @@ impl ObjectImpl for IkolCrop {
                     .build(),
                 glib::ParamSpecUInt::builder("max-people")
                     .nick("Max people")
-                    .blurb("At most this many people per frame, highest scores first (0 = no limit)")
+                    .blurb(
+                        "At most this many people per frame, highest scores first (0 = no limit)",
+                    )
                     .default_value(DEFAULT_MAX_PEOPLE)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("detect-interval")
                     .nick("Detect interval")
-                    .blurb("Run the detector every N frames while tracking (0 = only when no \
-                            track is alive)")
+                    .blurb(
+                        "Run the detector every N frames while tracking (0 = only when no \
+                            track is alive)",
+                    )
                     .default_value(DEFAULT_DETECT_INTERVAL)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecBoolean::builder("tracking")
                     .nick("Tracking")
-                    .blurb("Follow people with the boxes ikolbackbone measured in the previous frame")
+                    .blurb(
+                        "Follow people with the boxes ikolbackbone measured in the previous frame",
+                    )
                     .default_value(DEFAULT_TRACKING)
                     .mutable_playing()
                     .build(),
@@ -180,7 +188,11 @@ impl ObjectImpl for IkolCrop {
         let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         match pspec.name() {
             "roi" => {
-                let text = value.get::<Option<String>>().ok().flatten().unwrap_or_default();
+                let text = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
                 // Checked again in start(), where a bad value fails the state change.
                 match common::parse_boxes(&text) {
                     Ok(b) => s.roi = b,
@@ -244,13 +256,15 @@ impl BaseTransformImpl for IkolCrop {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        common::parse_boxes(&s.roi_text).map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Settings, ["ikolcrop: roi: {e}"])
-        })?;
-        let detector = create_detector(&s.detector).map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Settings, ["ikolcrop: {e}"])
-        })?;
+        let s = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        common::parse_boxes(&s.roi_text)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("ikolcrop: roi: {e}")))?;
+        let detector = create_detector(&s.detector)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("ikolcrop: {e}")))?;
         let tracker = Tracker::new(TrackerConfig {
             max_people: s.max_people as usize,
             ..TrackerConfig::default()
@@ -261,7 +275,10 @@ impl BaseTransformImpl for IkolCrop {
             tracker,
             frame: 0,
         });
-        self.feedback.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.feedback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
 
@@ -273,7 +290,12 @@ impl BaseTransformImpl for IkolCrop {
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "ikolcrop: cannot parse caps {incaps}"))?;
-        if let Some(s) = self.state.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(s) = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
             s.info = Some(info);
         }
         Ok(())
@@ -292,9 +314,14 @@ impl BaseTransformImpl for IkolCrop {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut upstream = FrameMeta::read(buf).map_err(|e| self.fail(format!("ikolcrop: {e}")))?;
-        let feedback = std::mem::take(&mut *self.feedback.lock().unwrap_or_else(|e| e.into_inner()));
+        let feedback =
+            std::mem::take(&mut *self.feedback.lock().unwrap_or_else(|e| e.into_inner()));
 
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(state) = guard.as_mut() else {
@@ -304,7 +331,10 @@ impl BaseTransformImpl for IkolCrop {
 
         let mut cands: Vec<Detection> = Vec::new();
         // 1. People already in the meta; their ids are kept when they all have one.
-        let given: Vec<Person> = upstream.as_mut().map(|m| std::mem::take(&mut m.people)).unwrap_or_default();
+        let given: Vec<Person> = upstream
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.people))
+            .unwrap_or_default();
         let keep_ids = !given.is_empty() && given.iter().all(|p| p.track_id != 0);
         merge(
             &mut cands,
@@ -316,22 +346,24 @@ impl BaseTransformImpl for IkolCrop {
         // 2. Region-of-interest metas.
         merge(
             &mut cands,
-            buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>().map(|r| {
-                let (x, y, w, h) = r.rect();
-                Detection {
-                    bbox: BBox {
-                        x: x.into(),
-                        y: y.into(),
-                        w: w.into(),
-                        h: h.into(),
-                    },
-                    score: 1.0,
-                }
-            }),
+            buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+                .map(|r| {
+                    let (x, y, w, h) = r.rect();
+                    Detection {
+                        bbox: BBox {
+                            x: x.into(),
+                            y: y.into(),
+                            w: w.into(),
+                            h: h.into(),
+                        },
+                        score: 1.0,
+                    }
+                }),
         );
         // 3. The detector, when nothing is tracked or at the interval.
         let tracked = settings.tracking && !feedback.is_empty();
-        let due = settings.detect_interval > 0 && state.frame % u64::from(settings.detect_interval) == 1;
+        let due =
+            settings.detect_interval > 0 && state.frame % u64::from(settings.detect_interval) == 1;
         if !tracked || due || settings.detect_interval == 1 {
             let d = self.detect(state, buf)?;
             merge(&mut cands, d);
@@ -398,7 +430,8 @@ impl BaseTransformImpl for IkolCrop {
             })
             .collect();
         m.mark("ikolcrop");
-        m.write(buf).map_err(|e| self.fail(format!("ikolcrop: {e}")))?;
+        m.write(buf)
+            .map_err(|e| self.fail(format!("ikolcrop: {e}")))?;
         Ok(gst::FlowSuccess::Ok)
     }
 }

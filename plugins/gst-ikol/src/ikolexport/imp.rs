@@ -107,6 +107,13 @@ impl State {
     }
 }
 
+/// Why a frame was not written: a flow return to give as is, or an error to post first.
+#[derive(Debug)]
+enum Failure {
+    Flow(gst::FlowError),
+    Report(String),
+}
+
 #[derive(Debug, Default)]
 pub struct IkolExport {
     settings: Mutex<Settings>,
@@ -129,24 +136,27 @@ impl IkolExport {
         m: &meta::FrameMeta,
         pts_ns: Option<u64>,
         vertices: bool,
-    ) -> Result<(u64, usize, String), Result<gst::FlowError, String>> {
+    ) -> Result<(u64, usize, String), Failure> {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(state) = guard.as_mut() else {
-            return Err(Ok(gst::FlowError::Flushing));
+            return Err(Failure::Flow(gst::FlowError::Flushing));
         };
         if state.failed {
-            return Err(Ok(gst::FlowError::Error));
+            return Err(Failure::Flow(gst::FlowError::Error));
         }
         let frame = state.frame;
         state.frame += 1;
         let result = m.to_result(frame, pts_ns, vertices);
-        let line = serde_json::to_string(&result)
-            .map_err(|e| Err(format!("ikolexport: frame {frame}: cannot encode JSON: {e}")))?;
+        let line = serde_json::to_string(&result).map_err(|e| {
+            Failure::Report(format!(
+                "ikolexport: frame {frame}: cannot encode JSON: {e}"
+            ))
+        })?;
         // One flush per line: readers can follow the file live, and a full disk is reported on
         // the frame that hit it.
         if let Err(e) = writeln!(state.out, "{line}").and_then(|()| state.out.flush()) {
             state.failed = true;
-            return Err(Err(format!(
+            return Err(Failure::Report(format!(
                 "ikolexport: cannot write to {}: {e}",
                 state.name
             )));
@@ -264,7 +274,7 @@ impl BaseTransformImpl for IkolExport {
                 let f = File::create(&path).map_err(|e| {
                     gst::error_msg!(
                         gst::ResourceError::OpenWrite,
-                        ["ikolexport: cannot create `{path}`: {e}"]
+                        ("ikolexport: cannot create `{path}`: {e}")
                     )
                 })?;
                 (Output::File(BufWriter::new(f)), format!("`{path}`"))
@@ -284,7 +294,7 @@ impl BaseTransformImpl for IkolExport {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
         // Reported, but the element still stops: an application must be able to shut down.
         if let Some(Err(msg)) = state.map(|mut s| s.flush()) {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ["{msg}"]);
+            gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
         }
         Ok(())
     }
@@ -293,7 +303,7 @@ impl BaseTransformImpl for IkolExport {
         if let gst::EventView::Eos(_) = event.view()
             && let Err(msg) = self.flush()
         {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ["{msg}"]);
+            gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
         }
         self.parent_sink_event(event)
     }
@@ -321,15 +331,15 @@ impl IkolExport {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let m = meta::require(buf, "ikolexport", "ikolcrop").map_err(|msg| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error
         })?;
         let pts_ns = buf.pts().map(gst::ClockTime::nseconds);
         let (frame, people, line) = match self.write_frame(&m, pts_ns, settings.vertices) {
             Ok(r) => r,
-            Err(Ok(flow)) => return Err(flow),
-            Err(Err(msg)) => {
-                gst::element_imp_error!(self, gst::ResourceError::Write, ["{msg}"]);
+            Err(Failure::Flow(flow)) => return Err(flow),
+            Err(Failure::Report(msg)) => {
+                gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
                 return Err(gst::FlowError::Error);
             }
         };

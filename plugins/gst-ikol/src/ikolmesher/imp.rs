@@ -92,7 +92,13 @@ fn mesh_person(model: &BodyModel, p: &mut Person, vertices: bool) -> Result<bool
     p.mesh_joints = posed
         .joints
         .iter()
-        .map(|j| [(j.x + shift[0]) as f32, (j.y + shift[1]) as f32, (j.z + shift[2]) as f32])
+        .map(|j| {
+            [
+                (j.x + shift[0]) as f32,
+                (j.y + shift[1]) as f32,
+                (j.z + shift[2]) as f32,
+            ]
+        })
         .collect();
     p.vertices = if vertices {
         posed
@@ -131,8 +137,10 @@ impl ObjectImpl for IkolMesher {
                     .build(),
                 glib::ParamSpecBoolean::builder("output-vertices")
                     .nick("Output vertices")
-                    .blurb("Put the posed vertices in the meta (needed by ikoloverlay's mesh and \
-                            ikolexport vertices=true); the mesh joints are always written")
+                    .blurb(
+                        "Put the posed vertices in the meta (needed by ikoloverlay's mesh and \
+                            ikolexport vertices=true); the mesh joints are always written",
+                    )
                     .default_value(DEFAULT_OUTPUT_VERTICES)
                     .mutable_playing()
                     .build(),
@@ -204,7 +212,7 @@ impl BaseTransformImpl for IkolMesher {
         let model = BodyModel::from_spec(&spec).map_err(|e| {
             gst::error_msg!(
                 gst::LibraryError::Settings,
-                ["ikolmesher: body-model `{spec}`: {e}"]
+                ("ikolmesher: body-model `{spec}`: {e}")
             )
         })?;
         *self.model.lock().unwrap_or_else(|e| e.into_inner()) = Some(model);
@@ -217,9 +225,13 @@ impl BaseTransformImpl for IkolMesher {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let s = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let fail = |msg: String| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error
         };
         let mut m = meta::require(buf, "ikolmesher", "ikolsolver").map_err(fail)?;

@@ -89,7 +89,11 @@ fn lighten(c: [u8; 3], t: f32) -> [u8; 3] {
 /// Black or white, whichever reads better on `c`.
 fn text_on(c: [u8; 3]) -> [u8; 3] {
     let y = 0.299 * f32::from(c[0]) + 0.587 * f32::from(c[1]) + 0.114 * f32::from(c[2]);
-    if y > 140.0 { [0, 0, 0] } else { [255, 255, 255] }
+    if y > 140.0 {
+        [0, 0, 0]
+    } else {
+        [255, 255, 255]
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +145,9 @@ impl State {
             Some((dw, dh, d)) if *dw == w && *dh == h => d.clear(),
             slot => *slot = Some((w, h, DepthBuffer::new(w, h))),
         }
-        let (_, _, d) = self.depth.get_or_insert_with(|| (w, h, DepthBuffer::new(w, h)));
+        let (_, _, d) = self
+            .depth
+            .get_or_insert_with(|| (w, h, DepthBuffer::new(w, h)));
         d
     }
 
@@ -192,19 +198,23 @@ impl IkolOverlay {
             return;
         }
         let Some(k) = meta.intrinsics.as_ref() else {
-            warnings.extend(state.once(
-                "intrinsics".into(),
-                "ikoloverlay: the meta has vertices but no camera intrinsics; meshes not drawn"
-                    .into(),
-            ));
+            warnings.extend(
+                state.once(
+                    "intrinsics".into(),
+                    "ikoloverlay: the meta has vertices but no camera intrinsics; meshes not drawn"
+                        .into(),
+                ),
+            );
             return;
         };
         let Some(spec) = meta.body_model.as_deref() else {
-            warnings.extend(state.once(
-                "body-model".into(),
-                "ikoloverlay: the meta has vertices but names no body model; meshes not drawn"
-                    .into(),
-            ));
+            warnings.extend(
+                state.once(
+                    "body-model".into(),
+                    "ikoloverlay: the meta has vertices but names no body model; meshes not drawn"
+                        .into(),
+                ),
+            );
             return;
         };
         let model = match state.model(spec) {
@@ -254,7 +264,7 @@ impl IkolOverlay {
             _ => &[],
         };
         let ok = |q: &[f32; 2]| q[0].is_finite() && q[1].is_finite();
-        let bone = lighten(color, 0.35);
+        let bone = lighten(color, 0.6);
         for (i, &par) in parents.iter().enumerate() {
             let Ok(par) = usize::try_from(par) else {
                 continue;
@@ -435,7 +445,7 @@ impl VideoFilterImpl for IkolOverlay {
         frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let meta = meta::require(frame.buffer(), "ikoloverlay", "ikolcrop").map_err(|msg| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error
         })?;
         if meta.people.is_empty() {
@@ -449,7 +459,7 @@ impl VideoFilterImpl for IkolOverlay {
                 gst::element_imp_error!(
                     self,
                     gst::CoreError::Negotiation,
-                    ["ikoloverlay: cannot draw into {other:?}; use RGB, RGBA or BGRx"]
+                    ("ikoloverlay: cannot draw into {other:?}; use RGB, RGBA or BGRx")
                 );
                 return Err(gst::FlowError::NotNegotiated);
             }
@@ -462,11 +472,11 @@ impl VideoFilterImpl for IkolOverlay {
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
         let data = frame.plane_data_mut(0).map_err(|e| {
-            gst::element_imp_error!(self, gst::CoreError::Failed, ["ikoloverlay: {e}"]);
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("ikoloverlay: {e}"));
             gst::FlowError::Error
         })?;
         let mut f = Frame::new(data, w, h, stride, format).map_err(|e| {
-            gst::element_imp_error!(self, gst::CoreError::Failed, ["ikoloverlay: {e}"]);
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("ikoloverlay: {e}"));
             gst::FlowError::Error
         })?;
         let mut warnings = Vec::new();
@@ -479,7 +489,7 @@ impl VideoFilterImpl for IkolOverlay {
         }
         for w in warnings {
             gst::warning!(CAT, imp = self, "{w}");
-            gst::element_imp_warning!(self, gst::StreamError::Format, ["{w}"]);
+            gst::element_imp_warning!(self, gst::StreamError::Format, ("{w}"));
         }
         Ok(gst::FlowSuccess::Ok)
     }
@@ -494,7 +504,10 @@ mod tests {
         let p = parse_palette(DEFAULT_COLORS).unwrap();
         assert_eq!(p.len(), 6);
         assert_eq!(format_palette(&p), DEFAULT_COLORS);
-        assert_eq!(parse_palette(" ff0000 , #00FF00").unwrap(), vec![[255, 0, 0], [0, 255, 0]]);
+        assert_eq!(
+            parse_palette(" ff0000 , #00FF00").unwrap(),
+            vec![[255, 0, 0], [0, 255, 0]]
+        );
         for bad in ["", "#ff00", "#gg0000", "red", ",,"] {
             assert!(parse_palette(bad).is_err(), "{bad}");
         }

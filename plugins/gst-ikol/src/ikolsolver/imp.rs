@@ -109,13 +109,22 @@ impl IkolSolver {
             HYBRIK_JOINTS => match &state.basis29 {
                 Some(b) => b,
                 None => {
-                    gst::warning!(CAT, imp = self, "body model has no leaf vertices for 29 joints");
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "body model has no leaf vertices for 29 joints"
+                    );
                     return;
                 }
             },
             0 => return,
             _ => {
-                gst::warning!(CAT, imp = self, "track {}: {n} joints, expected 24 or 29", p.track_id);
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "track {}: {n} joints, expected 24 or 29",
+                    p.track_id
+                );
                 return;
             }
         };
@@ -140,10 +149,7 @@ impl IkolSolver {
         let input = IkInput {
             targets: &targets,
             twist: &twist,
-            rest: Rest::Shape {
-                basis,
-                beta: &beta,
-            },
+            rest: Rest::Shape { basis, beta: &beta },
             leaf_rotations: (leaf.len() == 5).then_some(leaf.as_slice()),
         };
         let sol = match ikol_solver::solve(&input, method) {
@@ -297,11 +303,14 @@ impl BaseTransformImpl for IkolSolver {
         let model = BodyModel::from_spec(&spec).map_err(|e| {
             gst::error_msg!(
                 gst::LibraryError::Settings,
-                ["ikolsolver: body-model `{spec}`: {e}"]
+                ("ikolsolver: body-model `{spec}`: {e}")
             )
         })?;
         let basis24 = model.joint_shape_basis(false).map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Settings, ["ikolsolver: body-model `{spec}`: {e}"])
+            gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("ikolsolver: body-model `{spec}`: {e}")
+            )
         })?;
         let basis29 = model.joint_shape_basis(true).ok();
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { basis24, basis29 });
@@ -320,7 +329,7 @@ impl BaseTransformImpl for IkolSolver {
             .unwrap_or_else(|e| e.into_inner())
             .method();
         let mut m = meta::require(buf, "ikolsolver", "ikolbackbone").map_err(|msg| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["{msg}"]);
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error
         })?;
         {
@@ -335,7 +344,7 @@ impl BaseTransformImpl for IkolSolver {
         }
         m.mark("ikolsolver");
         m.write(buf).map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["ikolsolver: {e}"]);
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("ikolsolver: {e}"));
             gst::FlowError::Error
         })?;
         Ok(gst::FlowSuccess::Ok)

@@ -17,7 +17,11 @@ pub fn init() {
 
 /// A harness for `factory` with `props` (set before it starts), input caps `caps`, and a bus
 /// for its messages.
-pub fn harness(factory: &str, props: &[(&str, &str)], caps: &str) -> (gst_check::Harness, gst::Bus) {
+pub fn harness(
+    factory: &str,
+    props: &[(&str, &str)],
+    caps: &str,
+) -> (gst_check::Harness, gst::Bus) {
     init();
     let line = props
         .iter()
@@ -57,10 +61,11 @@ pub fn frame(w: usize, h: usize, value: u8, meta: Option<&FrameMeta>) -> gst::Bu
 
 /// The text of the first error on `bus`, if any.
 pub fn error_text(bus: &gst::Bus) -> Option<String> {
-    bus.pop_filtered(&[gst::MessageType::Error]).map(|m| match m.view() {
-        gst::MessageView::Error(e) => format!("{} ({:?})", e.error(), e.debug()),
-        _ => unreachable!(),
-    })
+    bus.pop_filtered(&[gst::MessageType::Error])
+        .map(|m| match m.view() {
+            gst::MessageView::Error(e) => format!("{} ({:?})", e.error(), e.debug()),
+            _ => unreachable!(),
+        })
 }
 
 pub fn rgb_caps(w: usize, h: usize) -> String {
@@ -69,5 +74,7 @@ pub fn rgb_caps(w: usize, h: usize) -> String {
 
 /// The meta of a buffer that must have one.
 pub fn meta_of(buf: &gst::Buffer) -> FrameMeta {
-    FrameMeta::read(buf).unwrap().expect("buffer has an IkolFrameMeta")
+    FrameMeta::read(buf)
+        .unwrap()
+        .expect("buffer has an IkolFrameMeta")
 }
