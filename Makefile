@@ -41,13 +41,27 @@ lint: setup
 test: setup fmt lint
 	$(CARGO) test --workspace --locked
 
+# The real clip of the demo (pose2sim 0.10.49 on PyPI, BSD-3-Clause), fetched and checked once.
+MEDIA ?= $(HOME)/.cache/ikol/media
+DEMO_CLIP := $(MEDIA)/pose2sim/cam01.mp4
+# Until a pretrained front end lands, the network is the tiny untrained test checkpoint: the chain
+# runs for real, the pose it draws is meaningless (see the README).
+DEMO_CHECKPOINT ?= elements/backbone/tests/data/ikol24_r34w2.pth
+
 demo: setup
 	$(CARGO) build --workspace --release --locked
 	@mkdir -p $(OUT)
 	target/release/ikol inspect-model default
 	target/release/ikol mesh --body-model default --output $(OUT)/tpose.obj --render $(OUT)/tpose.png
 	target/release/ikol mesh --body-model default --params pipelines/examples/pose.json --output $(OUT)/posed.obj --render $(OUT)/posed.png
-	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}"
+	pipelines/tools/fetch_demo_media.sh $(MEDIA)
+	target/release/ikol run pipelines/video-to-overlay.pipeline INPUT=$(DEMO_CLIP) \
+		OUTPUT=$(OUT)/demo-overlay.mp4 JSON=$(OUT)/demo.jsonl CHECKPOINT=$(DEMO_CHECKPOINT) \
+		ROI=40,300,840,960 TRACKING=false FOCAL=1681
+	gst-launch-1.0 -q filesrc location=$(OUT)/demo-overlay.mp4 ! qtdemux ! h264parse ! avdec_h264 \
+		! videoconvert ! videoscale ! video/x-raw,width=360,height=640 ! pngenc snapshot=true \
+		! filesink location=$(OUT)/demo-frame.png
+	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}, $(OUT)/demo-overlay.mp4, $(OUT)/demo.jsonl, $(OUT)/demo-frame.png"
 
 # Python tools: only for talking to the Python ecosystem; their outputs are committed, so neither
 # `make test` nor `make demo` needs them.

@@ -226,6 +226,28 @@ impl Backbone {
             .filter(|(k, _)| !crate::weights::is_ignored_key(k))
             .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?.to_device(device)?)))
             .collect::<candle_core::Result<_>>()?;
+        // A NaN or infinite weight would not show in the outputs: the fast ReLU and max-pool
+        // kernels use f32::max, which drops NaN. Refuse such checkpoints by name instead.
+        let mut bad: Vec<&String> = Vec::new();
+        for (k, t) in &params {
+            let v = t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+            if v.iter().any(|x| !x.is_finite()) {
+                bad.push(k);
+            }
+        }
+        if !bad.is_empty() {
+            bad.sort();
+            return Err(Error::CheckpointUnreadable {
+                path: origin.to_path_buf(),
+                reason: format!(
+                    "non-finite (NaN or infinite) values in {}",
+                    bad.iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         let vb = VarBuilder::from_tensors(params.clone(), DType::F32, device);
         let net = HeatmapNet::new(cfg, vb)?;
         Ok(Self {

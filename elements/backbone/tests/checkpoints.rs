@@ -111,6 +111,26 @@ fn key_and_shape_mismatches_are_all_listed() -> Result<()> {
 }
 
 #[test]
+fn non_finite_weights_are_refused_by_name() -> Result<()> {
+    let mut t = fixture_tensors()?;
+    let w = t.remove("fc1.weight").expect("fc1");
+    let mut v = w.flatten_all()?.to_vec1::<f32>()?;
+    v[3] = f32::NAN;
+    t.insert(
+        "fc1.weight".into(),
+        Tensor::from_vec(v, w.shape(), &Device::Cpu)?,
+    );
+    let path = write_plain("nan.safetensors", &t)?;
+    let e = Backbone::load_with_input_size(&path, Variant::Ikol24, 64, &Device::Cpu).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("nan.safetensors") && msg.contains("fc1.weight") && msg.contains("NaN"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[test]
 fn prefixed_keys_and_wrong_variant() -> Result<()> {
     // A DataParallel-style prefix is stripped for safetensors too.
     let t = fixture_tensors()?;
