@@ -421,14 +421,13 @@ impl std::fmt::Display for Summary {
 /// Number of interrupts (Ctrl-C) received so far; the first sends EOS, the second aborts.
 pub static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
-/// Installs the Ctrl-C handler that bumps [`INTERRUPTS`]. Returns whether one is installed.
-///
-/// glib 0.22 moved `unix_signal_add` to the separate `glib-unix` crate, and std has no signal
-/// API, so this needs a dependency (`ctrlc`, or `glib-unix`) that the crate does not have yet:
-/// with it, the body is `ctrlc::set_handler(|| { INTERRUPTS.fetch_add(1, SeqCst); })`. Until
-/// then Ctrl-C ends the process at once (use `--max-seconds` to stop live sources cleanly).
+/// Installs the Ctrl-C (SIGINT) handler that bumps [`INTERRUPTS`]. Returns whether it is
+/// installed (it fails only if another handler was installed first).
 fn install_interrupt_handler() -> bool {
-    false
+    ctrlc::set_handler(|| {
+        INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+    })
+    .is_ok()
 }
 
 /// Why an attempt ended.
@@ -820,10 +819,13 @@ impl Attempt<'_> {
             if let Some((t, why)) = eos_requested
                 && t.elapsed() > EOS_GRACE
             {
-                bail!(
-                    "no end of stream {} s after stopping ({why}); outputs may be incomplete",
-                    EOS_GRACE.as_secs()
-                );
+                return Ok(Outcome::Failed {
+                    message: format!(
+                        "no end of stream {} s after stopping ({why}); outputs may be incomplete",
+                        EOS_GRACE.as_secs()
+                    ),
+                    network: false,
+                });
             }
             if last_update.elapsed() >= Duration::from_millis(200) {
                 last_update = Instant::now();

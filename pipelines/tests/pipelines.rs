@@ -266,7 +266,8 @@ fn every_pipeline_runs_to_eos() {
                 assert!(r.ok, "{file}: {}", r.all());
                 assert_eq!(r.summary("frames"), Some(frames), "{}", r.all());
                 assert_eq!(r.summary("frames with people"), Some(frames), "{}", r.all());
-                assert_eq!(r.summary("distinct track ids"), Some(1), "{}", r.all());
+                // (How many tracks depends on the tiny random network's joints: at least one.)
+                assert!(r.summary("distinct track ids") >= Some(1), "{}", r.all());
                 let lines = json_lines(&json);
                 assert_eq!(lines.len() as u64, frames);
                 for (i, f) in lines.iter().enumerate() {
@@ -414,7 +415,7 @@ fn max_seconds_ends_a_live_stream_cleanly() {
         r.all()
     );
     let frames = r.summary("frames").unwrap();
-    assert!((15..=45).contains(&frames), "{}", r.all());
+    assert!((10..=45).contains(&frames), "{}", r.all());
     assert_eq!(json_lines(&json).len() as u64, frames);
     // EOS reached the muxer: the file is complete and decodes to the frames counted.
     assert_eq!(count_frames(&mkv), frames);
@@ -435,6 +436,11 @@ struct RtspServer {
 
 impl RtspServer {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `Some(n)`, the stream ends after n frames.
+    fn start_with(num_buffers: Option<u32>) -> Self {
         init();
         let ctx = gst::glib::MainContext::new();
         let main_loop = gst::glib::MainLoop::new(Some(&ctx), false);
@@ -442,12 +448,13 @@ impl RtspServer {
         server.set_address("127.0.0.1");
         server.set_service("0");
         let factory = gst_rtsp_server::RTSPMediaFactory::new();
-        factory.set_launch(
-            "( videotestsrc is-live=true pattern=ball \
+        let n = num_buffers.map_or(String::new(), |n| format!("num-buffers={n}"));
+        factory.set_launch(&format!(
+            "( videotestsrc is-live=true pattern=ball {n} \
                ! video/x-raw,width=320,height=240,framerate=15/1 \
                ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
-               ! rtph264pay name=pay0 pt=96 config-interval=1 )",
-        );
+               ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+        ));
         server.mount_points().unwrap().add_factory("/cam", factory);
         server.attach(Some(&ctx)).unwrap();
         let port = server.bound_port();
@@ -621,4 +628,22 @@ fn rtsp_reconnect_gives_up_when_the_server_is_gone() {
         r.all()
     );
     assert_eq!(r.summary("attempts"), Some(2), "{}", r.all());
+}
+
+#[test]
+fn rtsp_stream_that_ends_finishes_the_run() {
+    let server = RtspServer::start_with(Some(30));
+    let (mkv, json) = (tmp("finite.mkv"), tmp("finite.jsonl"));
+    let r = ikol(&run_args(
+        "rtsp-camera.pipeline",
+        &rtsp_vars(&server.url, &mkv, &json),
+        &["--max-seconds", "20"],
+    ));
+    drop(server);
+    eprintln!("{}", r.all());
+    // The server's end of stream reaches the client: a normal end, every frame kept.
+    assert!(r.ok, "{}", r.all());
+    assert_eq!(r.summary("frames"), Some(30), "{}", r.all());
+    assert_eq!(json_lines(&json).len(), 30);
+    assert_eq!(count_frames(&mkv), 30);
 }
