@@ -128,3 +128,26 @@ fn refuses_non_rgb_caps_and_bad_properties() {
         e.set_state(gst::State::Null).unwrap();
     }
 }
+
+#[test]
+fn meta_survives_videoconvert_and_videoscale() {
+    init();
+    let p = gst::parse::launch(
+        "videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=320,height=240 \
+         ! ikolcrop roi=10,20,100,200 ! videoconvert ! video/x-raw,format=I420 ! videoscale \
+         ! video/x-raw,width=160,height=120 ! appsink name=s sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = p.by_name("s").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut n = 0;
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        let m = FrameMeta::read(s.buffer().unwrap()).unwrap().unwrap();
+        assert_eq!(m.people[0].bbox, bx(10.0, 20.0, 100.0, 200.0));
+        n += 1;
+    }
+    p.set_state(gst::State::Null).unwrap();
+    assert_eq!(n, 3);
+}
