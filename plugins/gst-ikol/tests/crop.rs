@@ -140,7 +140,11 @@ fn meta_survives_videoconvert_and_videoscale() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let sink = p.by_name("s").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = p
+        .by_name("s")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     p.set_state(gst::State::Playing).unwrap();
     let mut n = 0;
     while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
