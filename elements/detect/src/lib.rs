@@ -7,6 +7,7 @@
 //!   with boxes refreshed from the previous frame's joints (the feedback `ikolbackbone` sends
 //!   upstream), an age limit and a `max_people` limit.
 
+pub mod landmarks_smpl;
 mod tracker;
 
 pub use tracker::{Track, Tracker, TrackerConfig};
