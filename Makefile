@@ -10,11 +10,12 @@ OUT ?= out
 APT_PACKAGES := pkg-config build-essential \
 	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+	python3-pip python3-venv unzip
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup test demo fmt lint body-model body-fixtures
+.PHONY: help setup models test demo fmt lint body-model body-fixtures
 
 help:
 	@echo "make demo   - set up, build, and run the most complete job available (writes $(OUT)/)"
@@ -32,13 +33,20 @@ setup:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "setup: cargo not found; install Rust 1.95+ with rustup"; exit 1; }
 
+# The two pretrained BlazePose models inside the mediapipe 0.10.21 wheel (Apache-2.0), fetched
+# from PyPI once and checked by SHA-256 (not committed).
+MODELS ?= $(HOME)/.cache/ikol/models
+export IKOL_MODELS := $(MODELS)
+models: setup
+	elements/detect/tools/fetch_mediapipe_models.sh $(MODELS)
+
 fmt:
 	$(CARGO) fmt --all --check
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: setup fmt lint
+test: setup models fmt lint
 	$(CARGO) test --workspace --locked
 
 # The real clip of the demo (pose2sim 0.10.49 on PyPI, BSD-3-Clause), fetched and checked once.
@@ -48,7 +56,7 @@ DEMO_CLIP := $(MEDIA)/pose2sim/cam01.mp4
 # runs for real, the pose it draws is meaningless (see the README).
 DEMO_CHECKPOINT ?= elements/backbone/tests/data/ikol24_r34w2.pth
 
-demo: setup
+demo: setup models
 	$(CARGO) build --workspace --release --locked
 	@mkdir -p $(OUT)
 	target/release/ikol inspect-model default

@@ -20,7 +20,7 @@ fn sigint_sends_eos_and_the_mp4_is_finalised() {
          ! videoconvert ! x264enc tune=zerolatency ! h264parse ! mp4mux ! filesink location=${OUT}\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ikol"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ikol"))
         .arg("run")
         .arg(&pipe)
         .arg(format!("OUT={}", out.display()))

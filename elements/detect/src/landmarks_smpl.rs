@@ -224,12 +224,15 @@ fn hip_centre<T: Copy + std::ops::Add<Output = T> + std::ops::Mul<f64, Output = 
     (l[L_HIP] + l[R_HIP]) * 0.5
 }
 
+/// Landmarks and SMPL joints of one posed body.
+type Sample = (Vec<Vector3<f64>>, Vec<Vector3<f64>>);
+
 /// One posed sample: (landmarks, SMPL joints).
 fn sample(
     model: &BodyModel,
     anchors: &[Anchor; LANDMARKS],
     rng: &mut rand::rngs::StdRng,
-) -> Result<(Vec<Vector3<f64>>, Vec<Vector3<f64>>), String> {
+) -> Result<Sample, String> {
     let pose = sample_pose(rng, &PoseDistribution::default());
     let beta = sample_beta(rng, model.num_betas, 1.0);
     let rot: Vec<Matrix3<f64>> = pose.iter().map(axis_angle_to_matrix).collect();

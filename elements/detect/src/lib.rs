@@ -7,7 +7,9 @@
 //!   with boxes refreshed from the previous frame's joints (the feedback `ikolbackbone` sends
 //!   upstream), an age limit and a `max_people` limit.
 
+pub mod blazepose;
 pub mod landmarks_smpl;
+pub mod tflite;
 mod tracker;
 
 pub use tracker::{Track, Tracker, TrackerConfig};

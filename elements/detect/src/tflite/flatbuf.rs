@@ -100,7 +100,8 @@ impl<'a> Buf<'a> {
         let target = pos + off;
         if off == 0 || target >= self.data.len() {
             return Err(FbError(format!(
-                "bad offset: {off} stored at {pos} points outside the {}-byte file",
+                "bad offset (or truncated file): {off} stored at {pos} points outside the \
+                 {}-byte file",
                 self.data.len()
             )));
         }
@@ -124,7 +125,7 @@ impl<'a> Buf<'a> {
         let vt = vt as usize;
         let vt_len = self.u16(vt)? as usize;
         let inline_len = self.u16(vt + 2)? as usize;
-        if vt_len < 4 || vt_len % 2 != 0 {
+        if vt_len < 4 || !vt_len.is_multiple_of(2) {
             return Err(FbError(format!("bad vtable at {vt}: size {vt_len}")));
         }
         self.bytes(vt, vt_len)?;
@@ -203,9 +204,9 @@ impl<'a> Table<'a> {
             Some(p) => {
                 let v = self.buf.follow(p)?;
                 let n = self.buf.u32(v)? as usize;
-                let len = n.checked_mul(elem).ok_or_else(|| {
-                    FbError(format!("bad vector length {n} at {v}"))
-                })?;
+                let len = n
+                    .checked_mul(elem)
+                    .ok_or_else(|| FbError(format!("bad vector length {n} at {v}")))?;
                 self.buf.bytes(v + 4, len)?;
                 Ok(Some((v + 4, n)))
             }

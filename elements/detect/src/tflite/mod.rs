@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use flatbuf::{Buf, Context, FbError, FbResult, Table};
-pub use interp::{Model, TensorSpec};
+pub use interp::{Model, StepTimes, TensorSpec};
 pub use sparse::{DimensionMetadata, Sparsity, f16_to_f32};
 
 /// Errors of the TensorFlow Lite reader and interpreter. Each names the model file.
@@ -47,7 +47,11 @@ pub enum Error {
          support (supported: {})",
         interp::SUPPORTED_OPS.join(", ")
     )]
-    UnsupportedOp { file: String, index: usize, op: String },
+    UnsupportedOp {
+        file: String,
+        index: usize,
+        op: String,
+    },
     /// A supported operator or tensor uses a feature that is not implemented (a tensor type,
     /// an option value, a sparse layout).
     #[error("{file}: {what}")]
@@ -65,7 +69,7 @@ pub enum Error {
         index: usize,
         op: String,
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }
 
@@ -309,9 +313,10 @@ impl TfliteFile {
 
     /// The schema name of operator `op`'s code (`DEPTHWISE_CONV_2D`).
     pub fn op_name(&self, op: &Operator) -> String {
-        self.operator_codes
-            .get(op.opcode_index)
-            .map_or_else(|| format!("opcode #{}", op.opcode_index), OperatorCode::name)
+        self.operator_codes.get(op.opcode_index).map_or_else(
+            || format!("opcode #{}", op.opcode_index),
+            OperatorCode::name,
+        )
     }
 
     fn invalid(&self, what: String) -> Error {
@@ -337,7 +342,7 @@ impl TfliteFile {
             }
             let bad_tensor = |v: &[i32], optional: bool| {
                 v.iter()
-                    .find(|&&i| !(0..nt).contains(&i) && !(optional && i == -1))
+                    .find(|&&i| !((0..nt).contains(&i) || (optional && i == -1)))
                     .copied()
             };
             if let Some(i) = bad_tensor(&sg.inputs, false).or(bad_tensor(&sg.outputs, false)) {
@@ -488,9 +493,7 @@ fn parse_sparsity(t: &Table<'_>) -> FbResult<Sparsity> {
     // SparsityParameters: traversal_order 0, block_map 1, dim_metadata 2.
     let to_usize = |v: Vec<i32>, what: &str| {
         v.into_iter()
-            .map(|x| {
-                usize::try_from(x).map_err(|_| FbError(format!("negative {what} entry {x}")))
-            })
+            .map(|x| usize::try_from(x).map_err(|_| FbError(format!("negative {what} entry {x}"))))
             .collect::<FbResult<Vec<_>>>()
     };
     let dim_metadata = t
@@ -523,7 +526,9 @@ fn parse_dim_metadata(t: &Table<'_>) -> FbResult<DimensionMetadata> {
                 .collect(),
             2 => Ok(v.u16s(0)?.into_iter().map(usize::from).collect()),
             3 => Ok(v.bytes(0)?.iter().map(|&b| usize::from(b)).collect()),
-            other => Err(FbError(format!("{what}: unknown SparseIndexVector type {other}"))),
+            other => Err(FbError(format!(
+                "{what}: unknown SparseIndexVector type {other}"
+            ))),
         }
     };
     match t.i8(0, 0)? {
@@ -637,7 +642,9 @@ fn parse_options(builtin: i32, tag: u8, o: &Table<'_>) -> FbResult<Options> {
         // ADD: AddOptions (11): activation 0.
         0 => {
             expect(11, "AddOptions")?;
-            Options::Add { activation: act(0)? }
+            Options::Add {
+                activation: act(0)?,
+            }
         }
         // RESIZE_BILINEAR: ResizeBilinearOptions (15): new_height 0 and new_width 1
         // (deprecated), align_corners 2, half_pixel_centers 3.

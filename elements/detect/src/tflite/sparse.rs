@@ -48,7 +48,12 @@ pub struct Sparsity {
 impl Sparsity {
     /// Expands the stored `values` into the dense row-major tensor of `shape`; absent
     /// elements are `zero`. Errors describe the inconsistency found.
-    pub fn densify<T: Copy>(&self, shape: &[usize], values: &[T], zero: T) -> Result<Vec<T>, String> {
+    pub fn densify<T: Copy>(
+        &self,
+        shape: &[usize],
+        values: &[T],
+        zero: T,
+    ) -> Result<Vec<T>, String> {
         let n = shape.len();
         let k = self.block_map.len();
         let levels = n + k;
@@ -74,7 +79,9 @@ impl Sparsity {
         let mut block = vec![1usize; n];
         for (i, &orig) in self.block_map.iter().enumerate() {
             if orig >= n {
-                return Err(format!("block_map entry {orig} is not a dimension of rank {n}"));
+                return Err(format!(
+                    "block_map entry {orig} is not a dimension of rank {n}"
+                ));
             }
             let level = self
                 .traversal_order
@@ -82,7 +89,9 @@ impl Sparsity {
                 .position(|&d| d == n + i)
                 .unwrap_or(levels);
             match self.dim_metadata.get(level) {
-                Some(DimensionMetadata::Dense { size }) if *size > 0 && shape[orig] % size == 0 => {
+                Some(DimensionMetadata::Dense { size })
+                    if *size > 0 && shape[orig].is_multiple_of(*size) =>
+                {
                     block[orig] = *size;
                 }
                 _ => {
@@ -125,10 +134,19 @@ struct Walk<'a, T> {
 }
 
 impl<T: Copy> Walk<'_, T> {
-    fn level(&self, l: usize, pos: usize, coords: &mut [usize], out: &mut [T]) -> Result<(), String> {
+    fn level(
+        &self,
+        l: usize,
+        pos: usize,
+        coords: &mut [usize],
+        out: &mut [T],
+    ) -> Result<(), String> {
         if l == coords.len() {
             let v = *self.values.get(pos).ok_or_else(|| {
-                format!("value index {pos} past the {} stored values", self.values.len())
+                format!(
+                    "value index {pos} past the {} stored values",
+                    self.values.len()
+                )
             })?;
             let mut flat = 0;
             for j in 0..self.n {

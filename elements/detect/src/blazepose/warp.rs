@@ -1,0 +1,233 @@
+//! Input tensors: an RGB8 frame warped through a rotated ROI into an NHWC float tensor, as
+//! mediapipe's `ImageToTensorCalculator` does on CPU.
+//!
+//! Facts from mediapipe v0.10.21:
+//! - `mediapipe/calculators/tensor/image_to_tensor_calculator.cc` (`Process`): ROI = the
+//!   `NORM_RECT` input or the whole image (`GetRoi`), padded to the tensor's aspect ratio when
+//!   `keep_aspect_ratio` (`PadRoi`), then converted by the OpenCV converter on CPU.
+//! - `mediapipe/calculators/tensor/image_to_tensor_converter_opencv.cc` (`Convert`): the ROI
+//!   corners (`cv::boxPoints`) go to the tensor corners (0, H), (0, 0), (W, 0), (W, H);
+//!   `cv::warpPerspective` with `INTER_LINEAR` and `BORDER_CONSTANT` (zero) or
+//!   `BORDER_REPLICATE` produces an 8-bit RGB image, which `convertTo` maps to floats with
+//!   `GetValueRangeTransformation(0, 255, min, max)`: `v * (max - min) / 255 + min`.
+//!   So zero padding becomes `min` (-1 for the detector), not 0.
+//! - `mediapipe/calculators/tensor/image_to_tensor_utils.cc` (`GetBorderMode`): an unset
+//!   `border_mode` means `BORDER_REPLICATE`.
+//!
+//! The 8-bit bilinear warp follows OpenCV's fixed-point `INTER_LINEAR` (`imgwarp.cpp`, facts
+//! only): the source position of destination pixel (i, j) (pixel centres at integer
+//! coordinates) is rounded to 1/32 pixel (`INTER_BITS = 5`), the four weights are
+//! `(32 - ax or ax) (32 - ay or ay) 32` (sum 2^15, `INTER_REMAP_COEF_BITS = 15`), and the
+//! result is `(sum + 2^14) >> 15`. Matching this keeps our input tensors equal to mediapipe's
+//! up to rare rounding ties.
+//!
+//! Options from `mediapipe/modules/pose_detection/pose_detection_cpu.pbtxt` and
+//! `mediapipe/modules/pose_landmark/pose_landmark_by_roi_cpu.pbtxt`, confirmed in the compiled
+//! 0.10.21 wheel.
+
+use super::BlazePoseError;
+use super::roi::{Padding, RotatedRect};
+use crate::RgbImage;
+use ikol_types::Affine2;
+
+/// What is sampled outside the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BorderMode {
+    /// `BORDER_ZERO` (`cv::BORDER_CONSTANT` with 0).
+    Zero,
+    /// `BORDER_REPLICATE` (also what an unset `border_mode` means).
+    Replicate,
+}
+
+/// The subset of `ImageToTensorCalculatorOptions` used on CPU with float output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageToTensorOptions {
+    pub output_width: usize,
+    pub output_height: usize,
+    pub keep_aspect_ratio: bool,
+    /// `output_tensor_float_range` (min, max).
+    pub range: (f32, f32),
+    pub border: BorderMode,
+}
+
+impl ImageToTensorOptions {
+    /// `ImageToTensorCalculator` of `pose_detection_cpu.pbtxt`.
+    pub const POSE_DETECTION: ImageToTensorOptions = ImageToTensorOptions {
+        output_width: 224,        // output_tensor_width: 224
+        output_height: 224,       // output_tensor_height: 224
+        keep_aspect_ratio: true,  // keep_aspect_ratio: true
+        range: (-1.0, 1.0),       // output_tensor_float_range { min: -1.0 max: 1.0 }
+        border: BorderMode::Zero, // border_mode: BORDER_ZERO
+    };
+
+    /// `ImageToTensorCalculator` of `pose_landmark_by_roi_cpu.pbtxt`.
+    pub const POSE_LANDMARK: ImageToTensorOptions = ImageToTensorOptions {
+        output_width: 256,       // output_tensor_width: 256
+        output_height: 256,      // output_tensor_height: 256
+        keep_aspect_ratio: true, // keep_aspect_ratio: true
+        range: (0.0, 1.0),       // output_tensor_float_range { min: 0.0 max: 1.0 }
+        // border_mode not set: BORDER_UNSPECIFIED -> kReplicate (image_to_tensor_utils.cc)
+        border: BorderMode::Replicate,
+    };
+}
+
+/// An input tensor and the geometry that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInput {
+    /// NHWC `[1, height, width, 3]` floats.
+    pub data: Vec<f32>,
+    pub width: usize,
+    pub height: usize,
+    /// The ROI after padding to the tensor's aspect ratio: [`RotatedRect::crop_to_frame`] of it
+    /// maps tensor pixels to frame pixels.
+    pub roi: RotatedRect,
+    /// Letterbox padding (left, top, right, bottom) as fractions of the padded ROI.
+    pub padding: Padding,
+}
+
+impl TensorInput {
+    /// The shape `[1, height, width, 3]`.
+    pub fn shape(&self) -> [usize; 4] {
+        [1, self.height, self.width, 3]
+    }
+}
+
+/// Checks that `img` holds `height` rows of `stride` bytes with `3 * width` used.
+pub fn check_image(img: &RgbImage<'_>) -> Result<(), BlazePoseError> {
+    let ok = img.width > 0
+        && img.height > 0
+        && img.stride >= 3 * img.width
+        && img.data.len() >= (img.height - 1) * img.stride + 3 * img.width;
+    if ok {
+        Ok(())
+    } else {
+        Err(BlazePoseError::BadImage {
+            width: img.width,
+            height: img.height,
+            stride: img.stride,
+            len: img.data.len(),
+        })
+    }
+}
+
+/// `ImageToTensorCalculator` on CPU: the ROI (`None` = the whole image), padded when
+/// `keep_aspect_ratio`, warped into an `output_width` x `output_height` float tensor.
+pub fn image_to_tensor(
+    img: &RgbImage<'_>,
+    roi: Option<&RotatedRect>,
+    o: &ImageToTensorOptions,
+) -> Result<TensorInput, BlazePoseError> {
+    check_image(img)?;
+    let roi = roi
+        .copied()
+        .unwrap_or_else(|| RotatedRect::full_image(img.width, img.height));
+    let bad_roi = || BlazePoseError::BadRoi { roi };
+    if !roi.is_valid() || o.output_width == 0 || o.output_height == 0 {
+        return Err(bad_roi());
+    }
+    let (roi, padding) = if o.keep_aspect_ratio {
+        roi.pad_to_aspect(o.output_width, o.output_height)
+            .ok_or_else(bad_roi)?
+    } else {
+        (roi, [0.0; 4])
+    };
+    let pixels = warp_rgb8(
+        img,
+        &roi.crop_to_frame(o.output_width, o.output_height),
+        o.output_width,
+        o.output_height,
+        o.border,
+    )?;
+    // GetValueRangeTransformation(0, 255, min, max)
+    let scale = (o.range.1 - o.range.0) / 255.0;
+    let offset = o.range.0;
+    Ok(TensorInput {
+        data: pixels
+            .iter()
+            .map(|&v| f32::from(v) * scale + offset)
+            .collect(),
+        width: o.output_width,
+        height: o.output_height,
+        roi,
+        padding,
+    })
+}
+
+/// The detector input: the whole frame letterboxed into 224x224, values in [-1, 1], zero
+/// (i.e. -1) padding.
+pub fn detector_input(img: &RgbImage<'_>) -> Result<TensorInput, BlazePoseError> {
+    image_to_tensor(img, None, &ImageToTensorOptions::POSE_DETECTION)
+}
+
+/// The landmark input: `roi` warped into 256x256, values in [0, 1], replicated border.
+pub fn landmark_input(
+    img: &RgbImage<'_>,
+    roi: &RotatedRect,
+) -> Result<TensorInput, BlazePoseError> {
+    image_to_tensor(img, Some(roi), &ImageToTensorOptions::POSE_LANDMARK)
+}
+
+/// OpenCV-style fixed-point bilinear warp of an RGB8 image: destination pixel (i, j) samples
+/// the source at `dst_to_src.apply([i, j])`. Returns `out_h` rows of `3 * out_w` bytes.
+pub fn warp_rgb8(
+    img: &RgbImage<'_>,
+    dst_to_src: &Affine2,
+    out_w: usize,
+    out_h: usize,
+    border: BorderMode,
+) -> Result<Vec<u8>, BlazePoseError> {
+    check_image(img)?;
+    const BITS: i32 = 5; // INTER_BITS
+    const TAB: f64 = (1 << BITS) as f64; // INTER_TAB_SIZE = 32
+    let (w, h) = (img.width as i64, img.height as i64);
+    let m = &dst_to_src.m;
+    let fixed = |v: f64| -> i32 {
+        // saturate_cast<int>(double): round half to even, clamp to the int range
+        (v * TAB)
+            .round_ties_even()
+            .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+    };
+    let mut out = vec![0u8; out_w * out_h * 3];
+    for j in 0..out_h {
+        for i in 0..out_w {
+            let (x, y) = (i as f64, j as f64);
+            let fx = fixed(m[0][0] * x + m[0][1] * y + m[0][2]);
+            let fy = fixed(m[1][0] * x + m[1][1] * y + m[1][2]);
+            // saturate_cast<short>(X >> INTER_BITS)
+            let sx = i64::from((fx >> BITS).clamp(i32::from(i16::MIN), i32::from(i16::MAX)));
+            let sy = i64::from((fy >> BITS).clamp(i32::from(i16::MIN), i32::from(i16::MAX)));
+            let ax = (fx & ((1 << BITS) - 1)) as u32;
+            let ay = (fy & ((1 << BITS) - 1)) as u32;
+            let wx = [32 - ax, ax];
+            let wy = [32 - ay, ay];
+            let mut acc = [0u32; 3];
+            for (dy, &wyv) in wy.iter().enumerate() {
+                for (dx, &wxv) in wx.iter().enumerate() {
+                    let weight = wyv * wxv * 32;
+                    if weight == 0 {
+                        continue;
+                    }
+                    let (px, py) = (sx + dx as i64, sy + dy as i64);
+                    let (px, py) = match border {
+                        BorderMode::Zero => {
+                            if px < 0 || py < 0 || px >= w || py >= h {
+                                continue;
+                            }
+                            (px, py)
+                        }
+                        BorderMode::Replicate => (px.clamp(0, w - 1), py.clamp(0, h - 1)),
+                    };
+                    let o = py as usize * img.stride + 3 * px as usize;
+                    for c in 0..3 {
+                        acc[c] += weight * u32::from(img.data[o + c]);
+                    }
+                }
+            }
+            let d = 3 * (j * out_w + i);
+            for c in 0..3 {
+                out[d + c] = ((acc[c] + (1 << 14)) >> 15).min(255) as u8;
+            }
+        }
+    }
+    Ok(out)
+}
