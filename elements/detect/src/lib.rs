@@ -8,6 +8,7 @@
 //!   upstream), an age limit and a `max_people` limit.
 
 pub mod blazepose;
+pub mod blazepose_model;
 pub mod landmarks_smpl;
 pub mod tflite;
 mod tracker;
@@ -51,13 +52,16 @@ pub trait PersonDetector: Send + std::fmt::Debug {
 }
 
 /// Detector names [`create_detector`] accepts besides `none`.
-pub const DETECTORS: &[&str] = &[];
+pub const DETECTORS: &[&str] = &["blazepose"];
 
 /// The detector called `name`; `none` (or an empty name) gives `None`: boxes then come from
 /// upstream metas, a region property or tracking only.
 pub fn create_detector(name: &str) -> Result<Option<Box<dyn PersonDetector>>, DetectError> {
     match name {
         "" | "none" => Ok(None),
+        "blazepose" => Ok(Some(Box::new(blazepose_model::BlazePoseDetector::load(
+            &blazepose_model::models_dir(),
+        )?))),
         other => Err(DetectError::UnknownDetector {
             name: other.to_owned(),
             available: std::iter::once("none")

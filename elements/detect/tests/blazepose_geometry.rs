@@ -461,6 +461,8 @@ fn detector_input_of_640x480() {
     assert_eq!(t.shape(), [1, 224, 224, 3]);
     assert_eq!(t.data.len(), 224 * 224 * 3);
     assert_eq!(t.padding, [0.0, 0.125, 0.0, 0.125]);
+    assert_eq!((t.roi.w, t.roi.h), (640.0, 480.0));
+    assert_eq!((t.padded_roi.w, t.padded_roi.h), (640.0, 640.0));
     let at = |i: usize, j: usize| &t.data[3 * (j * 224 + i)..3 * (j * 224 + i) + 3];
     // letterbox rows (y < 0 or y >= 480 in the frame) hold zeros, i.e. -1 after 2 v / 255 - 1
     assert_eq!(at(0, 0), &[-1.0, -1.0, -1.0]);
@@ -614,9 +616,22 @@ fn landmark_projection_through_the_roi() {
     assert_close!(next.rotation, FRAC_PI_2, 1e-9);
 
     // tracking: the ROI follows the landmarks while the pose is present
-    let mut tracker = RoiTracker::new();
+    // (the first sample passes the 1-euro filters unchanged)
+    let mut tracker = RoiTracker::new(true);
     assert_eq!(tracker.roi(), None);
-    tracker.update(Some(&p));
+    let mut tracked = p.clone();
+    tracker.update(Some(&mut tracked), 33_333);
+    // (up to the float state of mediapipe's filters)
+    for (a, b) in tracked.landmarks.iter().zip(&p.landmarks) {
+        assert_close!(a.x, b.x, 1e-4);
+        assert_close!(a.y, b.y, 1e-4);
+        assert_close!(a.z, b.z, 1e-4);
+    }
+    for (a, b) in tracked.world.iter().zip(&p.world) {
+        assert_close!(a.x, b.x, 1e-7);
+        assert_close!(a.y, b.y, 1e-7);
+        assert_close!(a.z, b.z, 1e-7);
+    }
     assert_eq!(tracker.roi(), Some(next));
     // the pose flag must be above 0.5: at 0.5 there is no pose and tracking is lost
     let gone = LandmarkOutputs {
@@ -625,7 +640,7 @@ fn landmark_projection_through_the_roi() {
     };
     let none = decode_pose(&gone, &roi, &[0.0; 4], POSE_PRESENCE_THRESHOLD).unwrap();
     assert!(none.is_none());
-    tracker.update(none.as_ref());
+    tracker.update(None, 66_666);
     assert_eq!(tracker.roi(), None);
 }
 
@@ -697,4 +712,26 @@ fn letterboxed_landmark_crop_is_undone() {
     let q = padded.crop_to_frame(256, 256).apply([128.0, 64.0]);
     assert_close!(q[0], 300.0, 1e-9);
     assert_close!(q[1], 150.0, 1e-9);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Temporal filter
+
+#[test]
+fn one_euro_filter_of_the_auxiliary_landmarks() {
+    // POSE_AUX: min_cutoff 0.01, beta 10, derivate_cutoff 1; object scale 100 px -> value scale
+    // 0.01; samples every 33333 us (f = 1 / 0.033333 = 30.0003 Hz, te = 1 / f).
+    // alpha(c) = 1 / (1 + (1 / (2 pi c)) / te).
+    // t1, x = 100: passes through.
+    // t2, x = 110: dx = 10 * 0.01 * f = 3.00003; low-passed with alpha(1) = 0.173169 from 0:
+    //   0.519513; cutoff = 0.01 + 10 * 0.519513 = 5.205131; alpha = 0.521565;
+    //   x = 0.521565 * 110 + 0.478435 * 100 = 105.215652.
+    // t3, x = 110: dx = 0 -> 0.826831 * 0.519513 = 0.429549; cutoff 4.305494; alpha 0.474163;
+    //   x = 0.474163 * 110 + 0.525837 * 105.215652 = 107.484215.
+    let mut f = OneEuroFilter::new(&OneEuroParams::POSE_AUX);
+    assert_eq!(f.apply(33_333_000, 0.01, 100.0), 100.0);
+    assert_close!(f.apply(66_666_000, 0.01, 110.0), 105.215652, 1e-4);
+    assert_close!(f.apply(99_999_000, 0.01, 110.0), 107.484215, 1e-4);
+    // a timestamp that does not increase returns the input
+    assert_eq!(f.apply(99_999_000, 0.01, 50.0), 50.0);
 }

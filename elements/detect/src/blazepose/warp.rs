@@ -78,9 +78,12 @@ pub struct TensorInput {
     pub data: Vec<f32>,
     pub width: usize,
     pub height: usize,
-    /// The ROI after padding to the tensor's aspect ratio: [`RotatedRect::crop_to_frame`] of it
-    /// maps tensor pixels to frame pixels.
+    /// The ROI asked for (the whole frame for the detector): what
+    /// [`super::landmarks::decode_pose`] takes with [`TensorInput::padding`].
     pub roi: RotatedRect,
+    /// The ROI after padding to the tensor's aspect ratio: [`RotatedRect::crop_to_frame`] of it
+    /// maps tensor pixels to frame pixels (equal to `roi` for a square ROI and tensor).
+    pub padded_roi: RotatedRect,
     /// Letterbox padding (left, top, right, bottom) as fractions of the padded ROI.
     pub padding: Padding,
 }
@@ -125,7 +128,7 @@ pub fn image_to_tensor(
     if !roi.is_valid() || o.output_width == 0 || o.output_height == 0 {
         return Err(bad_roi());
     }
-    let (roi, padding) = if o.keep_aspect_ratio {
+    let (padded_roi, padding) = if o.keep_aspect_ratio {
         roi.pad_to_aspect(o.output_width, o.output_height)
             .ok_or_else(bad_roi)?
     } else {
@@ -133,7 +136,7 @@ pub fn image_to_tensor(
     };
     let pixels = warp_rgb8(
         img,
-        &roi.crop_to_frame(o.output_width, o.output_height),
+        &padded_roi.crop_to_frame(o.output_width, o.output_height),
         o.output_width,
         o.output_height,
         o.border,
@@ -149,6 +152,7 @@ pub fn image_to_tensor(
         width: o.output_width,
         height: o.output_height,
         roi,
+        padded_roi,
         padding,
     })
 }

@@ -11,6 +11,13 @@
 //!
 //! `checkpoint` takes our safetensors (written by ikol-train) or an upstream HybrIK/IKOL `.pth`.
 //!
+//! With `model=blazepose` the pretrained BlazePose landmark model (mediapipe 0.10.21, fetched by
+//! `make models` into `$IKOL_MODELS`) runs instead, in the square region of each box (as
+//! `ikolcrop detector=blazepose` gives them); its 33 landmarks become SMPL-24 joints by a map
+//! fitted on `body-model` (see ikol-detect's `landmarks_smpl`), the shape is fitted to the bone
+//! lengths, confidences come from landmark visibility, and twist is left at zero. The box sent
+//! upstream is then mediapipe's next region of interest from the tracking landmarks.
+//!
 //! ## Example launch line
 //! ```sh
 //! gst-launch-1.0 filesrc location=walk.mp4 ! decodebin ! videoconvert ! video/x-raw,format=RGB \
@@ -34,9 +41,13 @@ use ikol_backbone::preprocess::RgbFrame;
 use ikol_backbone::{Backbone, DeviceChoice, PersonBox, open_device};
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
 
-use super::BackboneVariant;
+use super::{BackboneModel, BackboneVariant};
 use crate::common;
 use crate::meta::{self, FrameMeta};
+use ikol_body::BodyModel;
+use ikol_detect::RgbImage;
+use ikol_detect::blazepose::RotatedRect;
+use ikol_detect::blazepose_model::{BlazePoseLandmarker, BodyFromLandmarks, models_dir, roi_box};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -53,8 +64,12 @@ const DEFAULT_FOCAL: f64 = 0.0;
 /// sit inside the body outline: head top and feet extend beyond them).
 const FEEDBACK_BOX_SCALE: f64 = 1.2;
 
+const DEFAULT_BODY_MODEL: &str = "default";
+
 #[derive(Debug, Clone)]
 struct Settings {
+    model: BackboneModel,
+    body_model: String,
     checkpoint: Option<PathBuf>,
     variant: BackboneVariant,
     device: String,
@@ -66,6 +81,8 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            model: BackboneModel::default(),
+            body_model: DEFAULT_BODY_MODEL.into(),
             checkpoint: None,
             variant: BackboneVariant::default(),
             device: DEFAULT_DEVICE.into(),
@@ -76,9 +93,20 @@ impl Default for Settings {
     }
 }
 
+/// The joint network, boxed once in [`State`]: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Net {
+    Heatmap(Backbone),
+    BlazePose {
+        landmarker: BlazePoseLandmarker,
+        body: BodyFromLandmarks,
+    },
+}
+
 #[derive(Debug)]
 struct State {
-    net: Backbone,
+    net: Box<Net>,
     info: Option<gst_video::VideoInfo>,
 }
 
@@ -93,6 +121,88 @@ impl IkolBackbone {
         gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
         gst::FlowError::Error
     }
+
+    /// The heatmap network on every person's crop, as one batch; returns the tracking boxes.
+    fn heatmap(
+        &self,
+        net: &Backbone,
+        m: &mut FrameMeta,
+        data: &[u8],
+        info: &gst_video::VideoInfo,
+        stride: usize,
+        k: &Intrinsics,
+    ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
+        let rgb = RgbFrame::new(data, info.width(), info.height(), stride)
+            .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+        let boxes: Vec<PersonBox> = m
+            .people
+            .iter()
+            .map(|p| PersonBox {
+                bbox: p.bbox,
+                root_depth: None,
+            })
+            .collect();
+        let estimates = net
+            .estimate(&rgb, &boxes, k)
+            .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+        let mut feedback = Vec::with_capacity(estimates.len());
+        for (p, e) in m.people.iter_mut().zip(&estimates) {
+            p.joints_uvd = e.uvd.clone();
+            p.joints_3d = e.xyz_m.iter().map(|v| v.map(|x| x as f32)).collect();
+            p.joints_2d = e.joints_px.iter().map(|v| v.map(|x| x as f32)).collect();
+            p.root = Some(e.root_m.map(|x| x as f32));
+            p.twist = e.phi.clone();
+            p.beta = e.beta.clone();
+            p.leaf = e.leaf.clone().unwrap_or_default();
+            if let Some(b) = BBox::around_points(e.joints_px.iter().copied(), FEEDBACK_BOX_SCALE)
+                .filter(BBox::is_valid)
+            {
+                feedback.push((p.track_id, b));
+            }
+        }
+        Ok(feedback)
+    }
+
+    /// BlazePose landmarks in the square region of every box, mapped to SMPL-24; returns
+    /// mediapipe's next regions of interest as tracking boxes. People without a pose keep only
+    /// their box.
+    fn blazepose(
+        &self,
+        landmarker: &BlazePoseLandmarker,
+        body: &BodyFromLandmarks,
+        m: &mut FrameMeta,
+        image: &RgbImage<'_>,
+    ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
+        let mut feedback = Vec::new();
+        for p in &mut m.people {
+            let [cx, cy] = p.bbox.center();
+            let side = p.bbox.w.max(p.bbox.h);
+            let roi = RotatedRect {
+                cx,
+                cy,
+                w: side,
+                h: side,
+                rotation: 0.0,
+            };
+            let Some(pose) = landmarker
+                .landmarks(image, &roi)
+                .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?
+            else {
+                gst::debug!(CAT, imp = self, "track {}: no pose in its box", p.track_id);
+                continue;
+            };
+            let e = body.estimate(&pose);
+            let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            p.joints_3d = e.joints_3d.iter().map(|v| v.map(|x| x as f32)).collect();
+            p.joints_2d = e.joints_2d.iter().map(|v| v.map(|x| x as f32)).collect();
+            p.confidence = f32s(&e.confidence);
+            p.beta = f32s(&e.beta);
+            if let Some(b) = pose.next_roi().as_ref().and_then(roi_box) {
+                feedback.push((p.track_id, b));
+            }
+        }
+        Ok(feedback)
+    }
 }
 
 #[glib::object_subclass]
@@ -106,6 +216,19 @@ impl ObjectImpl for IkolBackbone {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
+                glib::ParamSpecEnum::builder_with_default("model", BackboneModel::default())
+                    .nick("Model")
+                    .blurb("heatmap (the IKOL/HybrIK network from checkpoint) or blazepose (the \
+                            pretrained BlazePose landmarks mapped to SMPL-24)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("body-model")
+                    .nick("Body model")
+                    .blurb("model=blazepose: the body model the landmark map is fitted on (default, \
+                            small or a model file; use the mesher's)")
+                    .default_value(Some(DEFAULT_BODY_MODEL))
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("checkpoint")
                     .nick("Checkpoint")
                     .blurb("Network weights: our .safetensors or an upstream HybrIK/IKOL .pth (required)")
@@ -153,6 +276,14 @@ impl ObjectImpl for IkolBackbone {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         match pspec.name() {
+            "model" => s.model = value.get().unwrap_or_default(),
+            "body-model" => {
+                s.body_model = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
+            }
             "checkpoint" => {
                 s.checkpoint = value
                     .get::<Option<String>>()
@@ -179,6 +310,8 @@ impl ObjectImpl for IkolBackbone {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         match pspec.name() {
+            "model" => s.model.to_value(),
+            "body-model" => s.body_model.to_value(),
             "checkpoint" => s
                 .checkpoint
                 .as_ref()
@@ -229,27 +362,56 @@ impl BaseTransformImpl for IkolBackbone {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{msg}"));
-        let path = s.checkpoint.ok_or_else(|| {
-            settings_err(
-                "ikolbackbone: no checkpoint set (checkpoint=<file.safetensors|file.pth>)".into(),
-            )
-        })?;
-        let choice: DeviceChoice = s
-            .device
-            .parse()
-            .map_err(|e| settings_err(format!("ikolbackbone: device: {e}")))?;
-        let device = open_device(choice).map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
-        let net = Backbone::load(&path, s.variant.into(), &device)
-            .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?
-            .with_flip_test(s.flip_test);
-        gst::info!(
-            CAT,
-            imp = self,
-            "loaded {} ({}) on {choice}",
-            path.display(),
-            net.config().variant
-        );
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { net, info: None });
+        let net = match s.model {
+            BackboneModel::BlazePose => {
+                let landmarker = BlazePoseLandmarker::load(&models_dir())
+                    .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
+                let model = BodyModel::from_spec(&s.body_model).map_err(|e| {
+                    settings_err(format!("ikolbackbone: body-model `{}`: {e}", s.body_model))
+                })?;
+                let body = BodyFromLandmarks::new(&model).map_err(|e| {
+                    settings_err(format!("ikolbackbone: body-model `{}`: {e}", s.body_model))
+                })?;
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "BlazePose landmarks, map fitted on {} (held-out {:.1} mm)",
+                    s.body_model,
+                    1e3 * body.map().fit_mpjpe_m
+                );
+                Net::BlazePose { landmarker, body }
+            }
+            BackboneModel::Heatmap => {
+                let path = s.checkpoint.ok_or_else(|| {
+                    settings_err(
+                        "ikolbackbone: no checkpoint set (checkpoint=<file.safetensors|file.pth>, \
+                         or model=blazepose)"
+                            .into(),
+                    )
+                })?;
+                let choice: DeviceChoice = s
+                    .device
+                    .parse()
+                    .map_err(|e| settings_err(format!("ikolbackbone: device: {e}")))?;
+                let device =
+                    open_device(choice).map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
+                let net = Backbone::load(&path, s.variant.into(), &device)
+                    .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?
+                    .with_flip_test(s.flip_test);
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "loaded {} ({}) on {choice}",
+                    path.display(),
+                    net.config().variant
+                );
+                Net::Heatmap(net)
+            }
+        };
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
+            net: Box::new(net),
+            info: None,
+        });
         Ok(())
     }
 
@@ -280,7 +442,7 @@ impl BaseTransformImpl for IkolBackbone {
             .clone();
         let mut m: FrameMeta =
             meta::require(buf, "ikolbackbone", "ikolcrop").map_err(|msg| self.fail(msg))?;
-        let estimates = {
+        let feedback = {
             let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let Some(state) = guard.as_ref() else {
                 return Err(gst::FlowError::Flushing);
@@ -304,37 +466,20 @@ impl BaseTransformImpl for IkolBackbone {
                     .plane_data(0)
                     .map_err(|_| self.fail("ikolbackbone: cannot read the video frame".into()))?;
                 let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
-                let rgb = RgbFrame::new(data, info.width(), info.height(), stride)
-                    .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
-                let boxes: Vec<PersonBox> = m
-                    .people
-                    .iter()
-                    .map(|p| PersonBox {
-                        bbox: p.bbox,
-                        root_depth: None,
-                    })
-                    .collect();
-                state
-                    .net
-                    .estimate(&rgb, &boxes, &k)
-                    .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?
+                match state.net.as_ref() {
+                    Net::Heatmap(net) => self.heatmap(net, &mut m, data, info, stride, &k)?,
+                    Net::BlazePose { landmarker, body } => {
+                        let image = RgbImage {
+                            data,
+                            width: info.width() as usize,
+                            height: info.height() as usize,
+                            stride,
+                        };
+                        self.blazepose(landmarker, body, &mut m, &image)?
+                    }
+                }
             }
         };
-        let mut feedback = Vec::with_capacity(estimates.len());
-        for (p, e) in m.people.iter_mut().zip(&estimates) {
-            p.joints_uvd = e.uvd.clone();
-            p.joints_3d = e.xyz_m.iter().map(|v| v.map(|x| x as f32)).collect();
-            p.joints_2d = e.joints_px.iter().map(|v| v.map(|x| x as f32)).collect();
-            p.root = Some(e.root_m.map(|x| x as f32));
-            p.twist = e.phi.clone();
-            p.beta = e.beta.clone();
-            p.leaf = e.leaf.clone().unwrap_or_default();
-            if let Some(b) = BBox::around_points(e.joints_px.iter().copied(), FEEDBACK_BOX_SCALE)
-                .filter(BBox::is_valid)
-            {
-                feedback.push((p.track_id, b));
-            }
-        }
         m.mark("ikolbackbone");
         m.write(buf)
             .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;

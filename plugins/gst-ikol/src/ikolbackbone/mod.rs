@@ -29,6 +29,26 @@ impl From<BackboneVariant> for ikol_backbone::Variant {
     }
 }
 
+/// The `model` property: which network estimates the joints.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstIkolBackboneModel")]
+pub enum BackboneModel {
+    /// The paper's heatmap network (ResNet + deconvolutions + FC branch) from `checkpoint`.
+    #[default]
+    #[enum_value(
+        name = "Heatmap network from the checkpoint (IKOL / HybrIK)",
+        nick = "heatmap"
+    )]
+    Heatmap,
+    /// The pretrained BlazePose landmark model (mediapipe 0.10.21), mapped to SMPL-24 joints.
+    #[enum_value(
+        name = "BlazePose landmarks mapped to SMPL-24 (pretrained)",
+        nick = "blazepose"
+    )]
+    BlazePose,
+}
+
 glib::wrapper! {
     pub struct IkolBackbone(ObjectSubclass<imp::IkolBackbone>) @extends gst_base::BaseTransform, gst::Element, gst::Object;
 }
