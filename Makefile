@@ -52,10 +52,10 @@ test: setup models fmt lint
 # The real clip of the demo (pose2sim 0.10.49 on PyPI, BSD-3-Clause), fetched and checked once.
 MEDIA ?= $(HOME)/.cache/ikol/media
 DEMO_CLIP := $(MEDIA)/pose2sim/cam01.mp4
-# Until a pretrained front end lands, the network is the tiny untrained test checkpoint: the chain
-# runs for real, the pose it draws is meaningless (see the README).
-DEMO_CHECKPOINT ?= elements/backbone/tests/data/ikol24_r34w2.pth
 
+# The main job: the real clip through the whole chain with the pretrained BlazePose front end
+# (detector + landmarks mapped to SMPL-24), IKOL started from the analytic solution, the default
+# body model, overlay video + JSON lines. FOCAL is the clip's calibrated focal length (px).
 demo: setup models
 	$(CARGO) build --workspace --release --locked
 	@mkdir -p $(OUT)
@@ -64,12 +64,12 @@ demo: setup models
 	target/release/ikol mesh --body-model default --params pipelines/examples/pose.json --output $(OUT)/posed.obj --render $(OUT)/posed.png
 	pipelines/tools/fetch_demo_media.sh $(MEDIA)
 	target/release/ikol run pipelines/video-to-overlay.pipeline INPUT=$(DEMO_CLIP) \
-		OUTPUT=$(OUT)/demo-overlay.mp4 JSON=$(OUT)/demo.jsonl CHECKPOINT=$(DEMO_CHECKPOINT) \
-		ROI=40,300,840,960 TRACKING=false FOCAL=1681
+		OUTPUT=$(OUT)/demo-overlay.mp4 JSON=$(OUT)/demo.jsonl \
+		DETECTOR=blazepose MODEL=blazepose INIT=analytic MAX_PEOPLE=1 FOCAL=1681
 	gst-launch-1.0 -q filesrc location=$(OUT)/demo-overlay.mp4 ! qtdemux ! h264parse ! avdec_h264 \
-		! videoconvert ! videoscale ! video/x-raw,width=360,height=640 ! pngenc snapshot=true \
-		! filesink location=$(OUT)/demo-frame.png
-	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}, $(OUT)/demo-overlay.mp4, $(OUT)/demo.jsonl, $(OUT)/demo-frame.png"
+		! videoconvert ! videoscale ! video/x-raw,width=540,height=960 ! jpegenc snapshot=true \
+		! filesink location=$(OUT)/demo-frame.jpg
+	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}, $(OUT)/demo-overlay.mp4, $(OUT)/demo.jsonl, $(OUT)/demo-frame.jpg"
 
 # Python tools: only for talking to the Python ecosystem; their outputs are committed, so neither
 # `make test` nor `make demo` needs them.

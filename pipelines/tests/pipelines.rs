@@ -634,9 +634,12 @@ fn rtsp_reconnect_gives_up_when_the_server_is_gone() {
 fn rtsp_stream_that_ends_finishes_the_run() {
     let server = RtspServer::start_with(Some(30));
     let (mkv, json) = (tmp("finite.mkv"), tmp("finite.jsonl"));
+    // A queue long enough that a busy machine drops no frame (the default leaks after 2).
+    let mut vars = rtsp_vars(&server.url, &mkv, &json);
+    vars.push(("QUEUE", "1000".into()));
     let r = ikol(&run_args(
         "rtsp-camera.pipeline",
-        &rtsp_vars(&server.url, &mkv, &json),
+        &vars,
         &["--max-seconds", "20"],
     ));
     drop(server);

@@ -27,6 +27,7 @@
 //!
 //! Since: 0.1
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 
@@ -63,6 +64,8 @@ const DEFAULT_FOCAL: f64 = 0.0;
 /// The box sent back to `ikolcrop` is the joints' extent enlarged by this factor (the joints
 /// sit inside the body outline: head top and feet extend beyond them).
 const FEEDBACK_BOX_SCALE: f64 = 1.2;
+/// A person's box this close to the hull of the region we tracked them with is that region.
+const TRACKED_IOU: f64 = 0.9;
 
 const DEFAULT_BODY_MODEL: &str = "default";
 
@@ -101,6 +104,9 @@ enum Net {
     BlazePose {
         landmarker: BlazePoseLandmarker,
         body: BodyFromLandmarks,
+        /// Per track, the rotated region of interest the last frame's landmarks gave (the box
+        /// sent upstream is its axis-aligned hull, so the rotation is kept here).
+        rois: HashMap<u64, RotatedRect>,
     },
 }
 
@@ -170,20 +176,28 @@ impl IkolBackbone {
         &self,
         landmarker: &BlazePoseLandmarker,
         body: &BodyFromLandmarks,
+        rois: &mut HashMap<u64, RotatedRect>,
         m: &mut FrameMeta,
         image: &RgbImage<'_>,
     ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
         let mut feedback = Vec::new();
+        let mut next = HashMap::new();
         for p in &mut m.people {
+            // Tracked (the box is the hull of our last region): mediapipe's rotated region.
+            // Otherwise (a detection, a given box): the upright square around the box.
+            let tracked = rois
+                .get(&p.track_id)
+                .copied()
+                .filter(|r| roi_box(r).is_some_and(|b| b.iou(&p.bbox) > TRACKED_IOU));
             let [cx, cy] = p.bbox.center();
             let side = p.bbox.w.max(p.bbox.h);
-            let roi = RotatedRect {
+            let roi = tracked.unwrap_or(RotatedRect {
                 cx,
                 cy,
                 w: side,
                 h: side,
                 rotation: 0.0,
-            };
+            });
             let Some(pose) = landmarker
                 .landmarks(image, &roi)
                 .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?
@@ -197,10 +211,14 @@ impl IkolBackbone {
             p.joints_2d = e.joints_2d.iter().map(|v| v.map(|x| x as f32)).collect();
             p.confidence = f32s(&e.confidence);
             p.beta = f32s(&e.beta);
-            if let Some(b) = pose.next_roi().as_ref().and_then(roi_box) {
+            if let Some(r) = pose.next_roi()
+                && let Some(b) = roi_box(&r)
+            {
                 feedback.push((p.track_id, b));
+                next.insert(p.track_id, r);
             }
         }
+        *rois = next;
         Ok(feedback)
     }
 }
@@ -379,7 +397,11 @@ impl BaseTransformImpl for IkolBackbone {
                     s.body_model,
                     1e3 * body.map().fit_mpjpe_m
                 );
-                Net::BlazePose { landmarker, body }
+                Net::BlazePose {
+                    landmarker,
+                    body,
+                    rois: HashMap::new(),
+                }
             }
             BackboneModel::Heatmap => {
                 let path = s.checkpoint.ok_or_else(|| {
@@ -443,8 +465,8 @@ impl BaseTransformImpl for IkolBackbone {
         let mut m: FrameMeta =
             meta::require(buf, "ikolbackbone", "ikolcrop").map_err(|msg| self.fail(msg))?;
         let feedback = {
-            let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(state) = guard.as_ref() else {
+            let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
             let Some(info) = state.info.as_ref() else {
@@ -466,16 +488,20 @@ impl BaseTransformImpl for IkolBackbone {
                     .plane_data(0)
                     .map_err(|_| self.fail("ikolbackbone: cannot read the video frame".into()))?;
                 let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
-                match state.net.as_ref() {
+                match state.net.as_mut() {
                     Net::Heatmap(net) => self.heatmap(net, &mut m, data, info, stride, &k)?,
-                    Net::BlazePose { landmarker, body } => {
+                    Net::BlazePose {
+                        landmarker,
+                        body,
+                        rois,
+                    } => {
                         let image = RgbImage {
                             data,
                             width: info.width() as usize,
                             height: info.height() as usize,
                             stride,
                         };
-                        self.blazepose(landmarker, body, &mut m, &image)?
+                        self.blazepose(landmarker, body, rois, &mut m, &image)?
                     }
                 }
             }
