@@ -1,0 +1,164 @@
+//! How well the BlazePose front end and the IKOL solver recover known poses (issue 7,
+//! "Accuracy of the landmark-to-SMPL mapping").
+//!
+//! Renders the default body model (ikol-render, shaded, grey background, 480x640, 60 degree
+//! field of view, 3.2 m away) at random poses (ikol-solver's joint-limit-aware sampling, heading
+//! within +-35 degrees of facing the camera) and shapes, runs the BlazePose detector and landmark
+//! model on the render, maps the landmarks to SMPL-24 joints, solves IKOL (analytic start) and
+//! prints the mean per-joint position error (root-relative, mm) of
+//! - the map applied to the exact landmark positions on the mesh (the map's own error),
+//! - the map applied to BlazePose's landmarks (the front end's joints),
+//! - the joints of the solved pose (what the mesher poses).
+//!
+//! `cargo run --release -p ikol-tests --bin frontend-accuracy -- [N]` (models from `make models`).
+
+use anyhow::{Context, Result};
+use ikol_body::BodyModel;
+use ikol_body::nalgebra::{Matrix3, Vector3};
+use ikol_detect::RgbImage;
+use ikol_detect::blazepose_model::{
+    BlazePoseDetector, BlazePoseLandmarker, BodyFromLandmarks, models_dir,
+};
+use ikol_detect::landmarks_smpl::landmarks_on;
+use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat, draw_mesh};
+use ikol_solver::sampling::{PoseDistribution, sample_beta, sample_pose};
+use ikol_solver::{AnalyticOptions, IkInput, IkolInit, IkolOptions, Method, Rest};
+use ikol_types::Intrinsics;
+use ikol_types::rotation::axis_angle_to_matrix;
+use rand::{Rng, SeedableRng};
+
+const W: usize = 480;
+const H: usize = 640;
+
+fn mpjpe(a: &[Vector3<f64>], b: &[Vector3<f64>]) -> f64 {
+    a.iter().zip(b).map(|(p, q)| (p - q).norm()).sum::<f64>() / a.len() as f64
+}
+
+fn main() -> Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(40);
+    let model = BodyModel::embedded_default()?;
+    let dir = models_dir();
+    let det = BlazePoseDetector::load(&dir)?;
+    let lm = BlazePoseLandmarker::load(&dir)?;
+    let body = BodyFromLandmarks::new(&model).map_err(anyhow::Error::msg)?;
+    let basis = model.joint_shape_basis(false)?;
+    let k = Intrinsics::from_hfov(W as u32, H as u32, 60.0);
+    let dist = PoseDistribution {
+        random_heading: false,
+        ..PoseDistribution::default()
+    };
+    let method = Method::Ikol(IkolOptions {
+        init: IkolInit::Analytic {
+            fallback: AnalyticOptions::default().fallback,
+        },
+        ..IkolOptions::default()
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut found, mut e_floor, mut e_map, mut e_solved) = (0usize, 0.0, 0.0, 0.0);
+    let mut maps = Vec::new();
+    let mut axis = [0.0f64; 3];
+    for _ in 0..n {
+        let pose = sample_pose(&mut rng, &dist);
+        let beta = sample_beta(&mut rng, model.num_betas, 0.7);
+        let heading = rng.random_range(-0.6..0.6);
+        // Model frame (y up, facing +z) to camera (y down, facing the camera: -z): a half turn
+        // about x, after the heading about the model's up axis.
+        let mut rot: Vec<Matrix3<f64>> = pose.iter().map(axis_angle_to_matrix).collect();
+        rot[0] = axis_angle_to_matrix(&Vector3::new(std::f64::consts::PI, 0.0, 0.0))
+            * axis_angle_to_matrix(&Vector3::new(0.0, heading, 0.0))
+            * rot[0];
+        let posed = model.forward(&beta, &rot)?;
+        let root = posed.joints[0];
+        let t = Vector3::new(0.0, 0.0, 3.2);
+        let verts: Vec<[f32; 3]> = posed
+            .vertices
+            .iter()
+            .map(|v| {
+                let p = Vector3::new(f64::from(v[0]), f64::from(v[1]), f64::from(v[2])) - root + t;
+                [p.x as f32, p.y as f32, p.z as f32]
+            })
+            .collect();
+        let gt: Vec<Vector3<f64>> = posed.joints.iter().map(|j| j - root).collect();
+        let exact = landmarks_on(body.map().anchors(), &posed);
+        let floor = body.map().joints(&exact);
+        e_floor += mpjpe(&floor.iter().map(|j| j - floor[0]).collect::<Vec<_>>(), &gt);
+
+        let mut px = vec![128u8; W * H * 3];
+        let mut frame = Frame::new(&mut px, W, H, 3 * W, PixelFormat::Rgb)?;
+        let mut depth = DepthBuffer::new(W, H);
+        let style = MeshStyle {
+            color: [205, 170, 150],
+            ..MeshStyle::default()
+        };
+        draw_mesh(&mut frame, &mut depth, &k, &verts, &model.faces, &style)?;
+        let image = RgbImage {
+            data: &px,
+            width: W,
+            height: H,
+            stride: 3 * W,
+        };
+        let Some((_, roi)) = det.detect_poses(&image)?.into_iter().next() else {
+            continue;
+        };
+        let Some(pose) = lm.landmarks(&image, &roi)? else {
+            continue;
+        };
+        found += 1;
+        let e = body.estimate(&pose);
+        let joints: Vec<Vector3<f64>> = e.joints_3d.iter().map(|j| Vector3::from(*j)).collect();
+        let m = mpjpe(&joints, &gt);
+        for c in 0..3 {
+            axis[c] += joints
+                .iter()
+                .zip(&gt)
+                .map(|(a, b)| (a[c] - b[c]).abs())
+                .sum::<f64>()
+                / 24.0;
+        }
+        e_map += m;
+        maps.push(m);
+        let twist = vec![[1.0, 0.0]; ikol_solver::TWIST_PAIRS];
+        let sol = ikol_solver::solve(
+            &IkInput {
+                targets: &joints,
+                twist: &twist,
+                rest: Rest::Shape {
+                    basis: &basis,
+                    beta: &e.beta,
+                },
+                leaf_rotations: None,
+            },
+            &method,
+        )
+        .context("solver")?;
+        // The solved pose on the fitted shape: its joints, root-relative.
+        let rest_rot: Vec<Matrix3<f64>> = sol.local_rotations.clone();
+        let solved = model.forward(&e.beta, &rest_rot)?;
+        let sj: Vec<Vector3<f64>> = solved.joints.iter().map(|j| j - solved.joints[0]).collect();
+        e_solved += mpjpe(&sj, &gt);
+    }
+    maps.sort_by(f64::total_cmp);
+    let f = found.max(1) as f64;
+    println!("renders: {n}, person found: {found}");
+    println!(
+        "map on exact landmarks:      {:.1} mm",
+        1e3 * e_floor / n.max(1) as f64
+    );
+    println!(
+        "map on BlazePose landmarks:  {:.1} mm (median {:.1})",
+        1e3 * e_map / f,
+        1e3 * maps.get(maps.len() / 2).copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  mean abs error per axis (x right, y down, z depth): {:.1} / {:.1} / {:.1} mm",
+        1e3 * axis[0] / f,
+        1e3 * axis[1] / f,
+        1e3 * axis[2] / f
+    );
+    println!("after the IKOL solver:       {:.1} mm", 1e3 * e_solved / f);
+    Ok(())
+}
