@@ -27,45 +27,8 @@ use ikol_types::joints::SMPL_JOINTS;
 use ikol_types::rotation::axis_angle_to_matrix;
 use rand::SeedableRng;
 
-/// BlazePose's 33 landmarks (the pose_landmark model's first 33 outputs), in order.
-pub const BLAZEPOSE_NAMES: [&str; 33] = [
-    "nose",
-    "left_eye_inner",
-    "left_eye",
-    "left_eye_outer",
-    "right_eye_inner",
-    "right_eye",
-    "right_eye_outer",
-    "left_ear",
-    "right_ear",
-    "mouth_left",
-    "mouth_right",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_pinky",
-    "right_pinky",
-    "left_index",
-    "right_index",
-    "left_thumb",
-    "right_thumb",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-    "left_heel",
-    "right_heel",
-    "left_foot_index",
-    "right_foot_index",
-];
-
-/// Number of BlazePose body landmarks.
-pub const LANDMARKS: usize = 33;
+/// BlazePose's 33 body landmarks (names and order: [`crate::blazepose::landmarks::LANDMARK_NAMES`]).
+pub const LANDMARKS: usize = crate::blazepose::landmarks::BODY_LANDMARKS;
 
 const NOSE: usize = 0;
 const L_HIP: usize = 23;
@@ -411,7 +374,7 @@ mod tests {
             assert!(
                 pos(k).y > j[12].y && pos(k).z > j[15].z - 0.05,
                 "{}",
-                BLAZEPOSE_NAMES[k]
+                crate::blazepose::landmarks::LANDMARK_NAMES[k]
             );
         }
         assert!(pos(7).x > 0.05 && pos(8).x < -0.05, "ears at the sides");

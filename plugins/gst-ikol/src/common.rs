@@ -55,3 +55,28 @@ pub fn parse_boxes(s: &str) -> Result<Vec<ikol_types::BBox>, String> {
         })
         .collect()
 }
+
+/// Locks a mutex of an element, also after another thread panicked while holding it (the data
+/// is plain settings or state, still usable).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The string of a string property value (`None` when unset).
+pub fn string_value(value: &gst::glib::Value) -> Option<String> {
+    value.get::<Option<String>>().ok().flatten()
+}
+
+/// Loads the body model `spec` (`default`, `small` or a file) for `element`, as the error
+/// `start()` returns: it names the element, the property and the file's problem.
+pub fn body_model(
+    element: &str,
+    spec: &str,
+) -> Result<std::sync::Arc<ikol_body::BodyModel>, gst::ErrorMessage> {
+    ikol_body::BodyModel::from_spec(spec).map_err(|e| {
+        gst::error_msg!(
+            gst::LibraryError::Settings,
+            ("{element}: body-model `{spec}`: {e}")
+        )
+    })
+}

@@ -45,7 +45,6 @@ use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
 use super::{BackboneModel, BackboneVariant};
 use crate::common;
 use crate::meta::{self, FrameMeta};
-use ikol_body::BodyModel;
 use ikol_detect::RgbImage;
 use ikol_detect::blazepose::RotatedRect;
 use ikol_detect::blazepose_model::{BlazePoseLandmarker, BodyFromLandmarks, models_dir, roi_box};
@@ -292,31 +291,21 @@ impl ObjectImpl for IkolBackbone {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = common::lock(&self.settings);
         match pspec.name() {
             "model" => s.model = value.get().unwrap_or_default(),
             "body-model" => {
-                s.body_model = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
+                s.body_model =
+                    common::string_value(value).unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
             }
             "checkpoint" => {
-                s.checkpoint = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
+                s.checkpoint = common::string_value(value)
                     .filter(|p| !p.is_empty())
                     .map(PathBuf::from)
             }
             "variant" => s.variant = value.get().unwrap_or_default(),
             "device" => {
-                s.device = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
+                s.device = common::string_value(value).unwrap_or_else(|| DEFAULT_DEVICE.into())
             }
             "flip-test" => s.flip_test = value.get().unwrap_or(DEFAULT_FLIP_TEST),
             "focal-length" => s.focal_length = value.get().unwrap_or(DEFAULT_FOCAL),
@@ -326,7 +315,7 @@ impl ObjectImpl for IkolBackbone {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let s = common::lock(&self.settings);
         match pspec.name() {
             "model" => s.model.to_value(),
             "body-model" => s.body_model.to_value(),
@@ -374,19 +363,13 @@ impl BaseTransformImpl for IkolBackbone {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let s = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let s = common::lock(&self.settings).clone();
         let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{msg}"));
         let net = match s.model {
             BackboneModel::BlazePose => {
                 let landmarker = BlazePoseLandmarker::load(&models_dir())
                     .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
-                let model = BodyModel::from_spec(&s.body_model).map_err(|e| {
-                    settings_err(format!("ikolbackbone: body-model `{}`: {e}", s.body_model))
-                })?;
+                let model = common::body_model("ikolbackbone", &s.body_model)?;
                 let body = BodyFromLandmarks::new(&model).map_err(|e| {
                     settings_err(format!("ikolbackbone: body-model `{}`: {e}", s.body_model))
                 })?;
@@ -430,7 +413,7 @@ impl BaseTransformImpl for IkolBackbone {
                 Net::Heatmap(net)
             }
         };
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
+        *common::lock(&self.state) = Some(State {
             net: Box::new(net),
             info: None,
         });
@@ -438,34 +421,25 @@ impl BaseTransformImpl for IkolBackbone {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *common::lock(&self.state) = None;
         Ok(())
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "ikolbackbone: cannot parse caps {incaps}"))?;
-        if let Some(s) = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(s) = common::lock(&self.state).as_mut() {
             s.info = Some(info);
         }
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let settings = common::lock(&self.settings).clone();
         let mut m: FrameMeta =
             meta::require(buf, "ikolbackbone", "ikolcrop").map_err(|msg| self.fail(msg))?;
         let feedback = {
-            let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = common::lock(&self.state);
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };

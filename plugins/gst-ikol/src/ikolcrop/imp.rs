@@ -185,14 +185,10 @@ impl ObjectImpl for IkolCrop {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = common::lock(&self.settings);
         match pspec.name() {
             "roi" => {
-                let text = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
+                let text = common::string_value(value).unwrap_or_default();
                 // Checked again in start(), where a bad value fails the state change.
                 match common::parse_boxes(&text) {
                     Ok(b) => s.roi = b,
@@ -201,11 +197,7 @@ impl ObjectImpl for IkolCrop {
                 s.roi_text = text;
             }
             "detector" => {
-                s.detector = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| DEFAULT_DETECTOR.into())
+                s.detector = common::string_value(value).unwrap_or_else(|| DEFAULT_DETECTOR.into())
             }
             "max-people" => s.max_people = value.get().unwrap_or(DEFAULT_MAX_PEOPLE),
             "detect-interval" => s.detect_interval = value.get().unwrap_or(DEFAULT_DETECT_INTERVAL),
@@ -215,7 +207,7 @@ impl ObjectImpl for IkolCrop {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let s = common::lock(&self.settings);
         match pspec.name() {
             "roi" => s.roi_text.to_value(),
             "detector" => s.detector.to_value(),
@@ -256,11 +248,7 @@ impl BaseTransformImpl for IkolCrop {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let s = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let s = common::lock(&self.settings).clone();
         common::parse_boxes(&s.roi_text)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("ikolcrop: roi: {e}")))?;
         let detector = create_detector(&s.detector)
@@ -269,33 +257,25 @@ impl BaseTransformImpl for IkolCrop {
             max_people: s.max_people as usize,
             ..TrackerConfig::default()
         });
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
+        *common::lock(&self.state) = Some(State {
             info: None,
             detector,
             tracker,
             frame: 0,
         });
-        self.feedback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        common::lock(&self.feedback).clear();
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *common::lock(&self.state) = None;
         Ok(())
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "ikolcrop: cannot parse caps {incaps}"))?;
-        if let Some(s) = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(s) = common::lock(&self.state).as_mut() {
             s.info = Some(info);
         }
         Ok(())
@@ -303,7 +283,7 @@ impl BaseTransformImpl for IkolCrop {
 
     fn src_event(&self, event: gst::Event) -> bool {
         if let Some(tracks) = meta::parse_feedback(&event) {
-            let mut fb = self.feedback.lock().unwrap_or_else(|e| e.into_inner());
+            let mut fb = common::lock(&self.feedback);
             for (id, b) in tracks {
                 fb.retain(|t| t.0 != id);
                 fb.push((id, b));
@@ -314,16 +294,11 @@ impl BaseTransformImpl for IkolCrop {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let settings = common::lock(&self.settings).clone();
         let mut upstream = FrameMeta::read(buf).map_err(|e| self.fail(format!("ikolcrop: {e}")))?;
-        let feedback =
-            std::mem::take(&mut *self.feedback.lock().unwrap_or_else(|e| e.into_inner()));
+        let feedback = std::mem::take(&mut *common::lock(&self.feedback));
 
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = common::lock(&self.state);
         let Some(state) = guard.as_mut() else {
             return Err(gst::FlowError::Flushing);
         };

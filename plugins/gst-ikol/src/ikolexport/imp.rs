@@ -123,7 +123,7 @@ pub struct IkolExport {
 impl IkolExport {
     /// Flushes the output; an error is returned as the message to post (after the lock is gone).
     fn flush(&self) -> Result<(), String> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = common::lock(&self.state);
         match guard.as_mut() {
             Some(state) => state.flush(),
             None => Ok(()),
@@ -137,7 +137,7 @@ impl IkolExport {
         pts_ns: Option<u64>,
         vertices: bool,
     ) -> Result<(u64, usize, String), Failure> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = common::lock(&self.state);
         let Some(state) = guard.as_mut() else {
             return Err(Failure::Flow(gst::FlowError::Flushing));
         };
@@ -203,15 +203,9 @@ impl ObjectImpl for IkolExport {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = common::lock(&self.settings);
         match pspec.name() {
-            "location" => {
-                s.location = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .filter(|l| !l.is_empty())
-            }
+            "location" => s.location = common::string_value(value).filter(|l| !l.is_empty()),
             "post-messages" => s.post_messages = value.get().unwrap_or(DEFAULT_POST_MESSAGES),
             "vertices" => s.vertices = value.get().unwrap_or(DEFAULT_VERTICES),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
@@ -219,7 +213,7 @@ impl ObjectImpl for IkolExport {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let s = common::lock(&self.settings);
         match pspec.name() {
             "location" => s.location.to_value(),
             "post-messages" => s.post_messages.to_value(),
@@ -259,12 +253,7 @@ impl BaseTransformImpl for IkolExport {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = true;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let location = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .location
-            .clone();
+        let location = common::lock(&self.settings).location.clone();
         let (out, name) = match location {
             None => (
                 Output::Stdout(BufWriter::new(std::io::stdout())),
@@ -281,7 +270,7 @@ impl BaseTransformImpl for IkolExport {
             }
         };
         gst::debug!(CAT, imp = self, "writing JSON lines to {name}");
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State {
+        *common::lock(&self.state) = Some(State {
             out,
             name,
             frame: 0,
@@ -291,7 +280,7 @@ impl BaseTransformImpl for IkolExport {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let state = common::lock(&self.state).take();
         // Reported, but the element still stops: an application must be able to shut down.
         if let Some(Err(msg)) = state.map(|mut s| s.flush()) {
             gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
@@ -325,11 +314,7 @@ impl BaseTransformImpl for IkolExport {
 impl IkolExport {
     /// Writes (and posts) the results of one buffer.
     fn export(&self, buf: &gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let settings = common::lock(&self.settings).clone();
         let m = meta::require(buf, "ikolexport", "ikolcrop").map_err(|msg| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error

@@ -150,14 +150,11 @@ impl ObjectImpl for IkolMesher {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = common::lock(&self.settings);
         match pspec.name() {
             "body-model" => {
-                s.body_model = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
+                s.body_model =
+                    common::string_value(value).unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
             }
             "output-vertices" => s.output_vertices = value.get().unwrap_or(DEFAULT_OUTPUT_VERTICES),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
@@ -165,7 +162,7 @@ impl ObjectImpl for IkolMesher {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let s = common::lock(&self.settings);
         match pspec.name() {
             "body-model" => s.body_model.to_value(),
             _ => s.output_vertices.to_value(),
@@ -203,39 +200,25 @@ impl BaseTransformImpl for IkolMesher {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let spec = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .body_model
-            .clone();
-        let model = BodyModel::from_spec(&spec).map_err(|e| {
-            gst::error_msg!(
-                gst::LibraryError::Settings,
-                ("ikolmesher: body-model `{spec}`: {e}")
-            )
-        })?;
-        *self.model.lock().unwrap_or_else(|e| e.into_inner()) = Some(model);
+        let spec = common::lock(&self.settings).body_model.clone();
+        let model = common::body_model("ikolmesher", &spec)?;
+        *common::lock(&self.model) = Some(model);
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.model.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *common::lock(&self.model) = None;
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let s = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let s = common::lock(&self.settings).clone();
         let fail = |msg: String| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error
         };
         let mut m = meta::require(buf, "ikolmesher", "ikolsolver").map_err(fail)?;
-        let Some(model) = self.model.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some(model) = common::lock(&self.model).clone() else {
             return Err(gst::FlowError::Flushing);
         };
         for p in &mut m.people {

@@ -365,16 +365,12 @@ impl ObjectImpl for IkolOverlay {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = common::lock(&self.settings);
         match pspec.name() {
             "mode" => s.mode = value.get().unwrap_or_default(),
             "opacity" => s.opacity = value.get().unwrap_or(DEFAULT_OPACITY),
             "colors" => {
-                let text = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| DEFAULT_COLORS.into());
+                let text = common::string_value(value).unwrap_or_else(|| DEFAULT_COLORS.into());
                 match parse_palette(&text) {
                     Ok(p) => s.colors = p,
                     Err(e) => gst::warning!(
@@ -390,7 +386,7 @@ impl ObjectImpl for IkolOverlay {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let s = common::lock(&self.settings);
         match pspec.name() {
             "mode" => s.mode.to_value(),
             "opacity" => s.opacity.to_value(),
@@ -429,12 +425,12 @@ impl BaseTransformImpl for IkolOverlay {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State::default());
+        *common::lock(&self.state) = Some(State::default());
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *common::lock(&self.state) = None;
         Ok(())
     }
 }
@@ -464,11 +460,7 @@ impl VideoFilterImpl for IkolOverlay {
                 return Err(gst::FlowError::NotNegotiated);
             }
         };
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let settings = common::lock(&self.settings).clone();
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
         let data = frame.plane_data_mut(0).map_err(|e| {
@@ -481,7 +473,7 @@ impl VideoFilterImpl for IkolOverlay {
         })?;
         let mut warnings = Vec::new();
         {
-            let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = common::lock(&self.state);
             let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };

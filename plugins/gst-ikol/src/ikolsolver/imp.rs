@@ -23,7 +23,6 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
-use ikol_body::BodyModel;
 use ikol_body::nalgebra::{Vector3, Vector4};
 use ikol_solver::{
     AnalyticOptions, IkInput, IkolInit, IkolOptions, JointShapeBasis, Method, Rest,
@@ -235,25 +234,22 @@ impl ObjectImpl for IkolSolver {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = common::lock(&self.settings);
         match pspec.name() {
             "method" => s.method = value.get().unwrap_or_default(),
             "iterations" => s.iterations = value.get().unwrap_or(DEFAULT_ITERATIONS),
             "damping" => s.damping = value.get().unwrap_or(DEFAULT_DAMPING),
             "init" => s.init = value.get().unwrap_or_default(),
             "body-model" => {
-                s.body_model = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
+                s.body_model =
+                    common::string_value(value).unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
             }
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let s = common::lock(&self.settings);
         match pspec.name() {
             "method" => s.method.to_value(),
             "iterations" => s.iterations.to_value(),
@@ -294,18 +290,8 @@ impl BaseTransformImpl for IkolSolver {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let spec = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .body_model
-            .clone();
-        let model = BodyModel::from_spec(&spec).map_err(|e| {
-            gst::error_msg!(
-                gst::LibraryError::Settings,
-                ("ikolsolver: body-model `{spec}`: {e}")
-            )
-        })?;
+        let spec = common::lock(&self.settings).body_model.clone();
+        let model = common::body_model("ikolsolver", &spec)?;
         let basis24 = model.joint_shape_basis(false).map_err(|e| {
             gst::error_msg!(
                 gst::LibraryError::Settings,
@@ -313,27 +299,23 @@ impl BaseTransformImpl for IkolSolver {
             )
         })?;
         let basis29 = model.joint_shape_basis(true).ok();
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(State { basis24, basis29 });
+        *common::lock(&self.state) = Some(State { basis24, basis29 });
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *common::lock(&self.state) = None;
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let method = self
-            .settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .method();
+        let method = common::lock(&self.settings).method();
         let mut m = meta::require(buf, "ikolsolver", "ikolbackbone").map_err(|msg| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error
         })?;
         {
-            let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let guard = common::lock(&self.state);
             let Some(state) = guard.as_ref() else {
                 return Err(gst::FlowError::Flushing);
             };
