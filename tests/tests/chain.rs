@@ -159,3 +159,83 @@ fn full_chain_on_a_rendered_person() -> Result<()> {
     }
     Ok(())
 }
+
+/// The BlazePose chain on three real frames (pose2sim's clip, downscaled to 540x960):
+/// pngdec ! ikolcrop detector=blazepose ! ikolbackbone model=blazepose !
+/// ikolsolver ! ikolmesher. The solved, meshed body must sit where BlazePose saw it: the joints
+/// of the posed mesh, projected with the frame's intrinsics, land on the 2D joints. Needs the
+/// models (`make models`); without them the test says so and passes.
+#[test]
+fn blazepose_chain_on_real_frames() -> Result<()> {
+    let models = ikol_detect::blazepose_model::models_dir();
+    if !models
+        .join(ikol_detect::blazepose_model::LANDMARK_FILE)
+        .is_file()
+    {
+        eprintln!(
+            "SKIPPED: no BlazePose models in {} (run `make models`)",
+            models.display()
+        );
+        return Ok(());
+    }
+    gst::init()?;
+    gstikol::plugin_register_static()?;
+    let mut metas = Vec::new();
+    for frame in ["frame_000.png", "frame_050.png", "frame_099.png"] {
+        let path = format!(
+            "{}/../elements/detect/tests/data/pose2sim/{frame}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        // The clip's calibrated focal length is 1681 px at 1080 wide: 840.5 px at 540.
+        let line = format!(
+            "filesrc location=\"{path}\" ! pngdec ! videoconvert ! video/x-raw,format=RGB \
+             ! ikolcrop detector=blazepose max-people=1 \
+             ! ikolbackbone model=blazepose focal-length=840.5 \
+             ! ikolsolver method=ikol init=analytic ! ikolmesher ! appsink name=sink sync=false"
+        );
+        let pipeline = gst::parse::launch(&line)?
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing)?;
+        while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(60)) {
+            metas.push(FrameMeta::read(s.buffer().unwrap())?.unwrap());
+        }
+        let err = pipeline
+            .bus()
+            .unwrap()
+            .pop_filtered(&[gst::MessageType::Error]);
+        pipeline.set_state(gst::State::Null)?;
+        assert!(err.is_none(), "{frame}: {err:?}");
+    }
+    assert_eq!(metas.len(), 3);
+    for m in &metas {
+        assert_eq!(m.people.len(), 1, "one person in the clip");
+        let p = &m.people[0];
+        let k = m.intrinsics.unwrap();
+        assert_eq!(p.mesh_joints.len(), 24);
+        let t = p.translation.unwrap();
+        assert!((2.0..8.0).contains(&t[2]), "root depth {} m", t[2]);
+        // Reprojection of the mesh joints onto the 2D joints, pixels at 540x960.
+        let err: f64 = p
+            .mesh_joints
+            .iter()
+            .zip(&p.joints_2d)
+            .map(|(j, uv)| {
+                let j = Vector3::new(f64::from(j[0]), f64::from(j[1]), f64::from(j[2]));
+                let q = k.project(&j).unwrap();
+                ((q[0] - f64::from(uv[0])).powi(2) + (q[1] - f64::from(uv[1])).powi(2)).sqrt()
+            })
+            .sum::<f64>()
+            / 24.0;
+        eprintln!("mean reprojection error {err:.1} px, root {t:?}");
+        assert!(err < 25.0, "mean reprojection error {err:.1} px");
+        // Upright: the head is above the ankles in the image.
+        assert!(p.joints_2d[15][1] < p.joints_2d[7][1] && p.joints_2d[15][1] < p.joints_2d[8][1]);
+    }
+    Ok(())
+}
