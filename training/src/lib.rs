@@ -1,1 +1,21 @@
-//! ikol-train: training of the backbone through the IKOL layer (training issue).
+//! ikol-train: training of the ikol backbone end to end through the IKOL layer (GN-Diff).
+//!
+//! * [`data`]: the [`data::Dataset`] trait, synthetic samples rendered on the fly with exact
+//!   targets, disk shards;
+//! * [`loss`]: upstream IKOL's loss terms plus L_opt on the unrolled solver;
+//! * [`optim`]: AdamW with checkpointable state;
+//! * [`train`]: the loop (schedule, clipping, NaN guard, checkpoints, exact resume, evaluation);
+//! * [`metrics`]: MPJPE and PA-MPJPE;
+//! * [`plot`]: PNG curves of run directories.
+
+pub mod config;
+pub mod data;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod train;
+
+pub use config::TrainConfig;
+pub use data::{Dataset, Sample, SynthDataset, SynthOptions};
+pub use train::{EvalReport, StepReport, Trainer};

@@ -1,0 +1,269 @@
+//! Training configuration (JSON). Loss weights follow upstream IKOL (reference 4.5:
+//! 1 beta + 0.01 twist + 1 uvd + 0.01 theta), the schedule reference 4.6 (Adam, multi-step decay).
+
+use std::path::Path;
+
+use anyhow::Context;
+use ikol_backbone::{Config as NetConfig, Variant};
+use ikol_solver::batch::{BatchIkolOptions, JacobianMode};
+use serde::{Deserialize, Serialize};
+
+/// Which embedded body model renders and drives the solver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyChoice {
+    /// `ikol-small` (fast rendering; tests).
+    #[default]
+    Small,
+    /// `ikol-default`.
+    Default,
+}
+
+impl BodyChoice {
+    pub fn load(self) -> anyhow::Result<std::sync::Arc<ikol_body::BodyModel>> {
+        Ok(match self {
+            BodyChoice::Small => ikol_body::BodyModel::embedded_small()?,
+            BodyChoice::Default => ikol_body::BodyModel::embedded_default()?,
+        })
+    }
+}
+
+/// Loss weights (upstream `LOSS.ELEMENTS` for beta, twist, uvd, theta; `opt` is IKOL's L_opt).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossWeights {
+    pub beta: f64,
+    pub twist: f64,
+    pub uvd: f64,
+    /// Rotation loss on the solver's local rotations (MSE over 3x3 matrices; solver on only).
+    pub theta: f64,
+    /// L_opt: L1 (metres) between the solver's joints and the ground truth (solver on only).
+    pub opt: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            beta: 1.0,
+            twist: 0.01,
+            uvd: 1.0,
+            theta: 0.01,
+            opt: 1.0,
+        }
+    }
+}
+
+/// Jacobian handling in the unrolled solver (serde mirror of [`JacobianMode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum JacobianChoice {
+    /// Upstream code: J is a constant.
+    #[default]
+    Detached,
+    /// The paper's GN-Diff: J is differentiated too.
+    Differentiated,
+}
+
+/// The IKOL layer in the loop (the paper's Table 3 ablation switches `enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SolverConfig {
+    pub enabled: bool,
+    /// Unrolled Gauss-Newton iterations (upstream 5).
+    pub iterations: usize,
+    pub jacobian: JacobianChoice,
+    /// Upstream's training path (non-SVD root from detached targets, spine3 swings to the neck);
+    /// `false` uses the test path (SVD root and spine3).
+    pub upstream_training_path: bool,
+}
+
+impl Default for SolverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            iterations: 5,
+            jacobian: JacobianChoice::Detached,
+            upstream_training_path: true,
+        }
+    }
+}
+
+impl SolverConfig {
+    /// The batch solver options for training.
+    pub fn options(&self) -> BatchIkolOptions {
+        let base = if self.upstream_training_path {
+            BatchIkolOptions::upstream_training()
+        } else {
+            BatchIkolOptions::default()
+        };
+        BatchIkolOptions {
+            iterations: self.iterations,
+            jacobian: match self.jacobian {
+                JacobianChoice::Detached => JacobianMode::Detached,
+                JacobianChoice::Differentiated => JacobianMode::Differentiated,
+            },
+            ..base
+        }
+    }
+}
+
+/// Where training samples come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DataConfig {
+    /// Generated on the fly (seeded), `count` samples, cached in memory.
+    Synthetic { count: usize, seed: u64 },
+    /// Shards written by `ikol-train synth`.
+    Shards { dir: std::path::PathBuf },
+}
+
+/// Optimiser and schedule (AdamW; upstream uses Adam, i.e. `weight_decay` 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Multi-step decay: at each of these steps the rate is multiplied by `gamma`.
+    pub milestones: Vec<usize>,
+    pub gamma: f64,
+    /// Clip the global gradient norm to this value (off when absent).
+    pub clip_grad_norm: Option<f64>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            milestones: Vec::new(),
+            gamma: 0.1,
+            clip_grad_norm: None,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Learning rate at `step` (0-based).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let n = self.milestones.iter().filter(|&&m| step >= m).count();
+        self.lr * self.gamma.powi(n as i32)
+    }
+}
+
+/// Everything `ikol-train train` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The network (the checkpoint's metadata carries it).
+    pub net: NetConfig,
+    pub body: BodyChoice,
+    pub data: DataConfig,
+    /// Held-out synthetic set for evaluation.
+    pub eval_count: usize,
+    pub eval_seed: u64,
+    /// Evaluate every N steps (0: never).
+    pub eval_every: usize,
+    pub batch_size: usize,
+    pub steps: usize,
+    /// Seed of weight initialisation and batch order.
+    pub seed: u64,
+    pub loss: LossWeights,
+    pub solver: SolverConfig,
+    pub optim: OptimConfig,
+    /// Output directory: checkpoints, `metrics.csv`, `eval.csv`.
+    pub out_dir: std::path::PathBuf,
+    /// Write a checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            // Dropout 0: candle's dropout mask is drawn from an unseeded RNG, which would break
+            // determinism and exact resume.
+            net: NetConfig {
+                dropout: 0.0,
+                ..NetConfig::tiny(Variant::Ikol24)
+            },
+            body: BodyChoice::Small,
+            data: DataConfig::Synthetic {
+                count: 256,
+                seed: 1,
+            },
+            eval_count: 64,
+            eval_seed: 1_000_003,
+            eval_every: 100,
+            batch_size: 16,
+            steps: 1000,
+            seed: 0,
+            loss: LossWeights::default(),
+            solver: SolverConfig::default(),
+            optim: OptimConfig::default(),
+            out_dir: "runs/ikol-train".into(),
+            checkpoint_every: 500,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let s = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
+        let c: Self = serde_json::from_str(&s).with_context(|| format!("parsing {path:?}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.net.validate()?;
+        anyhow::ensure!(
+            self.net.variant == Variant::Ikol24,
+            "training needs the ikol24 variant (the IKOL layer uses the leaf quaternions)"
+        );
+        anyhow::ensure!(self.batch_size > 0, "batch_size must be positive");
+        anyhow::ensure!(
+            self.optim.lr.is_finite() && self.optim.lr > 0.0,
+            "lr must be positive"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multistep_schedule() {
+        let o = OptimConfig {
+            lr: 1e-3,
+            milestones: vec![10, 20],
+            gamma: 0.1,
+            ..OptimConfig::default()
+        };
+        assert_eq!(o.lr_at(0), 1e-3);
+        assert_eq!(o.lr_at(9), 1e-3);
+        assert!((o.lr_at(10) - 1e-4).abs() < 1e-18);
+        assert!((o.lr_at(25) - 1e-5).abs() < 1e-18);
+    }
+
+    #[test]
+    fn json_round_trip_and_defaults() -> anyhow::Result<()> {
+        let c = TrainConfig::default();
+        let s = serde_json::to_string(&c)?;
+        assert_eq!(serde_json::from_str::<TrainConfig>(&s)?, c);
+        // Missing fields take their defaults; unknown fields are refused.
+        let partial: TrainConfig =
+            serde_json::from_str(r#"{"steps": 5, "solver": {"enabled": false}}"#)?;
+        assert_eq!(partial.steps, 5);
+        assert!(!partial.solver.enabled);
+        assert_eq!(partial.solver.iterations, 5);
+        assert!(serde_json::from_str::<TrainConfig>(r#"{"stepz": 5}"#).is_err());
+        Ok(())
+    }
+}

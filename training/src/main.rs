@@ -1,0 +1,221 @@
+//! `ikol-train`: `train --config <json>`, `eval --checkpoint <file> --data <dir|synthetic>`,
+//! `synth --out <dir> --count N`.
+//!
+//! CPU by default; build with `--features cuda` (needs the CUDA toolkit) and pass
+//! `--device cuda` to train on a GPU.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ikol_backbone::{Backbone, Variant};
+use ikol_train::config::{BodyChoice, TrainConfig};
+use ikol_train::data::{Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, write_shards};
+use ikol_train::loss::RestBasis;
+use ikol_train::train::{Trainer, evaluate};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ikol-train",
+    about = "Train the ikol backbone through the IKOL layer"
+)]
+struct Cli {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", global = true)]
+    device: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Train from a JSON config (see README for the fields).
+    Train {
+        #[arg(long, required_unless_present = "print_default")]
+        config: Option<PathBuf>,
+        /// Resume from a checkpoint (its `.state.safetensors` must sit next to it).
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Print the default config and exit.
+        #[arg(long)]
+        print_default: bool,
+    },
+    /// Evaluate a checkpoint (MPJPE, PA-MPJPE).
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A shard directory, or `synthetic`.
+        #[arg(long)]
+        data: String,
+        /// Synthetic samples to evaluate on.
+        #[arg(long, default_value_t = 256)]
+        count: usize,
+        #[arg(long, default_value_t = 1_000_003)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "small")]
+        body: BodyArg,
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
+    /// Plot loss and evaluation curves of run directories into a PNG (runs in colour order
+    /// blue, orange, green, red).
+    Plot {
+        #[arg(long, required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write synthetic shards and a manifest.
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 64)]
+        input_size: usize,
+        #[arg(long, default_value_t = 10)]
+        num_betas: usize,
+        #[arg(long, value_enum, default_value = "small")]
+        body: BodyArg,
+        #[arg(long, default_value_t = 256)]
+        shard_size: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BodyArg {
+    Small,
+    Default,
+}
+
+impl From<BodyArg> for BodyChoice {
+    fn from(b: BodyArg) -> Self {
+        match b {
+            BodyArg::Small => BodyChoice::Small,
+            BodyArg::Default => BodyChoice::Default,
+        }
+    }
+}
+
+fn device(name: &str) -> anyhow::Result<candle_core::Device> {
+    Ok(match name {
+        "cpu" => candle_core::Device::Cpu,
+        s if s.starts_with("cuda") => {
+            let n = s
+                .strip_prefix("cuda:")
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or(0);
+            candle_core::Device::new_cuda(n)?
+        }
+        other => anyhow::bail!("unknown device {other:?}"),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let dev = device(&cli.device)?;
+    match cli.cmd {
+        Cmd::Train {
+            config,
+            resume,
+            print_default,
+        } => {
+            if print_default {
+                println!("{}", serde_json::to_string_pretty(&TrainConfig::default())?);
+                return Ok(());
+            }
+            let config = config.context("--config is required")?;
+            let cfg = TrainConfig::from_file(&config)?;
+            let mut tr = match resume {
+                Some(w) => Trainer::resume(&w, Some(cfg), &dev)?,
+                None => Trainer::new(cfg, &dev)?,
+            };
+            tr.run(true)?;
+            if let Some(e) = tr.evaluate()? {
+                println!(
+                    "final: MPJPE {:.1} mm, PA-MPJPE {:.1} mm ({} samples)",
+                    e.mpjpe_mm, e.pa_mpjpe_mm, e.samples
+                );
+            }
+            if tr.skipped() > 0 {
+                println!("{} batches skipped by the NaN guard", tr.skipped());
+            }
+        }
+        Cmd::Eval {
+            checkpoint,
+            data,
+            count,
+            seed,
+            body,
+            iterations,
+            batch_size,
+        } => {
+            let bb = Backbone::load(&checkpoint, Variant::Ikol24, &dev)
+                .with_context(|| format!("loading {checkpoint:?}"))?;
+            let cfg = *bb.config();
+            let (ds, body): (Box<dyn Dataset>, BodyChoice) = if data == "synthetic" {
+                let opts = SynthOptions::new(cfg.input_size, cfg.num_betas, body.into());
+                let ds = InMemory::collect(&SynthDataset::new(opts, seed, count)?)?;
+                (Box::new(ds), body.into())
+            } else {
+                let ds = ShardDataset::open(std::path::Path::new(&data))?;
+                let b = ds.manifest.generator.body;
+                (Box::new(ds), b)
+            };
+            anyhow::ensure!(
+                ds.input_size() == cfg.input_size,
+                "data is {} px, the network takes {}",
+                ds.input_size(),
+                cfg.input_size
+            );
+            let body = body.load()?;
+            let basis = RestBasis::new(&body, cfg.num_betas, candle_core::DType::F32, &dev)?;
+            let e = evaluate(
+                bb.net(),
+                ds.as_ref(),
+                &body,
+                &basis,
+                iterations,
+                batch_size,
+                &dev,
+            )?;
+            println!(
+                "MPJPE {:.1} mm, PA-MPJPE {:.1} mm, PVE {:.1} mm, uvd-only MPJPE {:.1} mm \
+                 over {} samples",
+                e.mpjpe_mm, e.pa_mpjpe_mm, e.pve_mm, e.mpjpe_uvd_mm, e.samples
+            );
+        }
+        Cmd::Plot { runs, out } => {
+            let runs: Vec<&std::path::Path> = runs.iter().map(PathBuf::as_path).collect();
+            ikol_train::plot::plot_runs(&runs, &out)?;
+            println!("wrote {}", out.display());
+        }
+        Cmd::Synth {
+            out,
+            count,
+            seed,
+            input_size,
+            num_betas,
+            body,
+            shard_size,
+        } => {
+            let opts = SynthOptions::new(input_size, num_betas, body.into());
+            let ds = SynthDataset::new(opts, seed, count)?;
+            let bar = indicatif::ProgressBar::new(count as u64);
+            let m = write_shards(&ds, seed, &out, shard_size, |n| bar.set_position(n as u64))?;
+            bar.finish();
+            println!(
+                "wrote {} samples in {} shards to {}",
+                m.count,
+                m.shards.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,673 @@
+//! The training loop: seeded initialisation and batch order, AdamW with a multi-step schedule,
+//! optional global-norm gradient clipping, a NaN guard (a batch with a non-finite loss or
+//! gradient is skipped and reported), checkpoints (backbone safetensors loadable by
+//! `ikol_backbone::Backbone::load`, plus a `.state.safetensors` with the optimiser moments, step
+//! and config) with exact resume, evaluation (MPJPE, PA-MPJPE) and CSV metrics.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use ikol_backbone::HeatmapNet;
+use ikol_body::BodyModel;
+use ikol_solver::batch::BatchIkolOptions;
+use ikol_types::nalgebra::{Matrix3, Vector3};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{DataConfig, TrainConfig};
+use crate::data::{
+    Batch, Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, sample_seed,
+};
+use crate::loss::{LossValues, RestBasis, compute_losses, predicted_joints, solve};
+use crate::metrics::{mpjpe, pa_mpjpe};
+use crate::optim::AdamW;
+
+/// Metadata keys of the state file.
+const META_STEP: &str = "ikol.train.step";
+const META_CONFIG: &str = "ikol.train.config";
+const META_ADAM_T: &str = "ikol.train.adam_t";
+const META_SKIPPED: &str = "ikol.train.skipped";
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// The step just taken (0-based).
+    pub step: usize,
+    pub losses: LossValues,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The NaN guard skipped this batch.
+    pub skipped: bool,
+    pub seconds: f64,
+}
+
+/// Evaluation figures (millimetres).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EvalReport {
+    /// MPJPE of the IKOL layer's joints.
+    pub mpjpe_mm: f64,
+    /// PA-MPJPE of the IKOL layer's joints.
+    pub pa_mpjpe_mm: f64,
+    /// MPJPE of the joints straight from uvd (no solver).
+    pub mpjpe_uvd_mm: f64,
+    /// Per-vertex error of the mesh (predicted beta and solved rotations vs the ground truth),
+    /// root-aligned.
+    pub pve_mm: f64,
+    pub samples: usize,
+}
+
+/// Weights of `varmap` re-drawn from a seeded RNG: every non-constant tensor (sorted by name)
+/// becomes uniform with its initial mean and standard deviation; constants (BatchNorm, biases at
+/// 0, buffers) stay. candle's CPU initialisers are unseeded, this makes runs reproducible.
+pub fn reseed_varmap(varmap: &VarMap, seed: u64) -> anyhow::Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for name in names {
+        let var = &data[name];
+        let t = var.as_tensor();
+        let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var_ = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        if var_ <= 0.0 {
+            continue;
+        }
+        let half = (3.0 * var_).sqrt();
+        let fresh: Vec<f32> = (0..v.len())
+            .map(|_| (mean + rng.random_range(-half..half)) as f32)
+            .collect();
+        let fresh = Tensor::from_vec(fresh, t.shape(), t.device())?.to_dtype(t.dtype())?;
+        var.set(&fresh)?;
+    }
+    Ok(())
+}
+
+/// The trainable parameters of a varmap, sorted by name (BatchNorm statistics and `init_shape`
+/// excluded, as `ikol_backbone::weights::trainable_vars`).
+pub fn named_trainable(varmap: &VarMap) -> anyhow::Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+    let mut v: Vec<(String, Var)> = data
+        .iter()
+        .filter(|(k, _)| {
+            !(k.ends_with("running_mean")
+                || k.ends_with("running_var")
+                || k.as_str() == "init_shape")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// Opens the configured training set.
+pub fn open_training_set(cfg: &TrainConfig) -> anyhow::Result<Box<dyn Dataset>> {
+    Ok(match &cfg.data {
+        DataConfig::Synthetic { count, seed } => {
+            let opts = SynthOptions::new(cfg.net.input_size, cfg.net.num_betas, cfg.body);
+            Box::new(InMemory::collect(&SynthDataset::new(opts, *seed, *count)?)?)
+        }
+        DataConfig::Shards { dir } => {
+            let ds = ShardDataset::open(dir)?;
+            anyhow::ensure!(
+                ds.input_size() == cfg.net.input_size,
+                "shards are {} px, the network takes {}",
+                ds.input_size(),
+                cfg.net.input_size
+            );
+            Box::new(ds)
+        }
+    })
+}
+
+/// Evaluates `net` on `ds` (evaluation mode; solver on the test path with `iterations`).
+pub fn evaluate(
+    net: &HeatmapNet,
+    ds: &dyn Dataset,
+    body: &BodyModel,
+    basis: &RestBasis,
+    iterations: usize,
+    batch_size: usize,
+    device: &Device,
+) -> anyhow::Result<EvalReport> {
+    let opts = BatchIkolOptions {
+        iterations,
+        ..BatchIkolOptions::default()
+    };
+    let s = net.config().input_size;
+    let (mut e, mut pa, mut eu, mut pve, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
+    let nb = body.num_betas;
+    let to_rows = |t: &Tensor| -> anyhow::Result<Vec<Vec<Vector3<f64>>>> {
+        let v = t.to_dtype(DType::F64)?.to_vec3::<f64>()?;
+        Ok(v.into_iter()
+            .map(|p| p.iter().map(|j| Vector3::new(j[0], j[1], j[2])).collect())
+            .collect())
+    };
+    let mut start = 0;
+    while start < ds.len() {
+        let idx: Vec<usize> = (start..(start + batch_size.max(1)).min(ds.len())).collect();
+        start += idx.len();
+        let batch = Batch::gather(ds, &idx, device)?;
+        let out = net.forward_t(&batch.images, false)?;
+        let xyz = predicted_joints(&out.uvd.detach(), &batch, s)?;
+        let rest = basis.rest(&out.beta.detach())?;
+        let leaf = out.leaf.as_ref().map(Tensor::detach);
+        let sol = solve(&xyz, &out.phi.detach(), &rest, leaf.as_ref(), &opts)?;
+        let gt = to_rows(&batch.joints)?;
+        let pred = to_rows(&sol.joints)?;
+        let direct = to_rows(&xyz)?;
+        let mats = |t: &Tensor| -> anyhow::Result<Vec<Vec<Matrix3<f64>>>> {
+            let (b, j) = (t.dim(0)?, t.dim(1)?);
+            let v = t
+                .to_dtype(DType::F64)?
+                .reshape((b, j, 9))?
+                .to_vec3::<f64>()?;
+            Ok(v.into_iter()
+                .map(|p| p.iter().map(|m| Matrix3::from_row_slice(m)).collect())
+                .collect())
+        };
+        let (rot_p, rot_g) = (mats(&sol.local_rotations)?, mats(&batch.rotations)?);
+        let betas = |t: &Tensor| -> anyhow::Result<Vec<Vec<f64>>> {
+            let v = t.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+            Ok(v.into_iter()
+                .map(|b| b[..nb.min(b.len())].to_vec())
+                .collect())
+        };
+        let (beta_p, beta_g) = (betas(&out.beta)?, betas(&batch.beta)?);
+        for (i, ((g, p), d)) in gt.iter().zip(&pred).zip(&direct).enumerate() {
+            e += mpjpe(p, g);
+            pa += pa_mpjpe(p, g);
+            eu += mpjpe(d, g);
+            let mp = body.forward(&beta_p[i], &rot_p[i])?;
+            let mg = body.forward(&beta_g[i], &rot_g[i])?;
+            pve += vertex_error(&mp, &mg);
+            n += 1;
+        }
+    }
+    let k = 1000.0 / n.max(1) as f64;
+    Ok(EvalReport {
+        mpjpe_mm: e * k,
+        pa_mpjpe_mm: pa * k,
+        mpjpe_uvd_mm: eu * k,
+        pve_mm: pve * k,
+        samples: n,
+    })
+}
+
+/// Mean vertex distance of two posed meshes after aligning their root joints.
+fn vertex_error(a: &ikol_body::Posed, b: &ikol_body::Posed) -> f64 {
+    let (ra, rb) = (a.joints[0], b.joints[0]);
+    let n = a.vertices.len().max(1) as f64;
+    a.vertices
+        .iter()
+        .zip(&b.vertices)
+        .map(|(p, q)| {
+            let p = Vector3::new(f64::from(p[0]), f64::from(p[1]), f64::from(p[2])) - ra;
+            let q = Vector3::new(f64::from(q[0]), f64::from(q[1]), f64::from(q[2])) - rb;
+            (p - q).norm()
+        })
+        .sum::<f64>()
+        / n
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    device: Device,
+    varmap: VarMap,
+    net: HeatmapNet,
+    opt: AdamW,
+    step: usize,
+    skipped: usize,
+    basis: RestBasis,
+    body: std::sync::Arc<BodyModel>,
+    train: TrainSet,
+    eval: Option<InMemory>,
+}
+
+struct TrainSet(Box<dyn Dataset>);
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("step", &self.step)
+            .field("skipped", &self.skipped)
+            .field("train", &self.train)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TrainSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrainSet({} samples)", self.0.len())
+    }
+}
+
+impl Trainer {
+    /// A fresh run: seeded weights, zero optimiser state.
+    pub fn new(cfg: TrainConfig, device: &Device) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let train = open_training_set(&cfg)?;
+        Self::with_dataset(cfg, train, device)
+    }
+
+    /// A fresh run on a given training set.
+    pub fn with_dataset(
+        cfg: TrainConfig,
+        train: Box<dyn Dataset>,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        anyhow::ensure!(!train.is_empty(), "empty training set");
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let net = HeatmapNet::new(&cfg.net, vb)?;
+        reseed_varmap(&varmap, cfg.seed)?;
+        let o = &cfg.optim;
+        let opt = AdamW::new(
+            named_trainable(&varmap)?,
+            o.beta1,
+            o.beta2,
+            o.eps,
+            o.weight_decay,
+        )?;
+        let body = cfg.body.load()?;
+        let basis = RestBasis::new(&body, cfg.net.num_betas, DType::F32, device)?;
+        let eval = if cfg.eval_count > 0 && cfg.eval_every > 0 {
+            let opts = SynthOptions::new(cfg.net.input_size, cfg.net.num_betas, cfg.body);
+            Some(InMemory::collect(&SynthDataset::new(
+                opts,
+                cfg.eval_seed,
+                cfg.eval_count,
+            )?)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            cfg,
+            device: device.clone(),
+            varmap,
+            net,
+            opt,
+            step: 0,
+            skipped: 0,
+            basis,
+            body,
+            train: TrainSet(train),
+            eval,
+        })
+    }
+
+    /// Resumes from a checkpoint written by [`Trainer::save_checkpoint`] (`weights` is the
+    /// backbone file; the state file sits next to it). The run's config comes from the state
+    /// file unless `cfg` is given (e.g. to train for more steps).
+    pub fn resume(
+        weights: &Path,
+        cfg: Option<TrainConfig>,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let state_path = state_path_for(weights);
+        let (meta, tensors) = read_state(&state_path)?;
+        let saved: TrainConfig = serde_json::from_str(
+            meta.get(META_CONFIG)
+                .context("state file lacks the training config")?,
+        )?;
+        let cfg = cfg.unwrap_or(saved);
+        let mut tr = Self::new(cfg, device)?;
+        tr.load_state(weights, &meta, &tensors)?;
+        Ok(tr)
+    }
+
+    /// Resumes on a given training set.
+    pub fn resume_with_dataset(
+        weights: &Path,
+        cfg: TrainConfig,
+        train: Box<dyn Dataset>,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let (meta, tensors) = read_state(&state_path_for(weights))?;
+        let mut tr = Self::with_dataset(cfg, train, device)?;
+        tr.load_state(weights, &meta, &tensors)?;
+        Ok(tr)
+    }
+
+    fn load_state(
+        &mut self,
+        weights: &Path,
+        meta: &HashMap<String, String>,
+        tensors: &HashMap<String, Tensor>,
+    ) -> anyhow::Result<()> {
+        let w = candle_core::safetensors::load(weights, &self.device)
+            .with_context(|| format!("reading {weights:?}"))?;
+        {
+            let data = self
+                .varmap
+                .data()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+            for (name, var) in data.iter() {
+                let t = w
+                    .get(name)
+                    .with_context(|| format!("{weights:?} lacks {name}"))?;
+                var.set(&t.to_dtype(var.dtype())?)?;
+            }
+        }
+        let parse = |k: &str| -> anyhow::Result<usize> {
+            Ok(meta
+                .get(k)
+                .with_context(|| format!("state lacks {k}"))?
+                .parse()?)
+        };
+        self.step = parse(META_STEP)?;
+        self.skipped = parse(META_SKIPPED)?;
+        self.opt.t = parse(META_ADAM_T)?;
+        for slot in &mut self.opt.slots {
+            let get = |p: &str| -> anyhow::Result<Tensor> {
+                Ok(tensors
+                    .get(&format!("{p}.{}", slot.name))
+                    .with_context(|| format!("state lacks {p}.{}", slot.name))?
+                    .to_device(&self.device)?)
+            };
+            slot.m = get("m")?;
+            slot.v = get("v")?;
+        }
+        Ok(())
+    }
+
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    fn batchnorm_stats(&self) -> anyhow::Result<Vec<Var>> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+        Ok(data
+            .iter()
+            .filter(|(k, _)| k.ends_with("running_mean") || k.ends_with("running_var"))
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    pub fn net(&self) -> &HeatmapNet {
+        &self.net
+    }
+
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Sample indices of batch `step`: epoch-wise permutations seeded by (seed, epoch).
+    pub fn batch_indices(&self, step: usize) -> Vec<usize> {
+        let n = self.train.0.len();
+        let b = self.cfg.batch_size;
+        let mut cache: Option<(usize, Vec<usize>)> = None;
+        (0..b)
+            .map(|i| {
+                let g = step * b + i;
+                let (epoch, pos) = (g / n, g % n);
+                if cache.as_ref().is_none_or(|c| c.0 != epoch) {
+                    let mut perm: Vec<usize> = (0..n).collect();
+                    let mut rng =
+                        StdRng::seed_from_u64(sample_seed(self.cfg.seed ^ 0x5eed, epoch as u64));
+                    for k in (1..n).rev() {
+                        perm.swap(k, rng.random_range(0..=k));
+                    }
+                    cache = Some((epoch, perm));
+                }
+                cache.as_ref().map_or(pos, |c| c.1[pos])
+            })
+            .collect()
+    }
+
+    /// One optimisation step on the next batch.
+    pub fn train_step(&mut self) -> anyhow::Result<StepReport> {
+        let t0 = Instant::now();
+        let step = self.step;
+        let idx = self.batch_indices(step);
+        let batch = Batch::gather(self.train.0.as_ref(), &idx, &self.device)?;
+        // BatchNorm statistics move in the forward pass: keep a copy to undo a skipped batch.
+        let stats = self.batchnorm_stats()?;
+        let saved: Vec<Tensor> = stats
+            .iter()
+            .map(|v| v.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?;
+        let out = self.net.forward_t(&batch.images, true)?;
+        let solver = self.cfg.solver.enabled.then(|| self.cfg.solver.options());
+        let losses = compute_losses(
+            &out,
+            &batch,
+            &self.cfg.loss,
+            self.cfg.net.input_size,
+            &self.basis,
+            solver.as_ref(),
+        )?;
+        let values = losses.values()?;
+        let lr = self.cfg.optim.lr_at(step);
+        let mut report = StepReport {
+            step,
+            losses: values,
+            lr,
+            grad_norm: f64::NAN,
+            skipped: false,
+            seconds: 0.0,
+        };
+        let mut ok = values.total.is_finite();
+        if ok {
+            let grads = losses.total.backward()?;
+            let gs: Vec<Option<Tensor>> = self
+                .opt
+                .slots
+                .iter()
+                .map(|s| grads.get(s.var.as_tensor()).cloned())
+                .collect();
+            let mut sq: Option<Tensor> = None;
+            for g in gs.iter().flatten() {
+                let s = g.sqr()?.sum_all()?.to_dtype(DType::F64)?;
+                sq = Some(match sq {
+                    Some(a) => a.add(&s)?,
+                    None => s,
+                });
+            }
+            let norm = match sq {
+                Some(s) => s.to_scalar::<f64>()?.sqrt(),
+                None => 0.0,
+            };
+            report.grad_norm = norm;
+            ok = norm.is_finite();
+            if ok {
+                let scale = match self.cfg.optim.clip_grad_norm {
+                    Some(c) if norm > c => c / (norm + 1e-6),
+                    _ => 1.0,
+                };
+                self.opt.step(&gs, lr, scale)?;
+            }
+        }
+        if !ok {
+            for (v, t) in stats.iter().zip(&saved) {
+                v.set(t)?;
+            }
+            self.skipped += 1;
+            report.skipped = true;
+        }
+        self.step += 1;
+        report.seconds = t0.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Evaluates on the held-out synthetic set (None when evaluation is off).
+    pub fn evaluate(&self) -> anyhow::Result<Option<EvalReport>> {
+        let Some(ds) = &self.eval else {
+            return Ok(None);
+        };
+        Ok(Some(evaluate(
+            &self.net,
+            ds,
+            &self.body,
+            &self.basis,
+            self.cfg.solver.iterations,
+            self.cfg.batch_size,
+            &self.device,
+        )?))
+    }
+
+    /// Writes `<dir>/checkpoint-<step>.safetensors` (backbone weights with the network config in
+    /// the metadata) and `<dir>/checkpoint-<step>.state.safetensors` (optimiser moments, step,
+    /// training config); returns the weights path.
+    pub fn save_checkpoint(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir:?}"))?;
+        let weights = dir.join(format!("checkpoint-{:07}.safetensors", self.step));
+        ikol_backbone::weights::save_varmap(&weights, &self.cfg.net, &self.varmap)?;
+        let mut meta = HashMap::new();
+        meta.insert(META_STEP.to_string(), self.step.to_string());
+        meta.insert(META_SKIPPED.to_string(), self.skipped.to_string());
+        meta.insert(META_ADAM_T.to_string(), self.opt.t.to_string());
+        meta.insert(META_CONFIG.to_string(), serde_json::to_string(&self.cfg)?);
+        let mut items: Vec<(String, Tensor)> = Vec::new();
+        for s in &self.opt.slots {
+            items.push((format!("m.{}", s.name), s.m.to_device(&Device::Cpu)?));
+            items.push((format!("v.{}", s.name), s.v.to_device(&Device::Cpu)?));
+        }
+        safetensors::serialize_to_file(items, Some(meta), &state_path_for(&weights))
+            .context("writing the optimiser state")?;
+        std::fs::write(
+            dir.join("latest.txt"),
+            weights
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )?;
+        Ok(weights)
+    }
+
+    /// Trains up to `cfg.steps`, with checkpoints, evaluation, `metrics.csv` and `eval.csv` in
+    /// `cfg.out_dir`, and a progress bar when `progress`.
+    pub fn run(&mut self, progress: bool) -> anyhow::Result<()> {
+        let dir = self.cfg.out_dir.clone();
+        std::fs::create_dir_all(&dir)?;
+        let fresh = self.step == 0;
+        let mut metrics = csv_file(
+            &dir.join("metrics.csv"),
+            fresh,
+            "step,total,beta,twist,uvd,opt,theta,lr,grad_norm,skipped,seconds",
+        )?;
+        let mut evals = csv_file(
+            &dir.join("eval.csv"),
+            fresh,
+            "step,mpjpe_mm,pa_mpjpe_mm,mpjpe_uvd_mm,pve_mm,samples",
+        )?;
+        let bar = if progress {
+            indicatif::ProgressBar::new(self.cfg.steps as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_position(self.step as u64);
+        while self.step < self.cfg.steps {
+            let r = self.train_step()?;
+            let l = r.losses;
+            writeln!(
+                metrics,
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                r.step,
+                l.total,
+                l.beta,
+                l.twist,
+                l.uvd,
+                l.opt,
+                l.theta,
+                r.lr,
+                r.grad_norm,
+                u8::from(r.skipped),
+                r.seconds
+            )?;
+            if r.skipped {
+                bar.println(format!(
+                    "step {}: non-finite loss or gradient, batch skipped ({} so far)",
+                    r.step, self.skipped
+                ));
+            }
+            bar.set_message(format!("loss {:.4} (opt {:.4})", l.total, l.opt));
+            bar.inc(1);
+            let done = self.step;
+            let eval_due = self.cfg.eval_every > 0 && done.is_multiple_of(self.cfg.eval_every);
+            if eval_due && let Some(e) = self.evaluate()? {
+                writeln!(
+                    evals,
+                    "{done},{},{},{},{},{}",
+                    e.mpjpe_mm, e.pa_mpjpe_mm, e.mpjpe_uvd_mm, e.pve_mm, e.samples
+                )?;
+                bar.println(format!(
+                    "step {done}: MPJPE {:.1} mm, PA-MPJPE {:.1} mm, PVE {:.1} mm (uvd only {:.1} mm)",
+                    e.mpjpe_mm, e.pa_mpjpe_mm, e.pve_mm, e.mpjpe_uvd_mm
+                ));
+            }
+            if self.cfg.checkpoint_every > 0 && done.is_multiple_of(self.cfg.checkpoint_every) {
+                self.save_checkpoint(&dir)?;
+            }
+            metrics.flush()?;
+            evals.flush()?;
+        }
+        bar.finish();
+        self.save_checkpoint(&dir)?;
+        Ok(())
+    }
+}
+
+fn csv_file(path: &Path, fresh: bool, header: &str) -> anyhow::Result<std::fs::File> {
+    let exists = path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!fresh)
+        .truncate(fresh)
+        .open(path)
+        .with_context(|| format!("opening {path:?}"))?;
+    if fresh || !exists {
+        writeln!(f, "{header}")?;
+    }
+    Ok(f)
+}
+
+/// `x.safetensors` -> `x.state.safetensors`.
+pub fn state_path_for(weights: &Path) -> PathBuf {
+    let stem = weights
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    weights.with_file_name(format!("{stem}.state.safetensors"))
+}
+
+type State = (HashMap<String, String>, HashMap<String, Tensor>);
+
+fn read_state(path: &Path) -> anyhow::Result<State> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path:?}"))?;
+    let (_, st) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let meta = st.metadata().clone().unwrap_or_default();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    Ok((meta, tensors))
+}
