@@ -31,30 +31,35 @@ use serde_json::Value;
 const FIXTURE: &str = include_str!("data/blazepose_expected.json");
 
 // Tolerances. Our interpreter and mediapipe's (TensorFlow Lite with XNNPACK) sum in different
-// orders, so the raw model outputs differ by float32 rounding (~1e-5 relative, tests/tflite.rs);
-// the detector's, amplified by the decoding, moves the ROI by a few hundredths of a pixel, and
-// the 256x256 crop then differs by a pixel level here and there (bilinear weights of a shifted
-// ROI), which the landmark model turns into sub-pixel landmark moves. Measured on these three
-// frames (release build, this crate at the time of writing; see the report printed by the test):
-// ROI centre and size <= 0.05 px, rotation <= 1e-4 rad; landmarks <= 0.40 px, world landmarks
-// <= 1.7 mm, visibility <= 0.004. The limits leave ~3x room for other summation orders (other
-// SIMD widths, thread counts) while still catching any real change: a one-pixel shift of the
-// crop, a wrong refinement kernel or a flipped rotation moves landmarks by several pixels.
+// orders, so the raw model outputs differ by float32 rounding (~1e-5 relative, tests/tflite.rs),
+// which the decoding carries into the ROI and the landmarks. Largest differences measured on
+// these three frames, with two implementations of the interpreter's kernels (candle's matrix
+// product with separate multiply and add; this crate's AVX-512 / AVX2 kernels with fused
+// multiply-adds):
+//
+//   detection score 6.3e-7 | ROI centre/size 2.9e-4 px | ROI rotation 3.7e-7 rad
+//   landmark x/y 0.029 px (mean 0.006) | landmark z 0.26 px | world 0.21 mm | visibility 1.3e-4
+//
+// Each limit below is 10x or more the largest of those (room for other summation orders:
+// other SIMD widths, thread counts), and the landmark one is checked to catch a real error: a
+// crop off by half a pixel (the ROI moved by half a crop pixel, ~1.1 px here) moves landmarks
+// by 2.4-3.5 px, five times the limit (measured by the test itself, below). The issue's
+// suggested limits (1.5 px, 5 mm, 0.02) would not see that crop error.
 
 /// Detection score (probability).
-const TOL_SCORE: f64 = 0.01;
+const TOL_SCORE: f64 = 1e-3;
 /// ROI centre and size, frame pixels.
-const TOL_ROI_PX: f64 = 0.5;
+const TOL_ROI_PX: f64 = 0.05;
 /// ROI rotation, radians.
-const TOL_ROI_RAD: f64 = 2e-3;
+const TOL_ROI_RAD: f64 = 1e-4;
 /// Landmark x and y, frame pixels (540x960 frames; the person is ~500 px tall).
-const TOL_LANDMARK_PX: f64 = 1.5;
+const TOL_LANDMARK_PX: f64 = 0.5;
 /// Landmark z (pixels on x's scale; the model's depth is the least constrained output).
-const TOL_LANDMARK_Z_PX: f64 = 5.0;
+const TOL_LANDMARK_Z_PX: f64 = 3.0;
 /// World landmarks, metres.
-const TOL_WORLD_M: f64 = 5e-3;
+const TOL_WORLD_M: f64 = 2e-3;
 /// Visibility (probability).
-const TOL_VISIBILITY: f64 = 0.02;
+const TOL_VISIBILITY: f64 = 5e-3;
 
 fn models_present() -> Option<PathBuf> {
     let dir = models_dir();
@@ -186,8 +191,8 @@ struct MaxDiff {
 
 impl MaxDiff {
     fn see(&mut self, d: f64, at: impl FnOnce() -> String) {
-        if !(d <= self.value) {
-            // NaN also lands here, and then fails the check
+        // a NaN difference is kept (and then fails the check)
+        if d.is_nan() || d > self.value {
             self.value = d;
             self.at = at();
         }
@@ -199,7 +204,7 @@ impl MaxDiff {
             self.value, self.at
         );
         eprintln!("  {line}");
-        if !(self.value <= tol) {
+        if self.value.is_nan() || self.value > tol {
             failures.push(line);
         }
     }
@@ -271,5 +276,165 @@ fn blazepose_matches_mediapipe_on_real_frames() -> Result<()> {
         "beyond tolerance:\n{}",
         failures.join("\n")
     );
+
+    // The landmark tolerance separates: the ROI moved by half a crop pixel (what an
+    // off-by-half-a-pixel warp would do) moves the landmarks by more than it.
+    let landmarker = BlazePoseLandmarker::load(&dir)?;
+    for f in &frames {
+        let step = 0.5 * f.roi.w / 256.0;
+        let shifted = RotatedRect {
+            cx: f.roi.cx + step,
+            cy: f.roi.cy + step,
+            ..f.roi
+        };
+        let moved = landmarker
+            .landmarks(&f.image(), &shifted)?
+            .context("no pose in the shifted ROI")?;
+        let d = moved
+            .landmarks
+            .iter()
+            .zip(&f.pose.landmarks)
+            .map(|(a, b)| (a.x - b.x).abs().max((a.y - b.y).abs()))
+            .fold(0.0, f64::max);
+        eprintln!(
+            "  {}: the ROI shifted by ({step:.2}, {step:.2}) px moves landmarks by up to {d:.2} px",
+            f.name
+        );
+        ensure!(
+            d > TOL_LANDMARK_PX,
+            "{}: the tolerance would not see a half-pixel crop shift ({d:.2} px)",
+            f.name
+        );
+    }
+    Ok(())
+}
+
+/// Is `p` inside the rotated rectangle `r` (grown by `margin` pixels)?
+fn inside(r: &RotatedRect, p: [f64; 2], margin: f64) -> bool {
+    let (dx, dy) = (p[0] - r.cx, p[1] - r.cy);
+    let (s, c) = r.rotation.sin_cos();
+    // the ROI's own axes: x' = R(-rotation) (p - centre)
+    let (u, v) = (c * dx + s * dy, -s * dx + c * dy);
+    u.abs() <= 0.5 * r.w + margin && v.abs() <= 0.5 * r.h + margin
+}
+
+fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+/// Weak-perspective fit `s * (x, y) + t` of the 3D joints to the 2D ones: (s, RMS residual px).
+fn weak_perspective(j3: &[[f64; 3]], j2: &[[f64; 2]]) -> (f64, f64) {
+    let n = j3.len() as f64;
+    let m3 = [0, 1].map(|k| j3.iter().map(|p| p[k]).sum::<f64>() / n);
+    let m2 = [0, 1].map(|k| j2.iter().map(|p| p[k]).sum::<f64>() / n);
+    let (mut num, mut den) = (0.0, 0.0);
+    for (a, b) in j3.iter().zip(j2) {
+        for k in 0..2 {
+            num += (a[k] - m3[k]) * (b[k] - m2[k]);
+            den += (a[k] - m3[k]).powi(2);
+        }
+    }
+    let s = num / den;
+    let ss: f64 = j3
+        .iter()
+        .zip(j2)
+        .map(|(a, b)| {
+            (0..2)
+                .map(|k| (s * (a[k] - m3[k]) - (b[k] - m2[k])).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    (s, (ss / n).sqrt())
+}
+
+#[test]
+fn smpl_joints_from_real_landmarks_are_plausible() -> Result<()> {
+    let Some(dir) = models_present() else {
+        return Ok(());
+    };
+    let frames = run_frames(&dir)?;
+    let model = BodyModel::embedded_default()?;
+    let body = BodyFromLandmarks::new(&model).map_err(anyhow::Error::msg)?;
+    // SMPL-24: 0 pelvis, 1/2 hips, 4/5 knees, 7/8 ankles, 15 head, 16/17 shoulders, 18/19 elbows
+    const BONES: [(&str, usize, usize); 6] = [
+        ("left thigh", 1, 4),
+        ("right thigh", 2, 5),
+        ("left shin", 4, 7),
+        ("right shin", 5, 8),
+        ("left upper arm", 16, 18),
+        ("right upper arm", 17, 19),
+    ];
+    for f in &frames {
+        let n = &f.name;
+        let est = body.estimate(&f.pose);
+        ensure!(est.joints_3d.len() == 24 && est.joints_2d.len() == 24);
+        let bbox = roi_box(&f.roi).context("ROI box")?;
+        // root-relative
+        ensure!(
+            est.joints_3d[0].iter().all(|v| v.abs() < 1e-12),
+            "{n}: root not at 0"
+        );
+        // 2D joints inside the person's ROI, and inside its axis-aligned box
+        for (j, p) in est.joints_2d.iter().enumerate() {
+            ensure!(
+                inside(&f.roi, *p, 0.0),
+                "{n}: joint {j} at {p:?} outside the ROI {:?}",
+                f.roi
+            );
+            ensure!(
+                p[0] >= bbox.x
+                    && p[0] <= bbox.x + bbox.w
+                    && p[1] >= bbox.y
+                    && p[1] <= bbox.y + bbox.h,
+                "{n}: joint {j} at {p:?} outside the ROI box {bbox:?}"
+            );
+        }
+        // head above pelvis, in the image (y down) and in the camera-axis 3D joints
+        ensure!(
+            est.joints_2d[15][1] < est.joints_2d[0][1] - 50.0,
+            "{n}: head not above pelvis"
+        );
+        ensure!(est.joints_3d[15][1] < -0.3, "{n}: 3D head not above pelvis");
+        // bone lengths of an adult
+        let mut lens = Vec::new();
+        for (what, a, b) in BONES {
+            let l = dist(est.joints_3d[a], est.joints_3d[b]);
+            ensure!((0.2..=0.6).contains(&l), "{n}: {what} {l:.3} m");
+            lens.push(format!("{what} {l:.3}"));
+        }
+        // hips and shoulders are the landmarks themselves (copied joints)
+        // hips, knees, ankles and shoulders are the world landmarks themselves (relative to
+        // the left hip here, as the joints are pelvis-relative and the landmarks hip-centred)
+        let w = &f.pose.world;
+        for (j, l) in [(2, 24), (4, 25), (8, 28), (16, 11), (17, 12)] {
+            let d = dist(
+                [0, 1, 2].map(|k| est.joints_3d[j][k] - est.joints_3d[1][k]),
+                [w[l].x - w[23].x, w[l].y - w[23].y, w[l].z - w[23].z],
+            );
+            ensure!(d < 1e-9, "{n}: joint {j} is not landmark {l} ({d} m)");
+        }
+        // the 3D joints, seen in weak perspective, match the 2D joints
+        let (scale, rms) = weak_perspective(&est.joints_3d, &est.joints_2d);
+        let conf_ok = est.confidence.iter().all(|c| (0.0..=1.0).contains(c));
+        let beta_max = est.beta.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+        eprintln!(
+            "{n}: {}; weak perspective {scale:.0} px/m, rms {rms:.1} px; |beta| <= {beta_max:.2}",
+            lens.join(", ")
+        );
+        ensure!(
+            scale > 0.0,
+            "{n}: the 3D joints are mirrored against the 2D ones"
+        );
+        ensure!(
+            rms < 0.05 * f.roi.h,
+            "{n}: 3D and 2D joints disagree ({rms:.1} px rms)"
+        );
+        ensure!(conf_ok, "{n}: confidences {:?}", est.confidence);
+        ensure!(
+            est.beta.iter().all(|b| b.is_finite()) && beta_max < 5.0,
+            "{n}: beta {:?}",
+            est.beta
+        );
+    }
     Ok(())
 }

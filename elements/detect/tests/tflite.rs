@@ -5,6 +5,7 @@
 //!   `tests/data/tflite_expected.json`, is committed). Skipped, with a note, when the models
 //!   have not been fetched (`elements/detect/tools/fetch_mediapipe_models.sh`, which `make test`
 //!   runs); when they are present any difference beyond the tolerance fails.
+//! * Pruning: [`Model::retain_outputs`] keeps the landmark model's other outputs bit for bit.
 //! * Reader unit tests on small flatbuffers written here: sparse DENSIFY expansion against
 //!   hand-expanded tensors, float16 conversion, folding of DENSIFY + DEQUANTIZE into a
 //!   convolution, and the errors for unsupported operators and broken files.
@@ -721,6 +722,52 @@ fn broken_files_say_what_is_wrong() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("/nonexistent/pose.tflite"), "{msg}");
+}
+
+#[test]
+fn retained_outputs_are_computed_as_before() {
+    let path = models_dir().join("pose_landmark_full.tflite");
+    if !path.exists() {
+        println!("SKIPPED: {} not found", path.display());
+        return;
+    }
+    let full = Model::load(&path).expect("load");
+    let mut pruned = Model::load(&path).expect("load");
+    // everything but the segmentation mask (Identity_2)
+    let keep = ["Identity", "Identity_1", "Identity_3", "Identity_4"];
+    pruned.retain_outputs(&keep).expect("retain");
+    assert!(
+        pruned.num_steps() < full.num_steps(),
+        "{} steps, the full model has {}",
+        pruned.num_steps(),
+        full.num_steps()
+    );
+    let names: Vec<String> = pruned.outputs().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, keep);
+    let (x, _) = input_tensor(&full.inputs()[0].shape, "smooth", 0.0, 1.0);
+    let a = full.run(std::slice::from_ref(&x)).expect("run");
+    let b = pruned.run(std::slice::from_ref(&x)).expect("run");
+    for (name, got) in keep.iter().zip(&b) {
+        let k = full
+            .outputs()
+            .iter()
+            .position(|s| s.name == *name)
+            .expect("output");
+        let (u, v) = (
+            a[k].flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("f32"),
+            got.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("f32"),
+        );
+        assert_eq!(u, v, "{name} differs after pruning");
+    }
+    let e = pruned
+        .retain_outputs(&["Identity_9"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Identity_9") && e.contains("Identity_3"), "{e}");
 }
 
 #[test]

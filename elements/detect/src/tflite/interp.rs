@@ -3,10 +3,13 @@
 //! At load, constant tensors are decoded (float32, float16, int32), the weight-only operators
 //! are folded (DENSIFY expands sparse weights, DEQUANTIZE turns float16 into float32), and each
 //! remaining operator becomes a step with its weights already laid out for its kernel:
-//! * CONV_2D: filter `[C_out, kh, kw, C_in]` transposed to `[kh kw C_in, C_out]`; a 1x1 / stride
-//!   1 convolution is a plain matrix product of the `[H W, C_in]` activations, any other one goes
-//!   through NHWC im2col first, except those with at most 4 output channels, which run a direct
-//!   kernel; bias and activation are applied in place after the product;
+//! * CONV_2D: filter `[C_out, kh, kw, C_in]` packed for the matrix-product kernel of `ops.rs`
+//!   (`[kh kw C_in, C_out]` in panels; a 1x1 / stride 1 convolution reads the `[H W, C_in]`
+//!   activations directly, any other one its NHWC im2col rows), bias and activation fused;
+//!   those with at most 4 output channels run a direct kernel;
+//! * ADD of a convolution's output that nothing else reads and a tensor of the same shape
+//!   becomes one step: the convolution adds the residual as its results leave the registers
+//!   (the step runs where the ADD was, so both inputs exist);
 //! * DEPTHWISE_CONV_2D: the direct kernel of `ops.rs` (filter `[1, kh, kw, C_out]`);
 //! * PAD before a VALID convolution (the graphs' way of padding stride-2 layers) becomes the
 //!   convolution's explicit padding, so no padded copy is made;
@@ -15,7 +18,9 @@
 //!
 //! Activations stay NHWC throughout, so RESHAPE and CONCATENATION keep the file's semantics
 //! without any transposition. Every output shape is checked against the shape the file
-//! declares, at load. Intermediate tensors are dropped after their last use.
+//! declares, at load. Intermediate tensors are dropped after their last use;
+//! [`Model::retain_outputs`] drops the steps of unused outputs. A run executes on a thread of
+//! rayon's pool, where the kernels split their work.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 
 use super::ops::{
-    Act, AddAct, BiasAct, ConvDirect, Depthwise, Im2Col, MaxPool, Pad, ResizeBilinear, Window,
+    Act, AddAct, Conv, ConvAdd, ConvDirect, Depthwise, MaxPool, Packed, Pad, ResizeBilinear, Window,
 };
 use super::{
     Activation, Error, Operator, Options, Padding, Result, SubGraph, TensorType, TfliteFile,
@@ -79,17 +84,10 @@ enum ConstData {
 
 #[derive(Debug)]
 enum Kind {
-    /// `[H W, C_in] x [C_in, C_out]`, then bias and activation in place.
-    Conv1x1 {
-        w: Tensor,
-        bias: BiasAct,
-    },
-    /// im2col, then `[H_out W_out, K] x [K, C_out]`, then bias and activation in place.
-    Conv {
-        im2col: Im2Col,
-        w: Tensor,
-        bias: BiasAct,
-    },
+    /// `[H_out W_out, kh kw C_in] x [kh kw C_in, C_out]` with bias and activation.
+    Conv(Conv),
+    /// The same followed by the ADD of a residual (inputs: the convolution's, the residual).
+    ConvAdd(ConvAdd),
     /// Direct convolution (few output channels).
     ConvDirect(ConvDirect),
     Depthwise(Depthwise),
@@ -203,10 +201,21 @@ impl Model {
             return String::new();
         };
         let kernel = match &s.kind {
-            Kind::Conv1x1 { w, .. } => format!("matmul {:?}", w.dims()),
-            Kind::Conv { im2col, w, .. } => {
-                let k = &im2col.win;
-                format!("{}x{}/{} im2col + matmul {:?}", k.kh, k.kw, k.sh, w.dims())
+            Kind::Conv(c) | Kind::ConvAdd(ConvAdd { conv: c, .. }) => {
+                let k = &c.win;
+                let add = if matches!(s.kind, Kind::ConvAdd(_)) {
+                    " + add"
+                } else {
+                    ""
+                };
+                if c.pointwise {
+                    format!("gemm [{}, {}]{add}", c.w.k, c.w.n)
+                } else {
+                    format!(
+                        "{}x{}/{} im2col gemm [{}, {}]{add}",
+                        k.kh, k.kw, k.sh, c.w.k, c.w.n
+                    )
+                }
             }
             Kind::ConvDirect(c) => format!("{}x{}/{} direct", c.win.kh, c.win.kw, c.win.sh),
             Kind::Depthwise(d) => format!("{}x{}/{} depthwise", d.win.kh, d.win.kw, d.win.sh),
@@ -215,11 +224,71 @@ impl Model {
         format!("#{} {} -> {:?} {kernel}", s.index, s.op, s.shape)
     }
 
-    fn run_inner(
-        &self,
-        inputs: &[Tensor],
-        mut times: Option<&mut StepTimes>,
-    ) -> Result<Vec<Tensor>> {
+    /// Keeps only the outputs called `names` (in the file's order) and drops every step that
+    /// only feeds the others: e.g. `pose_landmark_full` without its segmentation mask
+    /// (`Identity_2`, a decoder at 256x256) computes the landmarks in about a quarter less
+    /// time. The outputs kept are computed exactly as before.
+    pub fn retain_outputs(&mut self, names: &[&str]) -> Result<()> {
+        if let Some(bad) = names
+            .iter()
+            .find(|n| !self.outputs.iter().any(|(_, s)| s.name == **n))
+        {
+            return Err(Error::Input {
+                file: self.file.clone(),
+                what: format!(
+                    "no output `{bad}` (outputs: {})",
+                    self.outputs
+                        .iter()
+                        .map(|(_, s)| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        self.outputs
+            .retain(|(_, s)| names.contains(&s.name.as_str()));
+        let mut needed = vec![false; self.n_tensors];
+        for (i, _) in &self.outputs {
+            needed[*i] = true;
+        }
+        let mut keep = vec![false; self.steps.len()];
+        for (k, step) in self.steps.iter().enumerate().rev() {
+            if needed[step.output] {
+                keep[k] = true;
+                for &i in &step.inputs {
+                    needed[i] = true;
+                }
+            }
+        }
+        let mut keep = keep.into_iter();
+        self.steps.retain(|_| keep.next().unwrap_or(false));
+        self.consts.retain(|(i, _)| needed[*i]);
+        self.set_free_lists();
+        Ok(())
+    }
+
+    /// Frees each intermediate tensor after its last reader (outputs are kept).
+    fn set_free_lists(&mut self) {
+        let mut last_use = vec![None; self.n_tensors];
+        for (k, step) in self.steps.iter().enumerate() {
+            for &i in &step.inputs {
+                last_use[i] = Some(k);
+            }
+        }
+        for (i, _) in &self.outputs {
+            last_use[*i] = None;
+        }
+        for step in &mut self.steps {
+            step.free.clear();
+        }
+        for (i, last) in last_use.iter().enumerate() {
+            if let Some(k) = last {
+                self.steps[*k].free.push(i);
+            }
+        }
+    }
+
+    fn run_inner(&self, inputs: &[Tensor], times: Option<&mut StepTimes>) -> Result<Vec<Tensor>> {
         let bad = |what: String| Error::Input {
             file: self.file.clone(),
             what,
@@ -251,9 +320,28 @@ impl Model {
                 .map_err(|e| bad(format!("input {}: {e}", spec.name)))?;
             vals[*i] = Some(t);
         }
+        // The steps run on a thread of rayon's pool, so the kernels' parallel bands start there
+        // (the other threads steal them) instead of a blocked caller waking the pool per step.
+        rayon::scope(|_| self.run_steps(&mut vals, times))?;
+        self.outputs
+            .iter()
+            .map(|(i, spec)| {
+                vals[*i].clone().ok_or_else(|| Error::Invalid {
+                    file: self.file.clone(),
+                    what: format!("output {} was never computed", spec.name),
+                })
+            })
+            .collect()
+    }
+
+    fn run_steps(
+        &self,
+        vals: &mut [Option<Tensor>],
+        mut times: Option<&mut StepTimes>,
+    ) -> Result<()> {
         for step in &self.steps {
             let t0 = times.as_ref().map(|_| Instant::now());
-            let out = self.exec(step, &vals).map_err(|source| Error::Candle {
+            let out = self.exec(step, vals).map_err(|source| Error::Candle {
                 file: self.file.clone(),
                 index: step.index,
                 op: step.op.clone(),
@@ -267,15 +355,7 @@ impl Model {
                 vals[f] = None;
             }
         }
-        self.outputs
-            .iter()
-            .map(|(i, spec)| {
-                vals[*i].clone().ok_or_else(|| Error::Invalid {
-                    file: self.file.clone(),
-                    what: format!("output {} was never computed", spec.name),
-                })
-            })
-            .collect()
+        Ok(())
     }
 
     fn exec(&self, step: &Step, vals: &[Option<Tensor>]) -> candle_core::Result<Tensor> {
@@ -288,17 +368,8 @@ impl Model {
         let x = arg(0)?;
         let s = &step.shape;
         match &step.kind {
-            Kind::Conv1x1 { w, bias } => {
-                let (h, wd, c) = (x.dim(1)?, x.dim(2)?, x.dim(3)?);
-                let y = x.reshape((h * wd, c))?.matmul(w)?;
-                y.inplace_op1(bias)?;
-                y.reshape(s.as_slice())
-            }
-            Kind::Conv { im2col, w, bias } => {
-                let y = x.apply_op1_no_bwd(im2col)?.matmul(w)?;
-                y.inplace_op1(bias)?;
-                y.reshape(s.as_slice())
-            }
+            Kind::Conv(conv) => x.apply_op1_no_bwd(conv),
+            Kind::ConvAdd(conv) => x.apply_op2_no_bwd(arg(1)?, conv),
             Kind::ConvDirect(conv) => x.apply_op1_no_bwd(conv),
             Kind::Depthwise(dw) => x.apply_op1_no_bwd(dw),
             Kind::Add { act } => {
@@ -537,8 +608,7 @@ impl<'a> Builder<'a> {
             available[*i] = true;
         }
         let mut consts = Vec::new();
-        let mut last_use = vec![None; n];
-        for (s, step) in self.steps.iter().enumerate() {
+        for step in &self.steps {
             for &i in &step.inputs {
                 if !available[i] {
                     match &self.consts[i] {
@@ -557,7 +627,6 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                last_use[i] = Some(s);
             }
             available[step.output] = true;
         }
@@ -565,14 +634,8 @@ impl<'a> Builder<'a> {
             if !available[*i] {
                 return Err(self.invalid(format!("output {} is never computed", spec.name)));
             }
-            last_use[*i] = None;
         }
-        for (i, last) in last_use.iter().enumerate() {
-            if let Some(s) = last {
-                self.steps[*s].free.push(i);
-            }
-        }
-        Ok(Model {
+        let mut model = Model {
             file: self.tf.file.clone(),
             device,
             n_tensors: n,
@@ -580,7 +643,9 @@ impl<'a> Builder<'a> {
             outputs,
             consts,
             steps: self.steps,
-        })
+        };
+        model.set_free_lists();
+        Ok(model)
     }
 
     fn nhwc(&self, i: usize, op: &OpCtx) -> Result<[usize; 4]> {
@@ -717,25 +782,20 @@ impl<'a> Builder<'a> {
             });
             return self.push(cx, kind, vec![x], &shape);
         }
-        // [C_out, K] -> [K, C_out]
         let k = kh * kw * cin;
-        let mut wt = vec![0f32; k * cout];
-        for o in 0..cout {
-            for j in 0..k {
-                wt[j * cout + o] = weights[o * k + j];
-            }
-        }
-        let w = Tensor::from_vec(wt, (k, cout), &Device::Cpu).map_err(|e| cx.err(e))?;
-        let bias = BiasAct { bias, act };
-        let kind = if pointwise {
-            Kind::Conv1x1 { w, bias }
-        } else {
-            Kind::Conv {
-                im2col: Im2Col { win },
-                w,
-                bias,
-            }
-        };
+        let w = Packed::from_filter(&weights, cout, k, &bias).ok_or_else(|| {
+            cx.err(format!(
+                "filter of {} values for {cout} x {k}",
+                weights.len()
+            ))
+        })?;
+        let kind = Kind::Conv(Conv {
+            win,
+            cin,
+            w,
+            act,
+            pointwise,
+        });
         self.push(cx, kind, vec![x], &shape)
     }
 
@@ -791,7 +851,32 @@ impl<'a> Builder<'a> {
             ))
         })?;
         let act = cx.act(activation)?;
+        // A convolution whose only reader is this ADD takes the residual in its epilogue.
+        if self.shapes[a] == self.shapes[b] && a != b {
+            for (conv_out, res) in [(a, b), (b, a)] {
+                if let Some(pos) = self.fusable_conv(conv_out) {
+                    let step = &mut self.steps[pos];
+                    let x = step.inputs[0];
+                    let Kind::Conv(conv) = std::mem::replace(&mut step.kind, Kind::Reshape) else {
+                        continue;
+                    };
+                    step.folded = true;
+                    let kind = Kind::ConvAdd(ConvAdd { conv, act2: act });
+                    return self.push(cx, kind, vec![x, res], &shape);
+                }
+            }
+        }
         self.push(cx, Kind::Add { act }, vec![a, b], &shape)
+    }
+
+    /// The step computing tensor `t` if it is a convolution read only once (by the caller).
+    fn fusable_conv(&self, t: usize) -> Option<usize> {
+        if self.uses[t] != 1 {
+            return None;
+        }
+        self.steps
+            .iter()
+            .rposition(|s| s.output == t && !s.folded && matches!(s.kind, Kind::Conv(_)))
     }
 
     fn pad(&mut self, cx: &OpCtx) -> Result<()> {

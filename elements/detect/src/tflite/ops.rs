@@ -8,16 +8,21 @@
 //!   a VALID convolution is folded into the window as explicit padding (zeros either way);
 //! * [`Depthwise`]: `y[oy, ox, c m + j] = b[c m + j] + sum_{ky, kx} x[oy s - p + ky d,
 //!   ox s - p + kx d, c] w[ky, kx, c m + j]` (depth multiplier `m`), zero outside the image,
-//!   then the fused activation. A direct kernel with the channel loop innermost (contiguous in
-//!   NHWC, so it vectorises); candle's grouped convolution would run one convolution per
-//!   channel;
-//! * [`Im2Col`]: the lowering of a convolution to a matrix product (Chellapilla et al. 2006) in
-//!   NHWC order: row `oy * W_out + ox` holds the patch `(ky, kx, c)`, the same order as a
-//!   TensorFlow Lite `[C_out, kh, kw, C_in]` filter, so `conv = im2col(x) . W^T`;
-//! * [`ConvDirect`]: the same convolution as one dot product per output channel (with `LANES`
-//!   partial sums), for the layers with very few output channels (a matrix product with 1
-//!   column wastes the im2col copy);
-//! * [`BiasAct`]: `y += b` per channel then the activation, in place after a matrix product;
+//!   then the fused activation. For `m = 1` and 3x3 / 5x5 windows a register-blocked kernel:
+//!   8 neighbouring outputs of one vector of channels accumulate in registers, each input
+//!   vector is loaded once per window row and feeds every output whose window covers it;
+//!   other windows make one pass over the output row per tap;
+//! * [`Conv`]: a convolution as a matrix product (Chellapilla et al. 2006): output pixel
+//!   `oy W_out + ox` is the row of its NHWC im2col patch `(ky, kx, c)` (the order of a
+//!   TensorFlow Lite `[C_out, kh, kw, C_in]` filter; a 1x1 / stride 1 convolution uses the input
+//!   rows as they are) times the `[kh kw C_in, C_out]` weights, `y = act(b + patch . W)`. The
+//!   product is a GotoBLAS-style register-blocked kernel (Goto & van de Geijn, ACM TOMS 34(3),
+//!   2008) on weights packed at load into panels of 32 output columns; bias and activation are
+//!   applied as the sums leave the registers;
+//! * [`ConvAdd`]: `act2(conv(x) + r)`, the ADD of a residual fused into that epilogue;
+//! * [`ConvDirect`]: the layers with very few output channels: for stride 1 from a planar,
+//!   zero-padded copy of the input (`acc[ox] += w[o, ky, kx, c] x[c][oy + ky][ox + kx]`,
+//!   vectorised along the row), else one dot product per output;
 //! * [`AddAct`]: `act(a + b)` for equal shapes in one pass;
 //! * [`Pad`]: zero padding of an NHWC tensor in one pass;
 //! * [`ResizeBilinear`]: `scale = (in - 1) / (out - 1)` with `align_corners` (and out > 1),
@@ -26,10 +31,20 @@
 //!   `src - lower` and `1 - (src - lower)`;
 //! * [`MaxPool`]: maximum over the window's in-image elements (padding never wins).
 //!
-//! Large kernels split their output rows over candle's thread count (`RAYON_NUM_THREADS`, else
-//! the number of CPUs) with scoped threads.
+//! SIMD: the inner loops are written once over pulp's `Simd` vectors and compiled for AVX-512,
+//! AVX2 + FMA or NEON, chosen at run time (scalar otherwise); sums use fused multiply-adds, so
+//! results differ from a separate multiply and add in the last bits (the parity tests hold the
+//! outputs to TensorFlow Lite's within 1e-3 relative). Kernels over channels pick the vector
+//! width that divides the channel count ([`dispatch_for`]). No closure appears inside the SIMD
+//! code: closures do not inherit the target features, and their intrinsics would become calls.
+//!
+//! Threads: large kernels split their output rows into bands over rayon's pool
+//! (`RAYON_NUM_THREADS`, else the number of CPUs); the interpreter runs the whole graph on a
+//! pool thread, so a split costs a work-stealing push, not a wake-up of a blocked caller.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, InplaceOp1, Layout, Result, Shape, bail};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, bail};
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
 
 use super::Padding;
 
@@ -42,6 +57,15 @@ pub(crate) enum Act {
 }
 
 impl Act {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::None => v,
+            Act::Relu => v.max(0.0),
+            Act::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
     fn apply_all(self, xs: &mut [f32]) {
         match self {
             Act::None => {}
@@ -51,15 +75,19 @@ impl Act {
     }
 }
 
-/// Work (multiply-adds) below which a kernel stays on the calling thread: starting a scoped
-/// thread costs ~70 us here, the time of ~1M multiply-adds.
-const PAR_MIN_WORK: usize = 1 << 21;
+/// Work (multiply-adds) below which a kernel stays on the calling thread: handing a job to
+/// rayon's pool and waking its threads costs ~10 us here, the time of ~200k multiply-adds.
+const PAR_MIN_WORK: usize = 1 << 18;
 
-/// Channels processed together by the vectorised inner loops.
+/// Bands of rows per thread in [`par_rows`].
+const BANDS_PER_THREAD: usize = 2;
+
+/// Channels processed together by the scalar fallback loops.
 const LANES: usize = 8;
 
 /// Runs `f(first_row, band)` over bands of whole `row`-sized rows of `out`, one band per
-/// thread when the work (`work_per_row` per row) is large enough, else on the calling thread.
+/// thread of rayon's pool when the work (`work_per_row` per row) is large enough, else on the
+/// calling thread.
 fn par_rows(
     out: &mut [f32],
     row: usize,
@@ -68,23 +96,77 @@ fn par_rows(
 ) {
     let row = row.max(1);
     let rows = out.len() / row;
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
+    let threads = rayon::current_num_threads().clamp(1, rows.max(1));
     if threads == 1 || rows * work_per_row < PAR_MIN_WORK {
         f(0, out);
         return;
     }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut bands = out.chunks_mut(per * row).enumerate();
-        let first = bands.next();
-        for (i, band) in bands {
-            let f = &f;
-            s.spawn(move || f(i * per, band));
-        }
-        if let Some((_, band)) = first {
-            f(0, band);
-        }
-    });
+    // a few bands per thread, so a thread that starts late takes fewer of them
+    let per = rows.div_ceil(threads * BANDS_PER_THREAD);
+    out.par_chunks_mut(per * row)
+        .enumerate()
+        .for_each(|(i, band)| f(i * per, band));
+}
+
+// ------------------------------------------------------------------------------------------------
+// SIMD helpers (pulp: AVX-512 / AVX2+FMA / NEON, chosen at run time; scalar otherwise)
+
+/// Loads `s[..lanes]` as a vector; a shorter `s` is zero-filled (masked load; pulp makes it an
+/// out-of-line call, so hot loops that need no tail use [`load_full`]).
+#[inline(always)]
+fn load<S: Simd>(simd: S, s: &[f32]) -> S::f32s {
+    if s.len() >= S::F32_LANES {
+        S::as_simd_f32s(&s[..S::F32_LANES]).0[0]
+    } else {
+        simd.partial_load_f32s(s)
+    }
+}
+
+/// Loads `s[..lanes]` (`s` must be that long).
+#[inline(always)]
+fn load_full<S: Simd>(s: &[f32]) -> S::f32s {
+    S::as_simd_f32s(&s[..S::F32_LANES]).0[0]
+}
+
+/// Stores a whole vector into `d[..lanes]`.
+#[inline(always)]
+fn store_full<S: Simd>(d: &mut [f32], v: S::f32s) {
+    S::as_mut_simd_f32s(&mut d[..S::F32_LANES]).0[0] = v;
+}
+
+/// Stores the first `d.len()` lanes of `v` (all of them when `d` is long enough; fewer by a
+/// masked store).
+#[inline(always)]
+fn store<S: Simd>(simd: S, d: &mut [f32], v: S::f32s) {
+    if d.len() >= S::F32_LANES {
+        S::as_mut_simd_f32s(&mut d[..S::F32_LANES]).0[0] = v;
+    } else {
+        simd.partial_store_f32s(d, v);
+    }
+}
+
+/// Runs `op` with the widest SIMD instructions whose vectors divide `channels` (AVX-512 when
+/// it divides by 16, else AVX2 when by 8), so the inner loops need no masked tails; any other
+/// count takes the widest available.
+fn dispatch_for<Op: WithSimd>(channels: usize, op: Op) -> Op::Output {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if !channels.is_multiple_of(16)
+        && channels.is_multiple_of(8)
+        && let Some(simd) = pulp::x86::V3::try_new()
+    {
+        return Simd::vectorize(simd, op);
+    }
+    Arch::new().dispatch(op)
+}
+
+/// The activation on a vector.
+#[inline(always)]
+fn act_v<S: Simd>(simd: S, act: Act, v: S::f32s) -> S::f32s {
+    match act {
+        Act::None => v,
+        Act::Relu => simd.max_f32s(v, simd.splat_f32s(0.0)),
+        Act::Relu6 => simd.min_f32s(simd.max_f32s(v, simd.splat_f32s(0.0)), simd.splat_f32s(6.0)),
+    }
 }
 
 /// A sliding window over an `in_h x in_w` image.
@@ -317,6 +399,227 @@ impl Depthwise {
     }
 }
 
+/// Output rows of a depthwise convolution with multiplier 1, vectorised over channels.
+struct DepthwiseRows<'a> {
+    op: &'a Depthwise,
+    /// The whole input `[n, h, w, c]`.
+    x: &'a [f32],
+    c: usize,
+    /// Global output row (`b * out_h + oy`) of the first row of `band`.
+    first: usize,
+    band: &'a mut [f32],
+}
+
+impl Window {
+    /// The output columns `[lo, hi)` whose window tap `kx` falls inside the image.
+    fn x_range(&self, kx: usize) -> (usize, usize) {
+        let off = kx * self.dw;
+        let lo = self.pad_left.saturating_sub(off).div_ceil(self.sw);
+        let hi = match (self.in_w + self.pad_left).checked_sub(off + 1) {
+            Some(last) => (last / self.sw + 1).min(self.out_w),
+            None => 0,
+        };
+        (lo, hi.max(lo))
+    }
+}
+
+/// `acc[i] += x[i] * w[i]` (fused multiply-add) over equal-length slices.
+#[inline(always)]
+fn fma_slices<S: Simd>(simd: S, acc: &mut [f32], x: &[f32], w: &[f32]) {
+    let (ah, at) = S::as_mut_simd_f32s(acc);
+    let (xh, xt) = S::as_simd_f32s(x);
+    let (wh, wt) = S::as_simd_f32s(w);
+    for ((a, &x), &w) in ah.iter_mut().zip(xh).zip(wh) {
+        *a = simd.mul_add_f32s(x, w, *a);
+    }
+    for ((a, &x), &w) in at.iter_mut().zip(xt).zip(wt) {
+        *a = x.mul_add(w, *a);
+    }
+}
+
+/// The activation in place over a slice.
+#[inline(always)]
+fn act_slice<S: Simd>(simd: S, act: Act, xs: &mut [f32]) {
+    if act == Act::None {
+        return;
+    }
+    let (h, t) = S::as_mut_simd_f32s(xs);
+    for v in h {
+        *v = act_v(simd, act, *v);
+    }
+    for v in t {
+        *v = act.apply(*v);
+    }
+}
+
+/// Output pixels the blocked depthwise kernel keeps in registers.
+const DW_BLOCK: usize = 8;
+
+/// One window row of a [`DW_BLOCK`]-pixel block: `acc[p] += x[q] * w[kx]` for every window
+/// position `q = p SW + kx` of the block. Without `CHECK`, `row` holds exactly the block's
+/// input pixels; with it, `row` is the whole input row, `first` the (possibly negative) input
+/// column of position 0, and positions outside the row are skipped (zero padding).
+#[inline(always)]
+fn dw_block_row<S: Simd, const KW: usize, const SW: usize, const CHECK: bool>(
+    simd: S,
+    row: &[f32],
+    first: isize,
+    c: usize,
+    j: usize,
+    len: usize,
+    wk: &[S::f32s; KW],
+    acc: &mut [S::f32s; DW_BLOCK],
+) {
+    let in_w = row.len() / c.max(1);
+    for q in 0..(DW_BLOCK - 1) * SW + KW {
+        let o = if CHECK {
+            match usize::try_from(first + q as isize) {
+                Ok(ix) if ix < in_w => ix * c,
+                _ => continue,
+            }
+        } else {
+            q * c
+        };
+        let xv = load_full::<S>(&row[o + j..o + j + len]);
+        for (kx, &w) in wk.iter().enumerate() {
+            if q >= kx && (q - kx) % SW == 0 && (q - kx) / SW < DW_BLOCK {
+                let p = (q - kx) / SW;
+                acc[p] = simd.mul_add_f32s(xv, w, acc[p]);
+            }
+        }
+    }
+}
+
+/// One output row of a depthwise convolution with `KW`-wide windows, horizontal stride `SW`
+/// and no dilation, register-blocked: per vector of channels, [`DW_BLOCK`] neighbouring
+/// outputs accumulate in registers; per window row, each input pixel vector is loaded once and
+/// used by every output of the block whose window covers it (the `KW` weights of the window
+/// row stay in registers); pixels outside the image are skipped (zero padding). Each sum is the
+/// scalar kernel's: bias, then taps in `(ky, kx)` order.
+#[inline(always)]
+fn dw_row_blocked<S: Simd, const KW: usize, const SW: usize>(
+    simd: S,
+    op: &Depthwise,
+    img: &[f32],
+    c: usize,
+    oy: usize,
+    dst: &mut [f32],
+) {
+    let win = &op.win;
+    let (l, ow) = (S::F32_LANES, win.out_w);
+    // block outer, channels inner: the block's input pixels (all channels) stay in L1
+    let mut ox = 0;
+    while ox < ow {
+        let mut j = 0;
+        while j < c {
+            let len = l.min(c - j);
+            let bias = load_full::<S>(&op.bias[j..j + len]);
+            let mut acc = [bias; DW_BLOCK];
+            for ky in 0..win.kh {
+                let Some(iy) = win.src_y(oy, ky) else {
+                    continue;
+                };
+                // (no closures in here: they would not inherit the SIMD target features)
+                let mut wk = [bias; KW];
+                for (kx, w) in wk.iter_mut().enumerate() {
+                    let t = (ky * KW + kx) * c + j;
+                    *w = load_full::<S>(&op.weights[t..t + len]);
+                }
+                let row = &img[iy * win.in_w * c..(iy + 1) * win.in_w * c];
+                match (ox * SW).checked_sub(win.pad_left) {
+                    // the whole block inside the image: no checks per pixel
+                    Some(x0) if x0 + (DW_BLOCK - 1) * SW + KW <= win.in_w => {
+                        let row = &row[x0 * c..(x0 + (DW_BLOCK - 1) * SW + KW) * c];
+                        dw_block_row::<S, KW, SW, false>(simd, row, 0, c, j, len, &wk, &mut acc);
+                    }
+                    _ => {
+                        let first = (ox * SW) as isize - win.pad_left as isize;
+                        dw_block_row::<S, KW, SW, true>(simd, row, first, c, j, len, &wk, &mut acc);
+                    }
+                }
+            }
+            for (p, &a) in acc.iter().enumerate().take(ow - ox) {
+                let d = (ox + p) * c + j;
+                store_full::<S>(&mut dst[d..d + len], act_v(simd, op.act, a));
+            }
+            j += l;
+        }
+        ox += DW_BLOCK;
+    }
+}
+
+/// One output row of a depthwise convolution with any window: the row starts as the bias,
+/// then each window tap `(ky, kx)` adds `x[input pixel] * w[tap]` to every output pixel it
+/// reaches inside the image (one contiguous pass over the row per tap), then the activation.
+/// Same sums as [`dw_row_blocked`].
+#[inline(always)]
+fn dw_row_taps<S: Simd>(
+    simd: S,
+    op: &Depthwise,
+    img: &[f32],
+    c: usize,
+    oy: usize,
+    dst: &mut [f32],
+) {
+    let win = &op.win;
+    let row_in = win.in_w * c;
+    for px in dst.chunks_exact_mut(c) {
+        px.copy_from_slice(&op.bias);
+    }
+    for ky in 0..win.kh {
+        let Some(iy) = win.src_y(oy, ky) else {
+            continue;
+        };
+        let src = &img[iy * row_in..(iy + 1) * row_in];
+        for kx in 0..win.kw {
+            let (lo, hi) = win.x_range(kx);
+            if lo >= hi {
+                continue;
+            }
+            let t = ky * win.kw + kx;
+            let w = &op.weights[t * c..(t + 1) * c];
+            let x0 = lo * win.sw + kx * win.dw - win.pad_left;
+            let xs = src[x0 * c..].chunks_exact(c).step_by(win.sw);
+            for (a, xp) in dst[lo * c..hi * c].chunks_exact_mut(c).zip(xs) {
+                fma_slices(simd, a, xp, w);
+            }
+        }
+    }
+    act_slice(simd, op.act, dst);
+}
+
+impl WithSimd for DepthwiseRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            op,
+            x,
+            c,
+            first,
+            band,
+        } = self;
+        let win = &op.win;
+        let plane = win.in_h * win.in_w * c;
+        for (i, dst) in band.chunks_exact_mut(win.out_w * c).enumerate() {
+            let (b, oy) = ((first + i) / win.out_h, (first + i) % win.out_h);
+            let img = &x[b * plane..(b + 1) * plane];
+            if !c.is_multiple_of(S::F32_LANES) {
+                dw_row_taps(simd, op, img, c, oy, dst);
+                continue;
+            }
+            match (win.kw, win.sw, win.dw) {
+                (3, 1, 1) => dw_row_blocked::<S, 3, 1>(simd, op, img, c, oy, dst),
+                (3, 2, 1) => dw_row_blocked::<S, 3, 2>(simd, op, img, c, oy, dst),
+                (5, 1, 1) => dw_row_blocked::<S, 5, 1>(simd, op, img, c, oy, dst),
+                (5, 2, 1) => dw_row_blocked::<S, 5, 2>(simd, op, img, c, oy, dst),
+                _ => dw_row_taps(simd, op, img, c, oy, dst),
+            }
+        }
+    }
+}
+
 impl CustomOp1 for Depthwise {
     fn name(&self) -> &'static str {
         "tflite-depthwise-conv2d"
@@ -335,6 +638,21 @@ impl CustomOp1 for Depthwise {
         let (oh, ow) = (win.out_h, win.out_w);
         let taps = win.tap_offsets(c);
         let mut out = vec![0f32; n * oh * ow * co];
+        if self.multiplier == 1 {
+            par_rows(&mut out, ow * co, ow * co * taps.len(), |r0, band| {
+                dispatch_for(
+                    c,
+                    DepthwiseRows {
+                        op: self,
+                        x,
+                        c,
+                        first: r0,
+                        band,
+                    },
+                )
+            });
+            return Ok((CpuStorage::F32(out), Shape::from_dims(&[n, oh, ow, co])));
+        }
         par_rows(&mut out, ow * co, ow * co * taps.len(), |r0, band| {
             let mut tmp = vec![0f32; co];
             for (i, dst) in band.chunks_exact_mut(ow * co).enumerate() {
@@ -347,56 +665,317 @@ impl CustomOp1 for Depthwise {
     }
 }
 
-/// NHWC im2col: `[N, H, W, C] -> [N * H_out * W_out, kh * kw * C]`, zeros in the padding.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Im2Col {
-    pub win: Window,
+/// One output row of the NHWC im2col of `img` (`in_h x in_w x c`): `ow` patches of
+/// `kh kw c` values in `(ky, kx, c)` order, zeros in the padding.
+fn im2col_row(win: &Window, img: &[f32], c: usize, oy: usize, dst: &mut [f32]) {
+    let k = win.kh * win.kw * c;
+    let w = win.in_w;
+    for (ox, patch) in dst.chunks_exact_mut(k).enumerate() {
+        let row_inside = win.dw == 1 && win.inside_x(ox);
+        for ky in 0..win.kh {
+            let len = win.kw * c;
+            let Some(iy) = win.src_y(oy, ky) else {
+                patch[ky * len..(ky + 1) * len].fill(0.0);
+                continue;
+            };
+            if row_inside {
+                // The kw taps of this window row are adjacent pixels: one copy.
+                let src = (iy * w + ox * win.sw - win.pad_left) * c;
+                patch[ky * len..(ky + 1) * len].copy_from_slice(&img[src..src + len]);
+                continue;
+            }
+            for kx in 0..win.kw {
+                let d = (ky * win.kw + kx) * c;
+                match win.src_x(ox, kx) {
+                    Some(ix) => patch[d..d + c]
+                        .copy_from_slice(&img[(iy * w + ix) * c..(iy * w + ix + 1) * c]),
+                    None => patch[d..d + c].fill(0.0),
+                }
+            }
+        }
+    }
 }
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "tflite-im2col"
-    }
+/// Output columns per panel of [`Packed`] weights: 2 AVX-512 vectors, 4 AVX2 or NEON ones.
+const PANEL: usize = 32;
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, [n, h, w, c]) = nhwc(s, l, self.name())?;
-        let win = &self.win;
-        if (h, w) != (win.in_h, win.in_w) {
-            bail!("im2col: input {h}x{w} does not fit the prepared window");
+/// The weights of a matrix product `[M, K] x [K, N]` packed for [`gemm`]: panels of
+/// [`PANEL`] output columns, each `K` rows of `PANEL` values (zero past `N`), so the kernel
+/// reads one contiguous stream per panel; the bias padded the same way.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    pub k: usize,
+    pub n: usize,
+    data: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Packed {
+    /// From the rows of a TensorFlow Lite filter: `w[j * k + i]` is the weight of input `i`
+    /// for output `j` (`[C_out, kh, kw, C_in]` flattened), `bias[j]` per output.
+    pub(crate) fn from_filter(w: &[f32], n: usize, k: usize, bias: &[f32]) -> Option<Self> {
+        if w.len() != n * k || bias.len() != n {
+            return None;
         }
-        let (oh, ow) = (win.out_h, win.out_w);
-        let k = win.kh * win.kw * c;
-        let mut out = vec![0f32; n * oh * ow * k];
-        par_rows(&mut out, ow * k, ow * k, |r0, band| {
-            for (i, dst) in band.chunks_exact_mut(ow * k).enumerate() {
-                let (b, oy) = ((r0 + i) / oh, (r0 + i) % oh);
-                let img = &x[b * h * w * c..(b + 1) * h * w * c];
-                for (ox, patch) in dst.chunks_exact_mut(k).enumerate() {
-                    let row_inside = win.dw == 1 && win.inside_x(ox);
-                    for ky in 0..win.kh {
-                        let Some(iy) = win.src_y(oy, ky) else {
-                            continue;
-                        };
-                        if row_inside {
-                            // The kw taps of this window row are adjacent pixels: one copy.
-                            let len = win.kw * c;
-                            let src = (iy * w + ox * win.sw - win.pad_left) * c;
-                            patch[ky * len..(ky + 1) * len].copy_from_slice(&img[src..src + len]);
-                            continue;
-                        }
-                        for kx in 0..win.kw {
-                            let Some(ix) = win.src_x(ox, kx) else {
-                                continue;
-                            };
-                            let d = (ky * win.kw + kx) * c;
-                            patch[d..d + c]
-                                .copy_from_slice(&img[(iy * w + ix) * c..(iy * w + ix + 1) * c]);
-                        }
+        let panels = n.div_ceil(PANEL);
+        let mut data = vec![0f32; panels * k * PANEL];
+        let mut b = vec![0f32; panels * PANEL];
+        for j in 0..n {
+            let (p, q) = (j / PANEL, j % PANEL);
+            for i in 0..k {
+                data[(p * k + i) * PANEL + q] = w[j * k + i];
+            }
+            b[j] = bias[j];
+        }
+        Some(Self {
+            k,
+            n,
+            data,
+            bias: b,
+        })
+    }
+}
+
+/// One call of the matrix-product kernel: `c[r, j] = act2(act(bias[j] + sum_i a[r, i] w[i, j])
+/// + res[r, j])` (without `res`: `act(...)` only) for the `rows` rows of `a` (`rows x k`,
+/// contiguous); `c` and `res` are `rows x n`.
+struct Gemm<'a> {
+    w: &'a Packed,
+    a: &'a [f32],
+    rows: usize,
+    c: &'a mut [f32],
+    res: Option<&'a [f32]>,
+    act: Act,
+    act2: Act,
+}
+
+impl WithSimd for Gemm<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // MR rows x NV vectors of accumulators: 16 of the 32 AVX-512 registers, 12 of the 16
+        // AVX2 ones; NV * lanes = PANEL.
+        match S::F32_LANES {
+            16 => gemm::<S, 8, 2>(simd, self),
+            8 => gemm::<S, 3, 4>(simd, self),
+            4 => gemm::<S, 3, 8>(simd, self),
+            1 => gemm::<S, 1, 32>(simd, self),
+            _ => gemm_plain(self),
+        }
+    }
+}
+
+/// The register-blocked kernel (the GotoBLAS / BLIS micro-kernel scheme, Goto & van de Geijn,
+/// ACM TOMS 34(3), 2008): for each block of `MR` rows of `a` (read in place) and
+/// each panel, `MR x NV` vector accumulators start at the bias and take one rank-1 update per
+/// `i` (`acc[r][v] += a[r, i] * w[i, v]`, fused multiply-adds), then the epilogue.
+#[inline(always)]
+fn gemm<S: Simd, const MR: usize, const NV: usize>(simd: S, g: Gemm<'_>) {
+    let Gemm {
+        w,
+        a,
+        rows,
+        c,
+        res,
+        act,
+        act2,
+    } = g;
+    let (k, n, l) = (w.k, w.n, S::F32_LANES);
+    debug_assert_eq!(NV * l, PANEL);
+    if rows == 0 || k == 0 {
+        return;
+    }
+    let panels = n.div_ceil(PANEL);
+    let mut r0 = 0;
+    while r0 < rows {
+        let mr = (rows - r0).min(MR);
+        // rows past the end repeat the last one (computed, never stored)
+        let ar: [&[f32]; MR] = std::array::from_fn(|r| &a[(r0 + r.min(mr - 1)) * k..][..k]);
+        for p in 0..panels {
+            let wp = S::as_simd_f32s(&w.data[p * k * PANEL..(p + 1) * k * PANEL]).0;
+            let bp = S::as_simd_f32s(&w.bias[p * PANEL..(p + 1) * PANEL]).0;
+            let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
+            for row in acc.iter_mut() {
+                for (v, b) in row.iter_mut().zip(bp) {
+                    *v = *b;
+                }
+            }
+            for (i, wr) in wp.chunks_exact(NV).enumerate() {
+                for r in 0..MR {
+                    let x = simd.splat_f32s(ar[r][i]);
+                    for v in 0..NV {
+                        acc[r][v] = simd.mul_add_f32s(x, wr[v], acc[r][v]);
                     }
                 }
             }
+            for (r, row) in acc.iter().enumerate().take(mr) {
+                let base = (r0 + r) * n;
+                for (v, &y) in row.iter().enumerate() {
+                    let j = p * PANEL + v * l;
+                    if j >= n {
+                        break;
+                    }
+                    let len = (n - j).min(l);
+                    let mut y = act_v(simd, act, y);
+                    if let Some(res) = res {
+                        y = act_v(
+                            simd,
+                            act2,
+                            simd.add_f32s(y, load(simd, &res[base + j..base + j + len])),
+                        );
+                    }
+                    store(simd, &mut c[base + j..base + j + len], y);
+                }
+            }
+        }
+        r0 += mr;
+    }
+}
+
+/// The same product without SIMD types (other lane counts).
+fn gemm_plain(g: Gemm<'_>) {
+    let (k, n) = (g.w.k, g.w.n);
+    for r in 0..g.rows {
+        let ar = &g.a[r * k..(r + 1) * k];
+        for j in 0..n {
+            let (p, q) = (j / PANEL, j % PANEL);
+            let mut acc = g.w.bias[j];
+            for (i, &x) in ar.iter().enumerate() {
+                acc += x * g.w.data[(p * k + i) * PANEL + q];
+            }
+            let mut y = g.act.apply(acc);
+            if let Some(res) = g.res {
+                y = g.act2.apply(y + res[r * n + j]);
+            }
+            g.c[r * n + j] = y;
+        }
+    }
+}
+
+/// A convolution as a matrix product (Chellapilla et al. 2006): each output pixel is a row of
+/// `kh kw C_in` inputs (its NHWC im2col patch, built per band of output rows in a small
+/// buffer; a 1x1 / stride 1 convolution reads the input rows directly) times the packed
+/// `[kh kw C_in, C_out]` weights, with bias and activation applied as the results leave the
+/// registers.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    pub win: Window,
+    pub cin: usize,
+    pub w: Packed,
+    pub act: Act,
+    pub pointwise: bool,
+}
+
+/// Size (floats) of the im2col buffer of one band step: a few output rows, in L2.
+const IM2COL_CHUNK: usize = 1 << 15;
+
+impl Conv {
+    fn check(&self, dims: [usize; 4]) -> Result<()> {
+        let [_, h, w, c] = dims;
+        let win = &self.win;
+        if (h, w, c) != (win.in_h, win.in_w, self.cin)
+            || self.w.k != win.kh * win.kw * c
+            || (self.pointwise && (win.out_h, win.out_w) != (h, w))
+        {
+            bail!("conv: input {h}x{w}x{c} does not fit the prepared kernel");
+        }
+        Ok(())
+    }
+
+    /// The output `[n, out_h, out_w, C_out]`, with `act2(y + res)` when `res` is given.
+    fn forward(&self, x: &[f32], n: usize, res: Option<&[f32]>, act2: Act) -> Vec<f32> {
+        let win = &self.win;
+        let (oh, ow, co, k) = (win.out_h, win.out_w, self.w.n, self.w.k);
+        let plane = win.in_h * win.in_w * self.cin;
+        let mut out = vec![0f32; n * oh * ow * co];
+        let arch = Arch::new();
+        par_rows(&mut out, ow * co, ow * co * k, |r0, band| {
+            let mut cols = Vec::new();
+            let rows = band.len() / (ow * co);
+            let step = if self.pointwise {
+                rows
+            } else {
+                (IM2COL_CHUNK / (ow * k).max(1)).clamp(1, rows.max(1))
+            };
+            let mut i = 0;
+            while i < rows {
+                let m = step.min(rows - i);
+                let first = r0 + i;
+                let a: &[f32] = if self.pointwise {
+                    &x[first * ow * k..(first + m) * ow * k]
+                } else {
+                    cols.resize(m * ow * k, 0.0);
+                    for (q, dst) in cols.chunks_exact_mut(ow * k).enumerate() {
+                        let (b, oy) = ((first + q) / oh, (first + q) % oh);
+                        im2col_row(win, &x[b * plane..(b + 1) * plane], self.cin, oy, dst);
+                    }
+                    &cols
+                };
+                let span = first * ow * co..(first + m) * ow * co;
+                arch.dispatch(Gemm {
+                    w: &self.w,
+                    a,
+                    rows: m * ow,
+                    c: &mut band[i * ow * co..(i + m) * ow * co],
+                    res: res.map(|r| &r[span]),
+                    act: self.act,
+                    act2,
+                });
+                i += m;
+            }
         });
-        Ok((CpuStorage::F32(out), Shape::from_dims(&[n * oh * ow, k])))
+        out
+    }
+}
+
+impl CustomOp1 for Conv {
+    fn name(&self) -> &'static str {
+        "tflite-conv2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, dims) = nhwc(s, l, self.name())?;
+        self.check(dims)?;
+        let out = self.forward(x, dims[0], None, Act::None);
+        let shape = [dims[0], self.win.out_h, self.win.out_w, self.w.n];
+        Ok((CpuStorage::F32(out), Shape::from_dims(&shape)))
+    }
+}
+
+/// A convolution followed by the ADD of a residual (`act2(conv(x) + r)`), in one pass: the
+/// sum is made as the convolution's results leave the registers.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvAdd {
+    pub conv: Conv,
+    pub act2: Act,
+}
+
+impl CustomOp2 for ConvAdd {
+    fn name(&self) -> &'static str {
+        "tflite-conv2d-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dims) = nhwc(s1, l1, self.name())?;
+        self.conv.check(dims)?;
+        let c = &self.conv;
+        let shape = [dims[0], c.win.out_h, c.win.out_w, c.w.n];
+        if l2.shape().dims() != shape {
+            bail!(
+                "conv + add: residual {:?}, convolution output {shape:?}",
+                l2.shape()
+            );
+        }
+        let r = contiguous(s2, l2, self.name())?;
+        let out = c.forward(x, dims[0], Some(r), self.act2);
+        Ok((CpuStorage::F32(out), Shape::from_dims(&shape)))
     }
 }
 
@@ -407,6 +986,91 @@ pub(crate) struct ConvDirect {
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
     pub act: Act,
+}
+
+/// Output pixels (in vectors) a [`DirectRows`] chunk keeps in registers.
+const DIRECT_CHUNK: usize = 8;
+
+/// Output rows of a stride-1 [`ConvDirect`] from a planar copy of the input: `planar[ci][y][x]`
+/// with the padding as zeros (`pw` columns, `ph` rows per channel), so each tap of each output
+/// channel is a contiguous stream along the row: `acc[ox] += w[o, ky, kx, ci]
+/// planar[ci][oy + ky][ox + kx]`, [`DIRECT_CHUNK`] vectors of outputs in registers, taps in
+/// `(ky, kx, ci)` order from the bias.
+struct DirectRows<'a> {
+    op: &'a ConvDirect,
+    planar: &'a [f32],
+    c: usize,
+    pw: usize,
+    ph: usize,
+    first: usize,
+    band: &'a mut [f32],
+}
+
+impl WithSimd for DirectRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            op,
+            planar,
+            c,
+            pw,
+            ph,
+            first,
+            band,
+        } = self;
+        let win = &op.win;
+        let (co, ow, l) = (op.bias.len(), win.out_w, S::F32_LANES);
+        let (kh, kw) = (win.kh, win.kw);
+        let mut row = vec![0f32; ow];
+        for (i, dst) in band.chunks_exact_mut(ow * co).enumerate() {
+            let (b, oy) = ((first + i) / win.out_h, (first + i) % win.out_h);
+            let img = &planar[b * c * ph * pw..(b + 1) * c * ph * pw];
+            for o in 0..co {
+                let bias = simd.splat_f32s(op.bias[o]);
+                let mut x0 = 0;
+                while x0 + DIRECT_CHUNK * l <= ow {
+                    let mut acc = [bias; DIRECT_CHUNK];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            for ci in 0..c {
+                                let t = ((o * kh + ky) * kw + kx) * c + ci;
+                                let wv = simd.splat_f32s(op.weights[t]);
+                                let start = (ci * ph + oy + ky) * pw + x0 + kx;
+                                let src = S::as_simd_f32s(&img[start..start + DIRECT_CHUNK * l]).0;
+                                for (a, &xv) in acc.iter_mut().zip(src) {
+                                    *a = simd.mul_add_f32s(xv, wv, *a);
+                                }
+                            }
+                        }
+                    }
+                    let (rh, _) = S::as_mut_simd_f32s(&mut row[x0..x0 + DIRECT_CHUNK * l]);
+                    for (r, a) in rh.iter_mut().zip(acc) {
+                        *r = act_v(simd, op.act, a);
+                    }
+                    x0 += DIRECT_CHUNK * l;
+                }
+                // the rest of the row, one output at a time
+                for (ox, r) in row.iter_mut().enumerate().skip(x0) {
+                    let mut acc = op.bias[o];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            for ci in 0..c {
+                                let t = ((o * kh + ky) * kw + kx) * c + ci;
+                                let v = img[(ci * ph + oy + ky) * pw + ox + kx];
+                                acc = v.mul_add(op.weights[t], acc);
+                            }
+                        }
+                    }
+                    *r = op.act.apply(acc);
+                }
+                for (d, &r) in dst.iter_mut().skip(o).step_by(co).zip(&row) {
+                    *d = r;
+                }
+            }
+        }
+    }
 }
 
 impl CustomOp1 for ConvDirect {
@@ -424,6 +1088,35 @@ impl CustomOp1 for ConvDirect {
         }
         let (oh, ow) = (win.out_h, win.out_w);
         let mut out = vec![0f32; n * oh * ow * co];
+        if (win.sh, win.sw, win.dh, win.dw) == (1, 1, 1, 1) {
+            // planar copy with zero padding: rows pad_top + in_h + kh - 1, columns likewise
+            let (pw, ph) = (ow + win.kw - 1, oh + win.kh - 1);
+            let mut planar = vec![0f32; n * c * ph * pw];
+            let cols = w.min(pw - win.pad_left);
+            for b in 0..n {
+                for y in 0..h.min(ph - win.pad_top) {
+                    let src = &x[(b * h + y) * w * c..(b * h + y + 1) * w * c];
+                    for ci in 0..c {
+                        let d = ((b * c + ci) * ph + y + win.pad_top) * pw + win.pad_left;
+                        for (o, px) in planar[d..d + cols].iter_mut().zip(src.chunks_exact(c)) {
+                            *o = px[ci];
+                        }
+                    }
+                }
+            }
+            par_rows(&mut out, ow * co, ow * co * kk * c, |r0, band| {
+                Arch::new().dispatch(DirectRows {
+                    op: self,
+                    planar: &planar,
+                    c,
+                    pw,
+                    ph,
+                    first: r0,
+                    band,
+                })
+            });
+            return Ok((CpuStorage::F32(out), Shape::from_dims(&[n, oh, ow, co])));
+        }
         par_rows(&mut out, ow * co, ow * co * kk * c, |r0, band| {
             for (i, dst) in band.chunks_exact_mut(ow * co).enumerate() {
                 let (b, oy) = ((r0 + i) / oh, (r0 + i) % oh);
@@ -462,41 +1155,6 @@ impl CustomOp1 for ConvDirect {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from_dims(&[n, oh, ow, co])))
-    }
-}
-
-/// In place: `y[.., c] = act(y[.., c] + b[c])` over a contiguous `[.., C]` tensor.
-#[derive(Debug, Clone)]
-pub(crate) struct BiasAct {
-    pub bias: Vec<f32>,
-    pub act: Act,
-}
-
-impl InplaceOp1 for BiasAct {
-    fn name(&self) -> &'static str {
-        "tflite-bias-act"
-    }
-
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
-        let CpuStorage::F32(data) = s else {
-            bail!("bias: only f32 tensors are supported");
-        };
-        let Some((a, b)) = l.contiguous_offsets() else {
-            bail!("bias: tensor must be contiguous");
-        };
-        let c = self.bias.len();
-        if l.shape().dims().last() != Some(&c) {
-            bail!("bias: {c} values for shape {:?}", l.shape().dims());
-        }
-        par_rows(&mut data[a..b], c, c, |_, band| {
-            for row in band.chunks_exact_mut(c) {
-                for (v, &bv) in row.iter_mut().zip(&self.bias) {
-                    *v += bv;
-                }
-            }
-            self.act.apply_all(band);
-        });
-        Ok(())
     }
 }
 
@@ -610,6 +1268,81 @@ fn interp_coords(out: usize, inp: usize, align: bool, half: bool) -> Vec<(usize,
         .collect()
 }
 
+/// Output rows of a [`ResizeBilinear`], vectorised over channels: `w00 p00 + w01 p01 + w10 p10 +
+/// w11 p11` per output (fused multiply-adds, in that order).
+struct ResizeRows<'a> {
+    x: &'a [f32],
+    dims: [usize; 3],
+    out_h: usize,
+    ys: &'a [(usize, usize, f32)],
+    xs: &'a [(usize, usize, f32)],
+    first: usize,
+    band: &'a mut [f32],
+}
+
+impl WithSimd for ResizeRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            x,
+            dims: [h, w, c],
+            out_h,
+            ys,
+            xs,
+            first,
+            band,
+        } = self;
+        let ow = xs.len();
+        for (i, dst) in band.chunks_exact_mut(ow * c).enumerate() {
+            let (b, oy) = ((first + i) / out_h, (first + i) % out_h);
+            let img = &x[b * h * w * c..(b + 1) * h * w * c];
+            let (y0, y1, fy) = ys[oy];
+            let (r0, r1) = (
+                &img[y0 * w * c..(y0 + 1) * w * c],
+                &img[y1 * w * c..(y1 + 1) * w * c],
+            );
+            for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(xs) {
+                let ws = [
+                    (1.0 - fy) * (1.0 - fx),
+                    (1.0 - fy) * fx,
+                    fy * (1.0 - fx),
+                    fy * fx,
+                ];
+                let ps = [
+                    &r0[x0 * c..(x0 + 1) * c],
+                    &r0[x1 * c..(x1 + 1) * c],
+                    &r1[x0 * c..(x0 + 1) * c],
+                    &r1[x1 * c..(x1 + 1) * c],
+                ];
+                // (no closures in here: they would not inherit the SIMD target features)
+                let w00 = simd.splat_f32s(ws[0]);
+                let w01 = simd.splat_f32s(ws[1]);
+                let w10 = simd.splat_f32s(ws[2]);
+                let w11 = simd.splat_f32s(ws[3]);
+                let (p00, t00) = S::as_simd_f32s(ps[0]);
+                let (p01, t01) = S::as_simd_f32s(ps[1]);
+                let (p10, t10) = S::as_simd_f32s(ps[2]);
+                let (p11, t11) = S::as_simd_f32s(ps[3]);
+                let (dh, dt) = S::as_mut_simd_f32s(d);
+                for ((((o, &a), &b), &e), &f) in dh.iter_mut().zip(p00).zip(p01).zip(p10).zip(p11) {
+                    let acc = simd.mul_f32s(a, w00);
+                    let acc = simd.mul_add_f32s(b, w01, acc);
+                    let acc = simd.mul_add_f32s(e, w10, acc);
+                    *o = simd.mul_add_f32s(f, w11, acc);
+                }
+                for (k, o) in dt.iter_mut().enumerate() {
+                    let acc = t00[k] * ws[0];
+                    let acc = t01[k].mul_add(ws[1], acc);
+                    let acc = t10[k].mul_add(ws[2], acc);
+                    *o = t11[k].mul_add(ws[3], acc);
+                }
+            }
+        }
+    }
+}
+
 impl CustomOp1 for ResizeBilinear {
     fn name(&self) -> &'static str {
         "tflite-resize-bilinear"
@@ -625,20 +1358,18 @@ impl CustomOp1 for ResizeBilinear {
         let xs = interp_coords(ow, w, self.align_corners, self.half_pixel_centers);
         let mut out = vec![0f32; n * oh * ow * c];
         par_rows(&mut out, ow * c, ow * c * 4, |r0, band| {
-            for (i, dst) in band.chunks_exact_mut(ow * c).enumerate() {
-                let (b, oy) = ((r0 + i) / oh, (r0 + i) % oh);
-                let img = &x[b * h * w * c..(b + 1) * h * w * c];
-                let px = |y: usize, xx: usize| &img[(y * w + xx) * c..(y * w + xx + 1) * c];
-                let (y0, y1, fy) = ys[oy];
-                for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(&xs) {
-                    let (p00, p01, p10, p11) = (px(y0, x0), px(y0, x1), px(y1, x0), px(y1, x1));
-                    let (w00, w01) = ((1.0 - fy) * (1.0 - fx), (1.0 - fy) * fx);
-                    let (w10, w11) = (fy * (1.0 - fx), fy * fx);
-                    for (k, o) in d.iter_mut().enumerate() {
-                        *o = p00[k] * w00 + p01[k] * w01 + p10[k] * w10 + p11[k] * w11;
-                    }
-                }
-            }
+            dispatch_for(
+                c,
+                ResizeRows {
+                    x,
+                    dims: [h, w, c],
+                    out_h: oh,
+                    ys: &ys,
+                    xs: &xs,
+                    first: r0,
+                    band,
+                },
+            )
         });
         Ok((CpuStorage::F32(out), Shape::from_dims(&[n, oh, ow, c])))
     }
@@ -688,5 +1419,335 @@ impl CustomOp1 for MaxPool {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from_dims(&[n, oh, ow, c])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The SIMD kernels against plain loops of the definitions in the module doc, on random
+    //! data, with shapes that reach every path: borders on all sides, strides 1 and 2, channel
+    //! counts with and without a vector tail (AVX-512, AVX2 and scalar widths), partial blocks.
+
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (an LCG).
+    fn rnd(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn storage(x: &[f32], dims: &[usize]) -> (CpuStorage, Layout) {
+        (
+            CpuStorage::F32(x.to_vec()),
+            Layout::contiguous(Shape::from_dims(dims)),
+        )
+    }
+
+    fn f32s(s: CpuStorage) -> Vec<f32> {
+        match s {
+            CpuStorage::F32(v) => v,
+            _ => panic!("not f32"),
+        }
+    }
+
+    /// `y[oy, ox, o] = act(b[o] + sum x[iy, ix, c] w[tap(o, ky, kx, c)])` in f64 over the
+    /// window's in-image taps; `w_at(o, ky, kx, c)` indexes the weights.
+    fn naive_conv(
+        win: &Window,
+        x: &[f32],
+        c: usize,
+        co: usize,
+        w_at: impl Fn(usize, usize, usize, usize) -> f32,
+        bias: &[f32],
+        act: Act,
+    ) -> Vec<f32> {
+        let mut y = Vec::new();
+        for oy in 0..win.out_h {
+            for ox in 0..win.out_w {
+                for o in 0..co {
+                    let mut acc = f64::from(bias[o]);
+                    for ky in 0..win.kh {
+                        for kx in 0..win.kw {
+                            let (Some(iy), Some(ix)) = (win.src_y(oy, ky), win.src_x(ox, kx))
+                            else {
+                                continue;
+                            };
+                            for ci in 0..c {
+                                acc += f64::from(x[(iy * win.in_w + ix) * c + ci])
+                                    * f64::from(w_at(o, ky, kx, ci));
+                            }
+                        }
+                    }
+                    y.push(act.apply(acc as f32));
+                }
+            }
+        }
+        y
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    /// Windows: SAME 3x3/1, SAME 3x3/2, SAME 5x5/1, SAME 5x5/2, explicit (1, 2) pads 3x3/2, a
+    /// VALID 2x2/1, on 7x9 and 13x10 images.
+    fn windows() -> Vec<Window> {
+        let mut v = Vec::new();
+        for (h, w) in [(7, 9), (13, 10)] {
+            for (k, st) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+                v.extend(Window::new((h, w), (k, k), (st, st), (1, 1), Padding::Same));
+            }
+            v.extend(Window::explicit(
+                (h, w),
+                (3, 3),
+                (2, 2),
+                (1, 1),
+                (1, 2),
+                (1, 2),
+            ));
+            v.extend(Window::new((h, w), (2, 2), (1, 1), (1, 1), Padding::Valid));
+        }
+        v
+    }
+
+    #[test]
+    fn conv_and_conv_add_match_the_definition() {
+        for (wi, win) in windows().into_iter().enumerate() {
+            for (cin, co) in [(3, 5), (8, 24), (16, 33), (5, 64)] {
+                let k = win.kh * win.kw * cin;
+                let x = rnd(win.in_h * win.in_w * cin, 1 + wi as u64);
+                let filt = rnd(co * k, 2);
+                let bias = rnd(co, 3);
+                let conv = Conv {
+                    win,
+                    cin,
+                    w: Packed::from_filter(&filt, co, k, &bias).expect("pack"),
+                    act: Act::Relu6,
+                    pointwise: false,
+                };
+                let w_at = |o: usize, ky: usize, kx: usize, ci: usize| {
+                    filt[o * k + (ky * win.kw + kx) * cin + ci]
+                };
+                let want = naive_conv(&win, &x, cin, co, w_at, &bias, Act::Relu6);
+                let (st, l) = storage(&x, &[1, win.in_h, win.in_w, cin]);
+                let (y, shape) = conv.cpu_fwd(&st, &l).expect("conv");
+                assert_eq!(shape.dims(), &[1, win.out_h, win.out_w, co]);
+                let what = format!("conv {win:?} {cin}->{co}");
+                assert_close(&f32s(y), &want, &what);
+
+                // act2(conv(x) + r), conv without activation
+                let r = rnd(want.len(), 4);
+                let plain = Conv {
+                    act: Act::None,
+                    ..conv
+                };
+                let lin = naive_conv(&win, &x, cin, co, w_at, &bias, Act::None);
+                let want: Vec<f32> = lin.iter().zip(&r).map(|(a, b)| (a + b).max(0.0)).collect();
+                let (rs, rl) = storage(&r, shape.dims());
+                let add = ConvAdd {
+                    conv: plain,
+                    act2: Act::Relu,
+                };
+                let (y, _) = add.cpu_fwd(&st, &l, &rs, &rl).expect("conv + add");
+                assert_close(&f32s(y), &want, &format!("{what} + add"));
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_conv_reads_rows_in_place() {
+        let win = Window::new((6, 11), (1, 1), (1, 1), (1, 1), Padding::Valid).expect("win");
+        for (cin, co) in [(1, 1), (16, 64), (24, 8), (40, 120)] {
+            let x = rnd(66 * cin, 5);
+            let filt = rnd(co * cin, 6);
+            let bias = rnd(co, 7);
+            let conv = Conv {
+                win,
+                cin,
+                w: Packed::from_filter(&filt, co, cin, &bias).expect("pack"),
+                act: Act::None,
+                pointwise: true,
+            };
+            let want = naive_conv(
+                &win,
+                &x,
+                cin,
+                co,
+                |o, _, _, c| filt[o * cin + c],
+                &bias,
+                Act::None,
+            );
+            let (st, l) = storage(&x, &[1, 6, 11, cin]);
+            let (y, _) = conv.cpu_fwd(&st, &l).expect("conv");
+            assert_close(&f32s(y), &want, &format!("1x1 {cin}->{co}"));
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_the_definition() {
+        for (wi, win) in windows().into_iter().enumerate() {
+            for c in [8, 16, 24, 13, 48] {
+                let x = rnd(win.in_h * win.in_w * c, 10 + wi as u64);
+                let weights = rnd(win.kh * win.kw * c, 11);
+                let bias = rnd(c, 12);
+                let dw = Depthwise {
+                    win,
+                    weights: weights.clone(),
+                    bias: bias.clone(),
+                    multiplier: 1,
+                    act: Act::Relu,
+                };
+                // one output channel per input channel: a convolution whose filter is zero
+                // across channels
+                let mut want = Vec::new();
+                for oy in 0..win.out_h {
+                    for ox in 0..win.out_w {
+                        for ch in 0..c {
+                            let mut acc = f64::from(bias[ch]);
+                            for ky in 0..win.kh {
+                                for kx in 0..win.kw {
+                                    let (Some(iy), Some(ix)) =
+                                        (win.src_y(oy, ky), win.src_x(ox, kx))
+                                    else {
+                                        continue;
+                                    };
+                                    acc += f64::from(x[(iy * win.in_w + ix) * c + ch])
+                                        * f64::from(weights[(ky * win.kw + kx) * c + ch]);
+                                }
+                            }
+                            want.push((acc as f32).max(0.0));
+                        }
+                    }
+                }
+                let (st, l) = storage(&x, &[1, win.in_h, win.in_w, c]);
+                let (y, _) = dw.cpu_fwd(&st, &l).expect("depthwise");
+                assert_close(&f32s(y), &want, &format!("depthwise {win:?} c {c}"));
+            }
+        }
+    }
+
+    #[test]
+    fn direct_conv_matches_the_definition() {
+        for (wi, win) in windows().into_iter().enumerate() {
+            for (cin, co) in [(8, 1), (3, 2), (16, 4)] {
+                let kk = win.kh * win.kw;
+                let x = rnd(win.in_h * win.in_w * cin, 20 + wi as u64);
+                let weights = rnd(co * kk * cin, 21);
+                let bias = rnd(co, 22);
+                let conv = ConvDirect {
+                    win,
+                    weights: weights.clone(),
+                    bias: bias.clone(),
+                    act: Act::None,
+                };
+                let w_at = |o: usize, ky: usize, kx: usize, ci: usize| {
+                    weights[((o * win.kh + ky) * win.kw + kx) * cin + ci]
+                };
+                let want = naive_conv(&win, &x, cin, co, w_at, &bias, Act::None);
+                let (st, l) = storage(&x, &[1, win.in_h, win.in_w, cin]);
+                let (y, _) = conv.cpu_fwd(&st, &l).expect("direct");
+                assert_close(&f32s(y), &want, &format!("direct {win:?} {cin}->{co}"));
+            }
+        }
+    }
+
+    #[test]
+    fn wide_rows_take_the_register_chunks_of_the_direct_kernel() {
+        // 40 columns: two chunks of 16 (AVX-512) or four of 8 (AVX2), then single outputs
+        let win = Window::new((5, 40), (3, 3), (1, 1), (1, 1), Padding::Same).expect("win");
+        let (cin, co) = (8, 1);
+        let x = rnd(5 * 40 * cin, 30);
+        let weights = rnd(9 * cin, 31);
+        let conv = ConvDirect {
+            win,
+            weights: weights.clone(),
+            bias: vec![0.25],
+            act: Act::Relu6,
+        };
+        let want = naive_conv(
+            &win,
+            &x,
+            cin,
+            co,
+            |_, ky, kx, ci| weights[(ky * 3 + kx) * cin + ci],
+            &[0.25],
+            Act::Relu6,
+        );
+        let (st, l) = storage(&x, &[1, 5, 40, cin]);
+        let (y, _) = conv.cpu_fwd(&st, &l).expect("direct");
+        assert_close(&f32s(y), &want, "direct 5x40");
+    }
+
+    #[test]
+    fn resize_matches_the_formula() {
+        for c in [8, 5, 32] {
+            let (h, w, oh, ow) = (4, 6, 9, 13);
+            let x = rnd(h * w * c, 40);
+            for (align, half) in [(false, false), (true, false), (false, true)] {
+                let r = ResizeBilinear {
+                    out_h: oh,
+                    out_w: ow,
+                    align_corners: align,
+                    half_pixel_centers: half,
+                };
+                let ys = interp_coords(oh, h, align, half);
+                let xs = interp_coords(ow, w, align, half);
+                let mut want = Vec::new();
+                for &(y0, y1, fy) in &ys {
+                    for &(x0, x1, fx) in &xs {
+                        for k in 0..c {
+                            let p = |y: usize, xx: usize| f64::from(x[(y * w + xx) * c + k]);
+                            let (fy, fx) = (f64::from(fy), f64::from(fx));
+                            let v = p(y0, x0) * (1.0 - fy) * (1.0 - fx)
+                                + p(y0, x1) * (1.0 - fy) * fx
+                                + p(y1, x0) * fy * (1.0 - fx)
+                                + p(y1, x1) * fy * fx;
+                            want.push(v as f32);
+                        }
+                    }
+                }
+                let (st, l) = storage(&x, &[1, h, w, c]);
+                let (y, _) = r.cpu_fwd(&st, &l).expect("resize");
+                assert_close(&f32s(y), &want, &format!("resize c {c} {align} {half}"));
+            }
+        }
+    }
+
+    #[test]
+    fn large_inputs_split_over_threads_give_the_same_result() {
+        // enough work for par_rows to split (PAR_MIN_WORK), compared with a single band
+        let win = Window::new((64, 64), (3, 3), (1, 1), (1, 1), Padding::Same).expect("win");
+        let c = 32;
+        let x = rnd(64 * 64 * c, 50);
+        let dw = Depthwise {
+            win,
+            weights: rnd(9 * c, 51),
+            bias: rnd(c, 52),
+            multiplier: 1,
+            act: Act::None,
+        };
+        let (st, l) = storage(&x, &[1, 64, 64, c]);
+        let (y, _) = dw.cpu_fwd(&st, &l).expect("depthwise");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let (y1, _) = pool.install(|| dw.cpu_fwd(&st, &l)).expect("depthwise");
+        assert_eq!(f32s(y), f32s(y1));
     }
 }
