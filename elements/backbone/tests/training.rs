@@ -106,7 +106,9 @@ fn a_few_steps_reduce_the_loss() -> Result<()> {
     };
     let mut first = None;
     let mut last = 0.0;
-    for step in 0..15 {
+    // candle cannot seed its CPU initialiser, so the start varies run to run: 40 steps leave a
+    // wide margin over the 0.7 ratio (15 steps did not always).
+    for step in 0..40 {
         let o = net.forward_t(&x, true)?;
         let loss = loss_of(&o)?;
         let l = loss.to_scalar::<f32>()?;
