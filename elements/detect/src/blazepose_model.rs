@@ -214,7 +214,7 @@ pub struct BodyFromLandmarks {
 
 /// Ridge weight of the shape prior in [`fit_beta`] (betas are unit-variance components).
 const BETA_RIDGE: f64 = 1e-3;
-/// Poses used to fit the landmark map (and as many to measure it).
+/// Poses used to fit the landmark map.
 const FIT_POSES: usize = 200;
 
 impl BodyFromLandmarks {

@@ -376,9 +376,8 @@ impl BaseTransformImpl for IkolBackbone {
                 gst::info!(
                     CAT,
                     imp = self,
-                    "BlazePose landmarks, map fitted on {} (held-out {:.1} mm)",
-                    s.body_model,
-                    1e3 * body.map().fit_mpjpe_m
+                    "BlazePose landmarks, map fitted on {}",
+                    s.body_model
                 );
                 Net::BlazePose {
                     landmarker,

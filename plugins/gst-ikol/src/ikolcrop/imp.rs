@@ -337,9 +337,10 @@ impl BaseTransformImpl for IkolCrop {
         );
         // 3. The detector, when nothing is tracked or at the interval.
         let tracked = settings.tracking && !feedback.is_empty();
-        let due =
-            settings.detect_interval > 0 && state.frame % u64::from(settings.detect_interval) == 1;
-        if !tracked || due || settings.detect_interval == 1 {
+        // Frames count from 1: detect on frames 1, 1 + N, 1 + 2N, ...
+        let due = settings.detect_interval > 0
+            && (state.frame - 1) % u64::from(settings.detect_interval) == 0;
+        if !tracked || due {
             let d = self.detect(state, buf)?;
             merge(&mut cands, d);
         }
