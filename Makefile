@@ -46,8 +46,14 @@ fmt:
 lint: setup
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# On CI (CI=true) no incremental cache: it only costs disk on a one-shot build.
+ifneq ($(CI),)
+export CARGO_INCREMENTAL := 0
+endif
+
 test: setup models fmt lint
 	$(CARGO) test --workspace --locked
+	@du -sh target 2>/dev/null | sed 's/^/test: build directory /' || true
 
 # The real clip of the demo (pose2sim 0.10.49 on PyPI, BSD-3-Clause), fetched and checked once.
 MEDIA ?= $(HOME)/.cache/ikol/media
