@@ -5,13 +5,11 @@
 //! * [`loss`]: upstream IKOL's loss terms plus L_opt on the unrolled solver;
 //! * [`optim`]: AdamW with checkpointable state;
 //! * [`train`]: the loop (schedule, clipping, NaN guard, checkpoints, exact resume, evaluation);
-//! * [`metrics`]: MPJPE and PA-MPJPE;
 //! * [`plot`]: PNG curves of run directories.
 
 pub mod config;
 pub mod data;
 pub mod loss;
-pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod train;

@@ -24,8 +24,8 @@ use crate::data::{
     Batch, Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, sample_seed,
 };
 use crate::loss::{LossValues, RestBasis, compute_losses, predicted_joints, solve};
-use crate::metrics::{mpjpe, pa_mpjpe};
 use crate::optim::AdamW;
+use ikol_eval::metrics::{mpjpe, pa_mpjpe};
 
 /// Metadata keys of the state file.
 const META_STEP: &str = "ikol.train.step";

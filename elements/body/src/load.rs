@@ -7,6 +7,7 @@ use crate::error::{BodyError, Result};
 use crate::ikolfile;
 use crate::model::{BodyModel, BodyModelParts};
 use crate::smpl_file::{self, LoadOptions, SmplArrays};
+use crate::sparse::Csr;
 
 /// Shape components kept from SMPL files by default (the networks predict 10; SMPL v1.1 files
 /// carry 300).
@@ -65,6 +66,35 @@ impl BodyModel {
                 message: "unknown body-model file type: expected .safetensors, .npz or .pkl".into(),
             }),
         }
+    }
+
+    /// Replaces the H36M-17 regressor with `J_regressor_h36m.npy` (17 x V, dense, as SMPL's
+    /// evaluation files ship it).
+    pub fn set_h36m_regressor(&mut self, npy: &Path) -> Result<()> {
+        let a = crate::npy::read_npy_file(npy).map_err(|e| BodyError::Format {
+            path: npy.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let nv = self.num_vertices();
+        let rows = ikol_types::joints::H36M_JOINTS;
+        if a.shape != [rows, nv] {
+            return Err(BodyError::bad(
+                npy,
+                "J_regressor_h36m",
+                format!(
+                    "shape {:?}, expected [{rows}, {nv}] for body model `{}`",
+                    a.shape, self.name
+                ),
+            ));
+        }
+        let dense = a
+            .to_f64()
+            .map_err(|e| BodyError::bad(npy, "J_regressor_h36m", e.to_string()))?;
+        let csr = Csr::from_dense(rows, nv, &dense, 0.0);
+        csr.validate()
+            .map_err(|e| BodyError::bad(npy, "J_regressor_h36m", e))?;
+        self.j_regressor_h36m = Some(csr);
+        Ok(())
     }
 
     /// `default`, `small`, or a path to a model file.

@@ -6,6 +6,8 @@
 //! z-buffer with perspective-correct depth (1/z interpolated linearly in screen space), and shaded
 //! with Lambert's law from per-vertex normals under a light at the camera.
 
+pub mod image;
+
 use ikol_types::Intrinsics;
 
 /// Pixel layout of a frame buffer.

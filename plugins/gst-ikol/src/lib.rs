@@ -5,14 +5,17 @@
 //!
 //! GStreamer plugin `ikol`: 3D human pose and body-mesh recovery. Elements, in pipeline order:
 //! `ikolcrop` (people to process), `ikolbackbone` (network), `ikolsolver` (inverse kinematics),
-//! `ikolmesher` (body mesh), `ikoloverlay` (drawing) and `ikolexport` (JSON lines). They pass
+//! `ikolmesher` (body mesh), `ikoloverlay` (drawing) and `ikolexport` (JSON lines); for datasets,
+//! `ikol3dpwsrc` (3DPW frames with ground truth) and `ikoleval` (the papers' metrics). They pass
 //! results along in the frame meta `IkolFrameMeta` (see [`meta`]).
 
 mod common;
 pub mod meta;
 
+pub mod ikol3dpwsrc;
 pub mod ikolbackbone;
 pub mod ikolcrop;
+pub mod ikoleval;
 pub mod ikolexport;
 pub mod ikolmesher;
 pub mod ikoloverlay;
@@ -26,6 +29,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
     ikolmesher::register(plugin)?;
     ikoloverlay::register(plugin)?;
     ikolexport::register(plugin)?;
+    ikol3dpwsrc::register(plugin)?;
+    ikoleval::register(plugin)?;
     Ok(())
 }
 

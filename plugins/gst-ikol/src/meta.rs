@@ -19,7 +19,11 @@
 //! backbone's root estimate), `confidence` (J), `twist` (23 x 2 cos/sin), `beta`, `leaf` (5 x 4
 //! quaternions w, x, y, z), `theta` (24 x 3 axis-angle), `translation` (3, camera metres),
 //! `residual` (J metres), `vertices` (V x 3, camera metres), `mesh-joints` (24 x 3, camera
-//! metres). Absent fields are simply not set.
+//! metres); ground truth from a dataset source: `gt-theta` (24 x 3 axis-angle, root in camera
+//! axes), `gt-beta`, `gt-root` (3, camera metres). Absent fields are simply not set.
+//!
+//! Dataset sources also set the frame fields `sequence` (string) and `frame-id` (u64, the
+//! dataset's frame number).
 
 use gst::glib;
 use gst::meta::CustomMeta;
@@ -82,6 +86,12 @@ pub struct Person {
     pub vertices: Vec<[f32; 3]>,
     /// The 24 joints regressed from the posed mesh, camera metres.
     pub mesh_joints: Vec<[f32; 3]>,
+    /// Ground-truth local rotations (axis-angle, root in camera axes), from a dataset source.
+    pub gt_theta: Vec<[f32; 3]>,
+    /// Ground-truth shape coefficients.
+    pub gt_beta: Vec<f32>,
+    /// Ground-truth camera-frame root joint, metres.
+    pub gt_root: Option<[f32; 3]>,
 }
 
 /// Everything the ikol elements know about one frame.
@@ -91,6 +101,10 @@ pub struct FrameMeta {
     pub intrinsics: Option<Intrinsics>,
     pub body_model: Option<String>,
     pub people: Vec<Person>,
+    /// Dataset sequence name (dataset sources).
+    pub sequence: Option<String>,
+    /// Dataset frame number (dataset sources).
+    pub frame_id: Option<u64>,
 }
 
 fn pack<const K: usize>(rows: &[[f32; K]]) -> glib::Bytes {
@@ -209,6 +223,9 @@ impl Person {
         set_rows(&mut s, "residual", &scalars(&self.residual));
         set_rows(&mut s, "vertices", &self.vertices);
         set_rows(&mut s, "mesh-joints", &self.mesh_joints);
+        set_rows(&mut s, "gt-theta", &self.gt_theta);
+        set_rows(&mut s, "gt-beta", &scalars(&self.gt_beta));
+        set_rows(&mut s, "gt-root", self.gt_root.as_slice());
         s
     }
 
@@ -244,6 +261,9 @@ impl Person {
             residual: flat(rows(s, "residual")?),
             vertices: rows(s, "vertices")?,
             mesh_joints: rows(s, "mesh-joints")?,
+            gt_theta: rows(s, "gt-theta")?,
+            gt_beta: flat(rows(s, "gt-beta")?),
+            gt_root: one(s, "gt-root")?,
         })
     }
 
@@ -296,6 +316,12 @@ impl FrameMeta {
         if let Some(b) = &self.body_model {
             s.set("body-model", b.as_str());
         }
+        if let Some(q) = &self.sequence {
+            s.set("sequence", q.as_str());
+        }
+        if let Some(f) = self.frame_id {
+            s.set("frame-id", f);
+        }
         s.set(
             "people",
             gst::Array::new(self.people.iter().map(Person::to_structure)),
@@ -341,11 +367,29 @@ impl FrameMeta {
         } else {
             Vec::new()
         };
+        let sequence = if s.has_field("sequence") {
+            Some(
+                s.get::<String>("sequence")
+                    .map_err(|e| bad("sequence", e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let frame_id = if s.has_field("frame-id") {
+            Some(
+                s.get::<u64>("frame-id")
+                    .map_err(|e| bad("frame-id", e.to_string()))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             stages,
             intrinsics,
             body_model,
             people,
+            sequence,
+            frame_id,
         })
     }
 
@@ -378,8 +422,18 @@ impl FrameMeta {
 /// The meta of a buffer that an element needs from an upstream element, or the message to post:
 /// "`element`: no IkolFrameMeta from `upstream` on the input; put `upstream` before `element`".
 pub fn require(buf: &gst::BufferRef, element: &str, upstream: &str) -> Result<FrameMeta, String> {
+    require_one_of(buf, element, &[upstream])
+}
+
+/// [`require`] satisfied by any of `upstreams` (the first one is named in the message).
+pub fn require_one_of(
+    buf: &gst::BufferRef,
+    element: &str,
+    upstreams: &[&str],
+) -> Result<FrameMeta, String> {
+    let upstream = upstreams.first().copied().unwrap_or("ikolcrop");
     match FrameMeta::read(buf) {
-        Ok(Some(m)) if m.has_stage(upstream) => Ok(m),
+        Ok(Some(m)) if upstreams.iter().any(|u| m.has_stage(u)) => Ok(m),
         Ok(_) => Err(format!(
             "{element}: the input has no results from {upstream}; put {upstream} upstream of {element} \
              (e.g. `... ! {upstream} ! {element} ! ...`)"
@@ -463,6 +517,9 @@ mod tests {
             residual: vec![0.001; 24],
             vertices: vec![[1.0, 2.0, 3.0]; 100],
             mesh_joints: vec![[0.5, 0.5, 0.5]; 24],
+            gt_theta: vec![[-0.1, 0.0, 3.0]; 24],
+            gt_beta: vec![-1.5; 10],
+            gt_root: Some([0.2, -0.3, 4.5]),
         };
         let m = FrameMeta {
             stages: vec!["ikolcrop".into(), "ikolbackbone".into()],
@@ -474,6 +531,8 @@ mod tests {
             }),
             body_model: Some("default".into()),
             people: vec![p.clone(), Person::new(8, p.bbox, 0.5)],
+            sequence: Some("downtown_walking_00".into()),
+            frame_id: Some(123),
         };
         let mut buf = gst::Buffer::new();
         m.write(buf.get_mut().unwrap()).unwrap();

@@ -73,6 +73,7 @@ fn frame_meta(i: u64) -> FrameMeta {
         }),
         body_model: Some("small".into()),
         people,
+        ..FrameMeta::default()
     }
 }
 

@@ -132,6 +132,7 @@ fn scene() -> Result<Scene> {
             intrinsics: Some(k),
             body_model: Some("small".into()),
             people: vec![person],
+            ..FrameMeta::default()
         },
         silhouette,
         joints_2d,

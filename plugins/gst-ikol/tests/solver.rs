@@ -71,6 +71,7 @@ fn input(people: Vec<Person>) -> FrameMeta {
         intrinsics: Some(K),
         body_model: None,
         people,
+        ..FrameMeta::default()
     }
 }
 

@@ -4,17 +4,24 @@
 
 use ikol_types::nalgebra::{Matrix3, Vector3};
 
-/// Mean Euclidean distance between root-aligned joint sets (same units as the input).
+/// Mean Euclidean distance between corresponding points (NaN for empty or unequal sets).
+pub fn mean_distance(a: &[Vector3<f64>], b: &[Vector3<f64>]) -> f64 {
+    if a.is_empty() || a.len() != b.len() {
+        return f64::NAN;
+    }
+    a.iter().zip(b).map(|(p, g)| (p - g).norm()).sum::<f64>() / a.len() as f64
+}
+
+/// Mean Euclidean distance between root-aligned joint sets, the root being row 0 (same units as
+/// the input).
 pub fn mpjpe(pred: &[Vector3<f64>], gt: &[Vector3<f64>]) -> f64 {
     if pred.is_empty() || pred.len() != gt.len() {
         return f64::NAN;
     }
     let (p0, g0) = (pred[0], gt[0]);
-    pred.iter()
-        .zip(gt)
-        .map(|(p, g)| ((p - p0) - (g - g0)).norm())
-        .sum::<f64>()
-        / pred.len() as f64
+    let p: Vec<_> = pred.iter().map(|p| p - p0).collect();
+    let g: Vec<_> = gt.iter().map(|g| g - g0).collect();
+    mean_distance(&p, &g)
 }
 
 /// `pred` aligned to `gt` by the best similarity transform (s R pred + t).
@@ -51,13 +58,7 @@ pub fn pa_mpjpe(pred: &[Vector3<f64>], gt: &[Vector3<f64>]) -> f64 {
     if pred.is_empty() || pred.len() != gt.len() {
         return f64::NAN;
     }
-    let aligned = procrustes_align(pred, gt);
-    aligned
-        .iter()
-        .zip(gt)
-        .map(|(p, g)| (p - g).norm())
-        .sum::<f64>()
-        / pred.len() as f64
+    mean_distance(&procrustes_align(pred, gt), gt)
 }
 
 #[cfg(test)]

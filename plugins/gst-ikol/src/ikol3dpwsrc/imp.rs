@@ -1,0 +1,472 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! SECTION:element-ikol3dpwsrc
+//!
+//! Plays the sequences of a 3DPW tree (`location` = the directory holding `imageFiles/` and
+//! `sequenceFiles/`): for each sequence of `split` (`sequence` = one name or `all`, in name
+//! order) it decodes `imageFiles/<sequence>/image_%05d.jpg` in frame order and outputs RGB
+//! frames at 30 fps (caps change when the next sequence's size differs). Each frame carries the
+//! `IkolFrameMeta` with the camera intrinsics, `sequence`, `frame-id` and, for every person whose
+//! camera pose is valid (`campose_valid`), the ground-truth box (2D keypoints with confidence > 0,
+//! enlarged 1.2 times about their centre, as upstream), `track-id` = person index + 1, and the
+//! ground truth in camera axes: `gt-theta` (root = R_cam R(pose[0:3])), `gt-beta` (10) and
+//! `gt-root` (R_cam (J0 + trans) + t_cam, J0 from `body-model`).
+//!
+//! With `ground-truth-joints=true` it also fills what `ikolbackbone` would (root-relative 3D
+//! joints of `body-model` posed with the ground truth, 29 with leaves when the model has leaf
+//! vertices, their projection, twist, leaf rotations, shape, root), so `ikolsolver` can be
+//! evaluated alone: `ikol3dpwsrc ! ikolsolver ! ikoleval`.
+//!
+//! ## Example launch line
+//! ```sh
+//! gst-launch-1.0 ikol3dpwsrc location=/data/3DPW split=test ground-truth-joints=true \
+//!   ! ikolsolver method=ikol ! ikoleval location=eval-out
+//! ```
+//!
+//! Since: 0.1
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+use gst_video::VideoFormat;
+use ikol_body::BodyModel;
+use ikol_eval::pw3d::{self, FRAME_RATE, Sequence};
+use ikol_types::nalgebra::Vector3;
+
+use crate::common;
+use crate::meta::{FrameMeta, Person};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "ikol3dpwsrc",
+        gst::DebugColorFlags::empty(),
+        Some("ikol 3DPW source"),
+    )
+});
+
+const STAGE: &str = "ikol3dpwsrc";
+const DEFAULT_SPLIT: &str = "test";
+const DEFAULT_SEQUENCE: &str = "all";
+const DEFAULT_BODY_MODEL: &str = "default";
+const DEFAULT_GT_JOINTS: bool = false;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    location: Option<String>,
+    split: String,
+    sequence: String,
+    body_model: String,
+    ground_truth_joints: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            location: None,
+            split: DEFAULT_SPLIT.into(),
+            sequence: DEFAULT_SEQUENCE.into(),
+            body_model: DEFAULT_BODY_MODEL.into(),
+            ground_truth_joints: DEFAULT_GT_JOINTS,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    next_file: usize,
+    seq: Option<Sequence>,
+    frame_in_seq: usize,
+    /// Frames output so far (timestamps count on across sequences).
+    emitted: u64,
+    total_frames: u64,
+    model: Arc<BodyModel>,
+    oracle: bool,
+    /// Size of the negotiated caps.
+    size: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Ikol3dpwSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+fn caps_for(w: u32, h: u32) -> gst::Caps {
+    gst_video::VideoCapsBuilder::new()
+        .format(VideoFormat::Rgb)
+        .width(w as i32)
+        .height(h as i32)
+        .framerate(gst::Fraction::new(FRAME_RATE as i32, 1))
+        .build()
+}
+
+fn frame_time(n: u64) -> gst::ClockTime {
+    gst::ClockTime::SECOND
+        .mul_div_floor(n, u64::from(FRAME_RATE))
+        .unwrap_or(gst::ClockTime::ZERO)
+}
+
+/// Frames of a sequence file as its image folder holds them (for the duration query).
+fn count_frames(root: &Path, file: &Path) -> u64 {
+    let Some(name) = file.file_stem() else {
+        return 0;
+    };
+    std::fs::read_dir(root.join("imageFiles").join(name)).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
+            .count() as u64
+    })
+}
+
+impl Ikol3dpwSrc {
+    fn fail(&self, msg: String) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::ResourceError::Read, ("{msg}"));
+        gst::FlowError::Error
+    }
+
+    /// The people of frame `i` of `seq`.
+    fn people(&self, seq: &Sequence, i: usize, state: &State) -> Result<Vec<Person>, String> {
+        let model = &state.model;
+        let mut out = Vec::new();
+        for p in 0..seq.people.len() {
+            // Upstream evaluates only frames where the person's camera pose is valid.
+            if !seq.people[p].valid[i] {
+                continue;
+            }
+            let Some(bbox) = seq.bbox(p, i) else {
+                continue;
+            };
+            let gt = seq.camera_pose(p, i);
+            let mut beta = gt.betas.clone();
+            beta.resize(model.num_betas, 0.0);
+            let leaves = model.leaf_vertices.is_some();
+            let rest = if leaves {
+                model.rest_joints29(&beta)
+            } else {
+                model.rest_joints(&beta)
+            }
+            .map_err(|e| format!("{STAGE}: {}: person {p}: {e}", seq.path.display()))?;
+            let root = seq.root_in_camera(p, i, &rest[0]);
+            let mut person = Person::new(p as u64 + 1, bbox, 1.0);
+            person.gt_theta = gt.theta.iter().map(|t| t.map(|x| x as f32)).collect();
+            person.gt_beta = gt.betas.iter().map(|&b| b as f32).collect();
+            person.gt_root = Some([root.x as f32, root.y as f32, root.z as f32]);
+            if state.oracle {
+                let pose: Vec<Vector3<f64>> = gt.theta.iter().map(|t| Vector3::from(*t)).collect();
+                let truth = ikol_solver::sampling::ground_truth(&rest, &pose);
+                let k = &seq.intrinsics;
+                person.joints_3d = truth
+                    .joints
+                    .iter()
+                    .map(|j| [j.x as f32, j.y as f32, j.z as f32])
+                    .collect();
+                person.joints_2d = truth
+                    .joints
+                    .iter()
+                    .map(|j| {
+                        let c = root + j;
+                        [
+                            (k.fx * c.x / c.z + k.cx) as f32,
+                            (k.fy * c.y / c.z + k.cy) as f32,
+                        ]
+                    })
+                    .collect();
+                person.confidence = vec![1.0; truth.joints.len()];
+                person.twist = truth
+                    .twist
+                    .iter()
+                    .map(|t| [t[0] as f32, t[1] as f32])
+                    .collect();
+                if leaves {
+                    person.leaf = truth
+                        .leaf_rotations
+                        .iter()
+                        .map(|q| q.map(|x| x as f32).into())
+                        .collect();
+                }
+                person.beta = beta.iter().map(|&b| b as f32).collect();
+                person.root = person.gt_root;
+            }
+            out.push(person);
+        }
+        Ok(out)
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for Ikol3dpwSrc {
+    const NAME: &'static str = "GstIkol3dpwSrc";
+    type Type = super::Ikol3dpwSrc;
+    type ParentType = gst_base::PushSrc;
+}
+
+impl ObjectImpl for Ikol3dpwSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("location")
+                    .nick("Location")
+                    .blurb("3DPW root directory (holding imageFiles/ and sequenceFiles/)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("split")
+                    .nick("Split")
+                    .blurb("train, validation or test")
+                    .default_value(Some(DEFAULT_SPLIT))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("sequence")
+                    .nick("Sequence")
+                    .blurb("One sequence name (e.g. downtown_walking_00) or `all`")
+                    .default_value(Some(DEFAULT_SEQUENCE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("body-model")
+                    .nick("Body model")
+                    .blurb(
+                        "Model for the ground-truth root joint and joints: `default`, `small` or \
+                         a file (.safetensors, SMPL .pkl/.npz)",
+                    )
+                    .default_value(Some(DEFAULT_BODY_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("ground-truth-joints")
+                    .nick("Ground-truth joints")
+                    .blurb(
+                        "Also fill the backbone's fields (3D/2D joints, twist, leaf rotations, \
+                         shape, root) from the ground truth, to evaluate the solver alone",
+                    )
+                    .default_value(DEFAULT_GT_JOINTS)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = common::lock(&self.settings);
+        match pspec.name() {
+            "location" => s.location = common::string_value(value).filter(|l| !l.is_empty()),
+            "split" => {
+                s.split = common::string_value(value).unwrap_or_else(|| DEFAULT_SPLIT.into())
+            }
+            "sequence" => {
+                s.sequence = common::string_value(value).unwrap_or_else(|| DEFAULT_SEQUENCE.into())
+            }
+            "body-model" => {
+                s.body_model =
+                    common::string_value(value).unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
+            }
+            "ground-truth-joints" => {
+                s.ground_truth_joints = value.get().unwrap_or(DEFAULT_GT_JOINTS)
+            }
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = common::lock(&self.settings);
+        match pspec.name() {
+            "location" => s.location.to_value(),
+            "split" => s.split.to_value(),
+            "sequence" => s.sequence.to_value(),
+            "body-model" => s.body_model.to_value(),
+            _ => s.ground_truth_joints.to_value(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.set_format(gst::Format::Time);
+        obj.set_live(false);
+    }
+}
+
+impl GstObjectImpl for Ikol3dpwSrc {}
+
+impl ElementImpl for Ikol3dpwSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "ikol 3DPW source",
+                "Source/Video",
+                "Plays 3DPW sequences (JPEG frames, 30 fps) with ground truth, intrinsics and \
+                 ground-truth boxes in the ikol frame meta",
+                "ikol developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static T: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format(VideoFormat::Rgb)
+                .build();
+            gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &caps,
+            )
+            .map(|t| vec![t])
+            .unwrap_or_default()
+        });
+        T.as_ref()
+    }
+}
+
+impl BaseSrcImpl for Ikol3dpwSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = common::lock(&self.settings).clone();
+        let Some(location) = s.location else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("{STAGE}: no `location` set (the 3DPW root holding imageFiles/ and sequenceFiles/)")
+            ));
+        };
+        let root = PathBuf::from(&location);
+        let files = pw3d::sequence_files(&root, &s.split, &s.sequence)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{STAGE}: {e}")))?;
+        let model = common::body_model(STAGE, &s.body_model)?;
+        let total_frames = files.iter().map(|f| count_frames(&root, f)).sum();
+        gst::info!(
+            CAT,
+            imp = self,
+            "{} sequences, {total_frames} frames under {location}",
+            files.len()
+        );
+        *common::lock(&self.state) = Some(State {
+            root,
+            files,
+            next_file: 0,
+            seq: None,
+            frame_in_seq: 0,
+            emitted: 0,
+            total_frames,
+            model,
+            oracle: s.ground_truth_joints,
+            size: None,
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *common::lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn negotiate(&self) -> Result<(), gst::LoggableError> {
+        // Caps are set in `create`, from each sequence's first frame.
+        Ok(())
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Duration(q) = query.view_mut()
+            && q.format() == gst::Format::Time
+            && let Some(state) = common::lock(&self.state).as_ref()
+        {
+            q.set(frame_time(state.total_frames));
+            return true;
+        }
+        BaseSrcImplExt::parent_query(self, query)
+    }
+}
+
+impl PushSrcImpl for Ikol3dpwSrc {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        let mut guard = common::lock(&self.state);
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        // The next frame: move on to the next sequence file when this one is done.
+        while state
+            .seq
+            .as_ref()
+            .is_none_or(|s| state.frame_in_seq >= s.num_frames())
+        {
+            let Some(file) = state.files.get(state.next_file).cloned() else {
+                return Err(gst::FlowError::Eos);
+            };
+            state.next_file += 1;
+            state.frame_in_seq = 0;
+            let seq = Sequence::load(&file).map_err(|e| self.fail(format!("{STAGE}: {e}")))?;
+            gst::info!(
+                CAT,
+                imp = self,
+                "sequence {} ({} frames, {} people)",
+                seq.name,
+                seq.num_frames(),
+                seq.people.len()
+            );
+            state.seq = Some(seq);
+        }
+        let i = state.frame_in_seq;
+        state.frame_in_seq += 1;
+        let Some(seq) = state.seq.as_ref() else {
+            return Err(gst::FlowError::Eos);
+        };
+        let path = seq.image_path(&state.root, i);
+        let img =
+            ikol_render::image::read_jpeg(&path).map_err(|e| self.fail(format!("{STAGE}: {e}")))?;
+        let (w, h) = (img.width, img.height);
+        let people = self.people(seq, i, state).map_err(|e| self.fail(e))?;
+        let meta = FrameMeta {
+            stages: vec![STAGE.into()],
+            intrinsics: Some(seq.intrinsics),
+            people,
+            sequence: Some(seq.name.clone()),
+            frame_id: Some(seq.img_frame_ids[i]),
+            ..Default::default()
+        };
+        let n = state.emitted;
+        state.emitted += 1;
+        let new_caps = (state.size != Some((w, h))).then(|| caps_for(w, h));
+        state.size = Some((w, h));
+        drop(guard);
+
+        if let Some(caps) = new_caps {
+            self.obj()
+                .set_caps(&caps)
+                .map_err(|e| self.fail(format!("{STAGE}: cannot set caps {caps}: {e}")))?;
+        }
+        let info = gst_video::VideoInfo::builder(VideoFormat::Rgb, w, h)
+            .build()
+            .map_err(|e| self.fail(format!("{STAGE}: {w}x{h}: {e}")))?;
+        let stride = info.stride()[0] as usize;
+        let row = 3 * w as usize;
+        let mut buffer = gst::Buffer::with_size(info.size())
+            .map_err(|e| self.fail(format!("{STAGE}: buffer of {} bytes: {e}", info.size())))?;
+        {
+            let b = buffer.get_mut().ok_or(gst::FlowError::Error)?;
+            b.set_pts(frame_time(n));
+            b.set_duration(frame_time(n + 1) - frame_time(n));
+            b.set_offset(n);
+            {
+                let mut map = b.map_writable().map_err(|_| gst::FlowError::Error)?;
+                for (dst, src) in map.chunks_mut(stride).zip(img.pixels.chunks_exact(row)) {
+                    dst[..row].copy_from_slice(src);
+                }
+            }
+            meta.write(b)
+                .map_err(|e| self.fail(format!("{STAGE}: {e}")))?;
+        }
+        Ok(CreateSuccess::NewBuffer(buffer))
+    }
+}
