@@ -13,7 +13,9 @@
 //! is reported as a warning (RTSP teardown often fails after EOS: see the build notes). With
 //! `--reconnect N`, an error from a network source (or a network stream that ends on its own
 //! after the source warned) tears the pipeline down and starts it again, up to N times; files
-//! written by the failed attempt are kept under `NAME.attemptK.EXT`.
+//! written by the failed attempt are kept under `NAME.attemptK.EXT`. The table of an `ikoleval`
+//! element that does not print it itself (`print=false`, its `ikol-eval` message) is printed
+//! after the summary, once the progress bar is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -675,6 +677,31 @@ struct Attempt<'a> {
     progress: &'a mut Progress,
     started: Instant,
     interrupts_seen: &'a mut usize,
+    /// Tables of `ikol-eval` messages whose element did not print them.
+    tables: &'a mut Vec<String>,
+}
+
+/// Name of the message `ikoleval` posts at end of stream.
+const EVAL_MESSAGE: &str = "ikol-eval";
+
+/// The table of an `ikol-eval` message, unless its element printed it already (`print=true`).
+fn eval_table(msg: &gst::message::Element) -> Option<String> {
+    let s = msg.structure()?;
+    if s.name() != EVAL_MESSAGE {
+        return None;
+    }
+    let printed = msg
+        .src()
+        .and_then(|o| o.downcast_ref::<gst::Element>())
+        .filter(|e| {
+            e.find_property("print")
+                .is_some_and(|p| p.value_type() == bool::static_type())
+        })
+        .is_some_and(|e| e.property::<bool>("print"));
+    if printed {
+        return None;
+    }
+    s.get::<String>("table").ok()
 }
 
 fn lock(c: &Mutex<Counts>) -> std::sync::MutexGuard<'_, Counts> {
@@ -784,6 +811,11 @@ impl Attempt<'_> {
                             let _ = pipeline.set_state(gst::State::Playing);
                         }
                     }
+                    MessageView::Element(e) => {
+                        if let Some(t) = eval_table(e) {
+                            self.tables.push(t);
+                        }
+                    }
                     MessageView::Latency(_) => {
                         let _ = pipeline.recalculate_latency();
                     }
@@ -845,6 +877,13 @@ impl Attempt<'_> {
 /// The whole command: `--list-vars`, `--dry-run` or a run.
 pub fn main(a: &RunArgs) -> Result<()> {
     let file = PipelineFile::read(&a.file)?;
+    run_file(&file, a)
+}
+
+/// [`main`] for a pipeline file already read (or built into the binary); `a.file` is not used,
+/// `file.path` names it in messages.
+pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
+    let path = file.path.as_path();
     if a.list_vars {
         print!("{}", file.describe_vars());
         return Ok(());
@@ -852,7 +891,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
     let values = parse_assignments(&a.vars)?;
     let description = file
         .substitute(&values)
-        .with_context(|| format!("pipeline file {}", a.file.display()))?;
+        .with_context(|| format!("pipeline file {}", path.display()))?;
     if a.dry_run {
         println!("{description}");
         return Ok(());
@@ -876,15 +915,17 @@ pub fn main(a: &RunArgs) -> Result<()> {
     let mut progress = Progress::new();
     let mut interrupts_seen = INTERRUPTS.load(Ordering::SeqCst);
     let mut attempt = 1;
+    let mut tables = Vec::new();
     let (result, counted_at) = loop {
         let mut run = Attempt {
-            file: &a.file,
+            file: path,
             description: &description,
             deadline,
             counts: counts.clone(),
             progress: &mut progress,
             started,
             interrupts_seen: &mut interrupts_seen,
+            tables: &mut tables,
         };
         let (outcome, counted_at, outputs) = run.run()?;
         match outcome {
@@ -912,7 +953,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
                     (true, _) => format!(" (gave up after {} reconnect(s))", attempt - 1),
                 };
                 break (
-                    Err(anyhow!("{} failed{gave_up}: {message}", a.file.display())),
+                    Err(anyhow!("{} failed{gave_up}: {message}", path.display())),
                     counted_at,
                 );
             }
@@ -937,6 +978,9 @@ pub fn main(a: &RunArgs) -> Result<()> {
         counted_at,
     };
     println!("{summary}");
+    for t in &tables {
+        print!("\n{t}");
+    }
     result
 }
 
