@@ -115,6 +115,18 @@ pub enum DataConfig {
     Synthetic { count: usize, seed: u64 },
     /// Shards written by `ikol-train synth`.
     Shards { dir: std::path::PathBuf },
+    /// 3DPW sequence files and images under `root` (`split`: train, validation or test;
+    /// `sequence`: one name or `all`).
+    Pw3d {
+        root: std::path::PathBuf,
+        split: String,
+        #[serde(default = "all_sequences")]
+        sequence: String,
+    },
+}
+
+fn all_sequences() -> String {
+    "all".into()
 }
 
 /// Optimiser and schedule (AdamW; upstream uses Adam, i.e. `weight_decay` 0).

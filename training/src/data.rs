@@ -20,7 +20,9 @@ use ikol_backbone::camera::{cam_to_uvd, k_inv};
 use ikol_backbone::preprocess::{RgbFrame, crop_for_box, normalize_rgb, warp_affine_rgb};
 use ikol_body::BodyModel;
 use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat, draw_mesh};
-use ikol_solver::sampling::{PoseDistribution, ground_truth, sample_beta, sample_pose};
+use ikol_solver::sampling::{
+    GroundTruth, PoseDistribution, ground_truth, sample_beta, sample_pose,
+};
 use ikol_types::joints::{LEAF_ROTATION_JOINTS, SMPL_JOINTS};
 use ikol_types::nalgebra::{Matrix3, Vector3};
 use ikol_types::{BBox, Intrinsics};
@@ -197,25 +199,40 @@ pub fn render_sample(
         w: (x1 - x0).max(1.0),
         h: (y1 - y0).max(1.0),
     };
-    let s = opts.input_size;
-    let crop = crop_for_box(&bbox, s)?;
+    let abs: Vec<Vector3<f64>> = posed.joints[..SMPL_JOINTS].iter().map(to_cam).collect();
+    // The camera rotation folds into the root rotation.
+    let mut local = gt.local.clone();
+    local[0] = flip * local[0];
+    let rgb = RgbFrame::new(&pixels, size as u32, size as u32, 3 * size)?;
+    build_sample(&rgb, &k, &bbox, &abs, &gt, &local, &beta, opts.input_size)
+}
+
+/// A sample from a frame, its intrinsics, the person's box and ground truth: the backbone's crop
+/// of `bbox` (`crop_for_box`, `warp_affine_rgb`, `normalize_rgb`), uvd targets of the camera-frame
+/// joints `abs` (24), root-relative joints, twist and leaves of `gt`, the local rotations `local`
+/// (root in camera axes) and `beta` (already the network's length).
+#[allow(clippy::too_many_arguments)]
+pub fn build_sample(
+    rgb: &RgbFrame<'_>,
+    k: &Intrinsics,
+    bbox: &BBox,
+    abs: &[Vector3<f64>],
+    gt: &GroundTruth,
+    local: &[Matrix3<f64>],
+    beta: &[f64],
+    input_size: usize,
+) -> anyhow::Result<Sample> {
+    let s = input_size;
+    let crop = crop_for_box(bbox, s)?;
     let frame_to_crop = crop.affine();
     let crop_to_frame = frame_to_crop.inverse().context("degenerate crop affine")?;
-    let rgb = RgbFrame::new(&pixels, size as u32, size as u32, 3 * size)?;
-    let image = normalize_rgb(&warp_affine_rgb(&rgb, &frame_to_crop, s), s);
-
-    let abs: Vec<[f64; 3]> = posed.joints[..SMPL_JOINTS]
-        .iter()
-        .map(|p| {
-            let c = to_cam(p);
-            [c.x, c.y, c.z]
-        })
-        .collect();
+    let image = normalize_rgb(&warp_affine_rgb(rgb, &frame_to_crop, s), s);
+    let abs: Vec<[f64; 3]> = abs.iter().map(|c| [c.x, c.y, c.z]).collect();
     let root_depth = abs[0][2];
     let uvd = cam_to_uvd(
         &abs,
         &frame_to_crop,
-        &k,
+        k,
         root_depth,
         s as f64,
         DEPTH_FACTOR_M,
@@ -236,12 +253,9 @@ pub fn render_sample(
             ]
         })
         .collect();
-    let rotations = gt
-        .local
+    let rotations = local
         .iter()
-        .enumerate()
-        .map(|(j, r)| {
-            let r = if j == 0 { flip * r } else { *r };
+        .map(|r| {
             let mut o = [0f32; 9];
             for a in 0..3 {
                 for b in 0..3 {
@@ -251,7 +265,7 @@ pub fn render_sample(
             o
         })
         .collect();
-    let ki = k_inv(&k);
+    let ki = k_inv(k);
     let m = crop_to_frame.m;
     Ok(Sample {
         image,

@@ -2,6 +2,7 @@
 //!
 //! * [`data`]: the [`data::Dataset`] trait, synthetic samples rendered on the fly with exact
 //!   targets, disk shards;
+//! * [`pw3d`]: 3DPW sequence files as training data;
 //! * [`loss`]: upstream IKOL's loss terms plus L_opt on the unrolled solver;
 //! * [`optim`]: AdamW with checkpointable state;
 //! * [`train`]: the loop (schedule, clipping, NaN guard, checkpoints, exact resume, evaluation);
@@ -12,6 +13,7 @@ pub mod data;
 pub mod loss;
 pub mod optim;
 pub mod plot;
+pub mod pw3d;
 pub mod train;
 
 pub use config::TrainConfig;

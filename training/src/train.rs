@@ -130,6 +130,18 @@ pub fn open_training_set(cfg: &TrainConfig) -> anyhow::Result<Box<dyn Dataset>> 
             );
             Box::new(ds)
         }
+        DataConfig::Pw3d {
+            root,
+            split,
+            sequence,
+        } => Box::new(crate::pw3d::Pw3dDataset::open(
+            root,
+            split,
+            sequence,
+            cfg.body.load()?,
+            cfg.net.input_size,
+            cfg.net.num_betas,
+        )?),
     })
 }
 
