@@ -103,7 +103,7 @@ enum Cli {
     /// summary.json and <sequence>.csv (one row per person-frame) into --output. Published
     /// numbers need SMPL's neutral model (--body-model SMPL_NEUTRAL.pkl) and its
     /// J_regressor_h36m.npy (--h36m-regressor); with other models the table says that they are
-    /// not comparable.
+    /// not comparable. Ctrl-C ends the stream early and scores the frames played so far.
     #[command(name = "eval-3dpw")]
     Eval3dpw {
         /// 3DPW root directory, holding imageFiles/ and sequenceFiles/.
@@ -142,7 +142,7 @@ enum Cli {
         /// `hybrik-naive`.
         #[arg(long, default_value = "ikol", value_parser = ["ikol", "hybrik", "hybrik-naive"])]
         method: String,
-        /// Gauss-Newton iterations (ikol).
+        /// Gauss-Newton iterations (ikol), 0 to 100.
         #[arg(long, default_value_t = 5, value_name = "N",
               value_parser = clap::value_parser!(u32).range(0..=100))]
         iterations: u32,

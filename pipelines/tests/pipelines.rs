@@ -313,6 +313,26 @@ fn every_pipeline_runs_to_eos() {
                 ));
                 assert!(r.ok && r.stdout.contains("rtspsrc"), "{}", r.all());
             }
+            // The 3DPW fixture tree: 2 test sequences, 9 frames, 12 people with ground truth.
+            "3dpw-eval.pipeline" | "3dpw-oracle.pipeline" => {
+                let out = tmp(&format!("{file}.out"));
+                let mut vars = vec![
+                    ("ROOT", s(&root().join("../tests/data/3dpw"))),
+                    ("OUT", s(&out)),
+                ];
+                if file == "3dpw-eval.pipeline" {
+                    vars.push(("CHECKPOINT", checkpoint()));
+                }
+                let r = ikol(&run_args(&file, &vars, &[]));
+                assert!(r.ok, "{file}: {}", r.all());
+                assert_eq!(r.summary("frames"), Some(9), "{}", r.all());
+                assert_eq!(r.summary("people found"), Some(12), "{}", r.all());
+                let v: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(out.join("summary.json")).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(v["all"]["samples"].as_u64(), Some(12), "{file}: {v}");
+            }
             other => panic!("{other}: add a case for it to every_pipeline_runs_to_eos"),
         }
     }

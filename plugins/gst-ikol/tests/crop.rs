@@ -100,6 +100,22 @@ fn boxes_from_upstream_metas_take_precedence() {
         (42, bx(150.0, 10.0, 60.0, 120.0))
     );
     assert!(m.people[0].crop.is_some());
+    // Overlapping ground-truth people (IoU 0.8) stay two, with their ground truth.
+    let mut a = Person::new(1, bx(100.0, 10.0, 60.0, 120.0), 1.0);
+    a.gt_beta = vec![0.5; 10];
+    let mut b = Person::new(2, bx(106.0, 10.0, 60.0, 120.0), 1.0);
+    b.gt_root = Some([0.0, 0.0, 4.0]);
+    let given = FrameMeta {
+        stages: vec!["ikol3dpwsrc".into()],
+        people: vec![a.clone(), b.clone()],
+        ..Default::default()
+    };
+    let m = meta_of(&h.push_and_pull(frame(320, 240, 0, Some(&given))).unwrap());
+    assert_eq!(m.people.len(), 2);
+    assert_eq!(
+        (m.people[0].gt_beta.clone(), m.people[1].gt_root),
+        (a.gt_beta, b.gt_root)
+    );
     // A region-of-interest meta.
     let mut buf = frame(320, 240, 0, None);
     gst_video::VideoRegionOfInterestMeta::add(buf.get_mut().unwrap(), "person", (5, 6, 70, 140));

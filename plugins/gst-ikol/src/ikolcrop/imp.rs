@@ -7,6 +7,8 @@
 //! lower source are dropped), from:
 //!
 //! 1. an `IkolFrameMeta` already on the buffer (e.g. ground-truth boxes of a dataset source);
+//!    when all its people have track ids they are used as they are (with any ground truth they
+//!    carry) and nothing else is consulted;
 //! 2. `GstVideoRegionOfInterestMeta`s on the buffer;
 //! 3. the `detector` (when no track is alive, and every `detect-interval` frames);
 //! 4. tracking: the boxes `ikolbackbone` measured around each person's joints in the previous
@@ -311,6 +313,17 @@ impl BaseTransformImpl for IkolCrop {
             .map(|m| std::mem::take(&mut m.people))
             .unwrap_or_default();
         let keep_ids = !given.is_empty() && given.iter().all(|p| p.track_id != 0);
+        // People that arrive with ids (a dataset source's ground truth) are authoritative: kept
+        // whole, with their ground-truth fields, even when their boxes overlap.
+        if keep_ids {
+            let mut g = given;
+            if settings.max_people > 0 {
+                g.sort_by(|a, b| b.score.total_cmp(&a.score));
+                g.truncate(settings.max_people as usize);
+            }
+            drop(guard);
+            return self.attach(buf, upstream, g);
+        }
         merge(
             &mut cands,
             given.iter().map(|p| Detection {
@@ -379,24 +392,26 @@ impl BaseTransformImpl for IkolCrop {
             );
         }
 
-        let people: Vec<Person> = if keep_ids && cands.len() == given.len() {
-            let mut g = given;
-            if settings.max_people > 0 {
-                g.sort_by(|a, b| b.score.total_cmp(&a.score));
-                g.truncate(settings.max_people as usize);
-            }
-            g
-        } else {
-            state
-                .tracker
-                .update(&cands)
-                .into_iter()
-                .map(|t| Person::new(t.id, t.bbox, t.score))
-                .collect()
-        };
+        let people: Vec<Person> = state
+            .tracker
+            .update(&cands)
+            .into_iter()
+            .map(|t| Person::new(t.id, t.bbox, t.score))
+            .collect();
         drop(guard);
-        gst::trace!(CAT, imp = self, "{} people", people.len());
+        self.attach(buf, upstream, people)
+    }
+}
 
+impl IkolCrop {
+    /// Writes the meta with `people` and their crop affines.
+    fn attach(
+        &self,
+        buf: &mut gst::BufferRef,
+        upstream: Option<FrameMeta>,
+        people: Vec<Person>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        gst::trace!(CAT, imp = self, "{} people", people.len());
         let mut m = upstream.unwrap_or_default();
         m.people = people
             .into_iter()
