@@ -192,6 +192,9 @@ pub struct TrainConfig {
     pub out_dir: std::path::PathBuf,
     /// Write a checkpoint every N steps (0: only at the end).
     pub checkpoint_every: usize,
+    /// Augmentation of samples built from frames (3DPW, on-the-fly synthetic); cached crops
+    /// (synthetic data held in memory, shards) are used as stored.
+    pub augment: crate::augment::Augment,
 }
 
 impl Default for TrainConfig {
@@ -219,6 +222,7 @@ impl Default for TrainConfig {
             optim: OptimConfig::default(),
             out_dir: "runs/ikol-train".into(),
             checkpoint_every: 500,
+            augment: crate::augment::Augment::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::augment::{self, Augment, Draw};
 use crate::config::BodyChoice;
 
 pub const NUM_TWISTS: usize = SMPL_JOINTS - 1;
@@ -69,6 +70,12 @@ pub trait Dataset: Send + Sync {
     /// Network input side the samples are cropped to.
     fn input_size(&self) -> usize;
     fn get(&self, index: usize) -> anyhow::Result<Sample>;
+    /// Sample `index` augmented by `aug` drawn from `seed`. Datasets that hold finished crops
+    /// (shards, in memory) return it as stored.
+    fn get_augmented(&self, index: usize, aug: &Augment, seed: u64) -> anyhow::Result<Sample> {
+        let _ = (aug, seed);
+        self.get(index)
+    }
 }
 
 /// Options of the synthetic generator.
@@ -119,6 +126,7 @@ pub fn render_sample(
     body: &BodyModel,
     opts: &SynthOptions,
     rng: &mut StdRng,
+    draw: &Draw,
 ) -> anyhow::Result<Sample> {
     let pose = sample_pose(rng, &PoseDistribution::default());
     let nb = opts.num_betas.min(body.num_betas);
@@ -204,13 +212,24 @@ pub fn render_sample(
     let mut local = gt.local.clone();
     local[0] = flip * local[0];
     let rgb = RgbFrame::new(&pixels, size as u32, size as u32, 3 * size)?;
-    build_sample(&rgb, &k, &bbox, &abs, &gt, &local, &beta, opts.input_size)
+    build_sample(
+        &rgb,
+        &k,
+        &bbox,
+        &abs,
+        &gt,
+        &local,
+        &beta,
+        opts.input_size,
+        draw,
+    )
 }
 
 /// A sample from a frame, its intrinsics, the person's box and ground truth: the backbone's crop
 /// of `bbox` (`crop_for_box`, `warp_affine_rgb`, `normalize_rgb`), uvd targets of the camera-frame
 /// joints `abs` (24), root-relative joints, twist and leaves of `gt`, the local rotations `local`
-/// (root in camera axes) and `beta` (already the network's length).
+/// (root in camera axes) and `beta` (already the network's length); augmented by `draw`
+/// (`Draw::IDENTITY` for none; see [`crate::augment`]).
 #[allow(clippy::too_many_arguments)]
 pub fn build_sample(
     rgb: &RgbFrame<'_>,
@@ -221,18 +240,41 @@ pub fn build_sample(
     local: &[Matrix3<f64>],
     beta: &[f64],
     input_size: usize,
+    draw: &Draw,
 ) -> anyhow::Result<Sample> {
     let s = input_size;
-    let crop = crop_for_box(bbox, s)?;
+    let mut abs = abs.to_vec();
+    let mut local = local.to_vec();
+    let mut twist = gt.twist.clone();
+    let mut leaf = gt.leaf_rotations.clone();
+    let (mut k, mut bbox) = (*k, *bbox);
+    if draw.flip {
+        // The mirrored frame is never built: its crop is the original frame warped through
+        // the mirror, and the targets are the mirrored person's.
+        let w = rgb.width();
+        k = augment::mirror_intrinsics(&k, w);
+        bbox = augment::mirror_box(&bbox, w);
+        augment::mirror_truth(&mut abs, &mut local, &mut twist, &mut leaf);
+    }
+    let mut crop = crop_for_box(&bbox, s)?;
+    crop.side *= draw.scale;
+    crop.rot_deg = draw.rotation_deg;
     let frame_to_crop = crop.affine();
     let crop_to_frame = frame_to_crop.inverse().context("degenerate crop affine")?;
-    let image = normalize_rgb(&warp_affine_rgb(rgb, &frame_to_crop, s), s);
+    let sampling = if draw.flip {
+        augment::compose(&frame_to_crop, &augment::mirror_affine(rgb.width()))
+    } else {
+        frame_to_crop
+    };
+    let mut pixels = warp_affine_rgb(rgb, &sampling, s);
+    augment::photometric(&mut pixels, s, draw);
+    let image = normalize_rgb(&pixels, s);
     let abs: Vec<[f64; 3]> = abs.iter().map(|c| [c.x, c.y, c.z]).collect();
     let root_depth = abs[0][2];
     let uvd = cam_to_uvd(
         &abs,
         &frame_to_crop,
-        k,
+        &k,
         root_depth,
         s as f64,
         DEPTH_FACTOR_M,
@@ -265,20 +307,15 @@ pub fn build_sample(
             o
         })
         .collect();
-    let ki = k_inv(k);
+    let ki = k_inv(&k);
     let m = crop_to_frame.m;
     Ok(Sample {
         image,
         uvd,
         joints,
-        twist: gt
-            .twist
-            .iter()
-            .map(|t| [t[0] as f32, t[1] as f32])
-            .collect(),
+        twist: twist.iter().map(|t| [t[0] as f32, t[1] as f32]).collect(),
         beta: beta.iter().map(|&b| b as f32).collect(),
-        leaf: gt
-            .leaf_rotations
+        leaf: leaf
             .iter()
             .map(|q| [q[0] as f32, q[1] as f32, q[2] as f32, q[3] as f32])
             .collect(),
@@ -329,7 +366,14 @@ impl Dataset for SynthDataset {
     fn get(&self, index: usize) -> anyhow::Result<Sample> {
         anyhow::ensure!(index < self.count, "sample {index} of {}", self.count);
         let mut rng = StdRng::seed_from_u64(sample_seed(self.seed, index as u64));
-        render_sample(&self.body, &self.opts, &mut rng)
+        render_sample(&self.body, &self.opts, &mut rng, &Draw::IDENTITY)
+    }
+
+    fn get_augmented(&self, index: usize, aug: &Augment, seed: u64) -> anyhow::Result<Sample> {
+        anyhow::ensure!(index < self.count, "sample {index} of {}", self.count);
+        let draw = aug.draw(&mut StdRng::seed_from_u64(seed), self.opts.input_size);
+        let mut rng = StdRng::seed_from_u64(sample_seed(self.seed, index as u64));
+        render_sample(&self.body, &self.opts, &mut rng, &draw)
     }
 }
 
@@ -432,6 +476,22 @@ impl Batch {
         let samples: Vec<Sample> = indices
             .iter()
             .map(|&i| ds.get(i))
+            .collect::<anyhow::Result<_>>()?;
+        Self::from_samples(&samples, device)
+    }
+
+    /// Gathers `indices` from `ds`, augmented; sample `i`'s draw is seeded by `sample_seed(seed,
+    /// i)`, so a resumed run repeats it.
+    pub fn gather_augmented(
+        ds: &dyn Dataset,
+        indices: &[usize],
+        aug: &Augment,
+        seed: u64,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let samples: Vec<Sample> = indices
+            .iter()
+            .map(|&i| ds.get_augmented(i, aug, sample_seed(seed, i as u64)))
             .collect::<anyhow::Result<_>>()?;
         Self::from_samples(&samples, device)
     }

@@ -3,11 +3,13 @@
 //! * [`data`]: the [`data::Dataset`] trait, synthetic samples rendered on the fly with exact
 //!   targets, disk shards;
 //! * [`pw3d`]: 3DPW sequence files as training data;
+//! * [`augment`]: upstream's scale, rotation, flip, colour and occlusion augmentation;
 //! * [`loss`]: upstream IKOL's loss terms plus L_opt on the unrolled solver;
 //! * [`optim`]: AdamW with checkpointable state;
 //! * [`train`]: the loop (schedule, clipping, NaN guard, checkpoints, exact resume, evaluation);
 //! * [`plot`]: PNG curves of run directories.
 
+pub mod augment;
 pub mod config;
 pub mod data;
 pub mod loss;

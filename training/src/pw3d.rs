@@ -18,6 +18,10 @@ use ikol_solver::sampling::ground_truth;
 use ikol_types::joints::SMPL_JOINTS;
 use ikol_types::nalgebra::Vector3;
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::augment::{Augment, Draw};
 use crate::data::{Dataset, Sample, build_sample};
 
 /// The valid person-frames of a 3DPW split.
@@ -82,6 +86,17 @@ impl Dataset for Pw3dDataset {
     }
 
     fn get(&self, i: usize) -> anyhow::Result<Sample> {
+        self.sample(i, &Draw::IDENTITY)
+    }
+
+    fn get_augmented(&self, i: usize, aug: &Augment, seed: u64) -> anyhow::Result<Sample> {
+        let draw = aug.draw(&mut StdRng::seed_from_u64(seed), self.input_size);
+        self.sample(i, &draw)
+    }
+}
+
+impl Pw3dDataset {
+    fn sample(&self, i: usize, draw: &Draw) -> anyhow::Result<Sample> {
         let &(si, f, p) = self
             .index
             .get(i)
@@ -110,6 +125,7 @@ impl Dataset for Pw3dDataset {
             &gt.local,
             &beta,
             self.input_size,
+            draw,
         )
         .with_context(|| format!("{} frame {f} person {p}", seq.name))
     }

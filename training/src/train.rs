@@ -456,7 +456,13 @@ impl Trainer {
         let t0 = Instant::now();
         let step = self.step;
         let idx = self.batch_indices(step);
-        let batch = Batch::gather(self.train.0.as_ref(), &idx, &self.device)?;
+        let batch = Batch::gather_augmented(
+            self.train.0.as_ref(),
+            &idx,
+            &self.cfg.augment,
+            sample_seed(self.cfg.seed ^ 0x05EE_DA06_u64, step as u64),
+            &self.device,
+        )?;
         // BatchNorm statistics move in the forward pass: keep a copy to undo a skipped batch.
         let stats = self.batchnorm_stats()?;
         let saved: Vec<Tensor> = stats
