@@ -183,6 +183,10 @@ pub struct TrainConfig {
     pub eval_every: usize,
     pub batch_size: usize,
     pub steps: usize,
+    /// When > 0, train this many passes over the training set instead: `steps` becomes
+    /// ceil(epochs x samples / batch_size). Batches are drawn from a fresh seeded permutation
+    /// each epoch.
+    pub epochs: usize,
     /// Seed of weight initialisation and batch order.
     pub seed: u64,
     pub loss: LossWeights,
@@ -223,6 +227,7 @@ impl Default for TrainConfig {
             out_dir: "runs/ikol-train".into(),
             checkpoint_every: 500,
             augment: crate::augment::Augment::default(),
+            epochs: 0,
         }
     }
 }

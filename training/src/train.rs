@@ -278,12 +278,15 @@ impl Trainer {
 
     /// A fresh run on a given training set.
     pub fn with_dataset(
-        cfg: TrainConfig,
+        mut cfg: TrainConfig,
         train: Box<dyn Dataset>,
         device: &Device,
     ) -> anyhow::Result<Self> {
         cfg.validate()?;
         anyhow::ensure!(!train.is_empty(), "empty training set");
+        if cfg.epochs > 0 {
+            cfg.steps = (cfg.epochs * train.len()).div_ceil(cfg.batch_size);
+        }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let net = HeatmapNet::new(&cfg.net, vb)?;

@@ -104,7 +104,9 @@ fn trains_on_3dpw_files() {
         },
         body: BodyChoice::Default,
         batch_size: 4,
-        steps: 2,
+        // One pass over the 5 walk frames: ceil(5 / 4) = 2 steps.
+        epochs: 1,
+        steps: 1000,
         eval_every: 0,
         eval_count: 0,
         checkpoint_every: 0,
@@ -112,11 +114,17 @@ fn trains_on_3dpw_files() {
         out_dir: std::env::temp_dir().join(format!("ikol-train-pw3d-{}", std::process::id())),
         ..TrainConfig::default()
     };
+    let out = cfg.out_dir.clone();
     let mut tr = Trainer::new(cfg, &Device::Cpu).unwrap();
-    let a = tr.train_step().unwrap();
-    let b = tr.train_step().unwrap();
-    assert!(a.losses.total.is_finite() && b.losses.total.is_finite());
-    assert!(!a.skipped && !b.skipped);
+    tr.run(false).unwrap();
+    assert_eq!(tr.step(), 2);
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    for line in csv.lines().skip(1) {
+        let total: f64 = line.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(total.is_finite() && total > 0.0, "{line}");
+    }
+    std::fs::remove_dir_all(&out).ok();
 
     let bad = TrainConfig {
         data: DataConfig::Pw3d {
