@@ -123,6 +123,12 @@ pub enum DataConfig {
         #[serde(default = "all_sequences")]
         sequence: String,
     },
+    /// Upstream's COCO-style annotation JSON (e.g. `3DPW_train_our.json`, reference 5.1) with
+    /// images under `image_root/imageFiles/<sequence>/`.
+    Coco {
+        json: std::path::PathBuf,
+        image_root: std::path::PathBuf,
+    },
 }
 
 fn all_sequences() -> String {

@@ -3,6 +3,7 @@
 //! * [`data`]: the [`data::Dataset`] trait, synthetic samples rendered on the fly with exact
 //!   targets, disk shards;
 //! * [`pw3d`]: 3DPW sequence files as training data;
+//! * [`coco`]: 3DPW as upstream's COCO-style annotation JSON (I2L-MeshNet parse);
 //! * [`augment`]: upstream's scale, rotation, flip, colour and occlusion augmentation;
 //! * [`loss`]: upstream IKOL's loss terms plus L_opt on the unrolled solver;
 //! * [`optim`]: AdamW with checkpointable state;
@@ -10,6 +11,7 @@
 //! * [`plot`]: PNG curves of run directories.
 
 pub mod augment;
+pub mod coco;
 pub mod config;
 pub mod data;
 pub mod loss;

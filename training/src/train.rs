@@ -142,6 +142,13 @@ pub fn open_training_set(cfg: &TrainConfig) -> anyhow::Result<Box<dyn Dataset>> 
             cfg.net.input_size,
             cfg.net.num_betas,
         )?),
+        DataConfig::Coco { json, image_root } => Box::new(crate::coco::CocoDataset::open(
+            json,
+            image_root,
+            cfg.body.load()?,
+            cfg.net.input_size,
+            cfg.net.num_betas,
+        )?),
     })
 }
 

@@ -18,6 +18,9 @@ Writes, under tests/data/3dpw/:
   imageFiles/<seq>/image_%05d.jpg  rendered frames (240 x 320, portrait), baseline JPEG quality 90;
                                    the frame index is img_frame_ids
   expected.json                    reference values (boxes, camera-frame joints, ...), see README.md
+  json/3DPW_test_new.json          the same valid person-frames as COCO-style annotations in the
+                                   format of the I2L-MeshNet parse HybrIK / IKOL load (reference
+                                   5.1), see coco_json() and README.md
 
 Sequences (both in the `test` split):
   fixture_walk_00   1 person, 5 frames, walking slowly sideways
@@ -100,6 +103,7 @@ def load_default_model():
         weights=csr_dense(st, "weights", (nv, 24)),
         parents=st["parents"].astype(np.int64),
         faces=st["faces"].astype(np.int64),
+        leaf_vertices=st["leaf_vertices"].astype(np.int64),
     )
 
 
@@ -397,6 +401,122 @@ def expected_entry(seq, model):
     }
 
 
+# ------------------------------------------------------------------------------------------------
+# COCO-style annotation file (the I2L-MeshNet parse of 3DPW that HybrIK / IKOL train and test on)
+
+COCO_JSON = "3DPW_test_new.json"
+# HybrIK-29 children of joints 0..23 (24..28: the leaf vertices head top, left / right middle
+# fingertip, left / right big toe of the shaped rest mesh)
+HYBRIK29_CHILDREN = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 27, 28, 15, 16, 17, 24, 18, 19, 20, 21, 22,
+                     23, 25, 26]
+GENDER_NAMES = {"m": "male", "f": "female"}
+INVALID_TWIST = -999.0  # upstream's marker of an unknown twist angle (weight 0)
+
+
+def rest_joints29(model, betas10):
+    """Shaped rest joints (J_regressor @ v_shaped) and the 5 leaf vertices of v_shaped, [29, 3]."""
+    k = min(model["shapedirs"].shape[2], NUM_BETAS_3DPW)
+    v_shaped = model["v_template"] + model["shapedirs"][:, :, :k] @ betas10[:k]
+    return np.concatenate([model["J_regressor"] @ v_shaped, v_shaped[model["leaf_vertices"]]])
+
+
+def twist_angles(pose72, rest29):
+    """Twist angle of joints 1..23 about their rest bone u (unit, to the HybrIK-29 child): the
+    swing-twist decomposition of the local rotation R(pose[j]) = R_swing R_twist(u). From the
+    quaternion (w, v) of the axis-angle, twist = 2 atan2(v . u, w), wrapped to (-pi, pi]."""
+    out = []
+    for j in range(1, 24):
+        aa = pose72[3 * j:3 * j + 3]
+        theta = np.linalg.norm(aa)
+        w = np.cos(0.5 * theta)
+        v = aa * (np.sin(0.5 * theta) / theta) if theta > 0 else np.zeros(3)
+        bone = rest29[HYBRIK29_CHILDREN[j]] - rest29[j]
+        u = bone / np.linalg.norm(bone)
+        phi = 2.0 * np.arctan2(v @ u, w)
+        if phi > np.pi:
+            phi -= 2.0 * np.pi
+        elif phi <= -np.pi:
+            phi += 2.0 * np.pi
+        out.append(float(phi))
+    return out
+
+
+def coco_json(seqs, model, expected):
+    """3DPW_test_new.json content: one image per frame, one annotation per person-frame with
+    campose_valid (as upstream's parse). Values come from the same people as the sequence files:
+    smpl_param.pose has the root in camera axes (global_orient_cam), smpl_param.trans is such that
+    LBS(pose, shape) + trans is the camera-frame mesh, the joints are expected.json's."""
+    images, annotations = [], []
+    for seq, exp in zip(seqs, expected["sequences"]):
+        assert seq["name"] == exp["name"]
+        img_ids = []
+        for i in range(seq["n"]):
+            img_ids.append(len(images))
+            images.append({
+                "id": len(images), "width": WIDTH, "height": HEIGHT, "sequence": seq["name"],
+                "file_name": "image_%05d.jpg" % i,
+                "cam_param": {"focal": [FX, FY], "princpt": [CX, CY]},
+            })
+        for i in range(seq["n"]):
+            for pp, pe in zip(seq["people"], exp["people"]):
+                fr = pe["frames"][i]
+                if not pp["valid"][i]:
+                    continue
+                rest29 = rest_joints29(model, pp["betas"])
+                pose = np.array(fr["poses"])
+                pose[0:3] = fr["global_orient_cam"]
+                joints_cam = np.array(fr["joints_cam"])
+                trans = np.array(fr["root_cam"]) - rest29[0]
+                # the camera-frame mesh is LBS(pose with the camera-axes root, shape) + trans (to
+                # ~3e-8 m: scipy's as_rotvec loses digits at these near-pi root angles)
+                verts, joints = pose_body(model, pp["betas"], pose[None])
+                verts_cam = to_cam(seq["cams"][i], pp["verts_world"][i])
+                assert np.abs(verts[0] + trans - verts_cam).max() < 1e-6, (seq["name"], i)
+                assert np.abs(joints[0] + trans - joints_cam).max() < 1e-6, (seq["name"], i)
+                assert np.abs(joints[0, 0] + trans - joints_cam[0]).max() < 1e-12
+                h36m = model["J_regressor_h36m"] @ (verts[0] + trans)
+                assert np.abs(h36m - np.array(fr["h36m_cam"])).max() < 1e-6
+                uv = project(joints_cam)
+                angle = twist_angles(pose, rest29)
+                x, y, w, h = fr["bbox"]
+                annotations.append({
+                    "id": len(annotations), "image_id": img_ids[i], "category_id": 1, "iscrowd": 0,
+                    "area": w * h, "bbox": fr["bbox"],
+                    "smpl_param": {"shape": pp["betas"].tolist(), "pose": pose.tolist(),
+                                   "trans": trans.tolist(), "gender": GENDER_NAMES[pp["gender"]]},
+                    "h36m_joints": fr["h36m_cam"],
+                    "smpl_joint_cam": fr["joints_cam"],
+                    "smpl_joint_img": np.concatenate([uv, joints_cam[:, 2:3]], axis=1).tolist(),
+                    "angle_twist": {"angle": angle, "cos": np.cos(angle).tolist(),
+                                    "sin": np.sin(angle).tolist()},
+                })
+    assert all(a > INVALID_TWIST for ann in annotations for a in ann["angle_twist"]["angle"])
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "person", "supercategory": "person"}]}
+
+
+def check_coco(path, ref):
+    """Reads the file back (exact values) and indexes it the way pycocotools.COCO does."""
+    with open(path) as fh:
+        d = json.load(fh)
+    assert d == ref, path
+    imgs = {im["id"]: im for im in d["images"]}
+    assert len(imgs) == len(d["images"])
+    anns = {a["id"]: a for a in d["annotations"]}
+    assert len(anns) == len(d["annotations"])
+    cats = {c["id"] for c in d["categories"]}
+    for a in d["annotations"]:
+        im = imgs[a["image_id"]]
+        assert a["category_id"] in cats
+        assert os.path.isfile(out("imageFiles", im["sequence"], im["file_name"])), im
+        assert len(a["smpl_param"]["pose"]) == 72 and len(a["smpl_param"]["shape"]) == 10
+        assert np.array(a["smpl_joint_cam"]).shape == (24, 3)
+        assert np.array(a["smpl_joint_img"]).shape == (24, 3)
+        assert np.array(a["h36m_joints"]).shape == (17, 3)
+        for k in ("angle", "cos", "sin"):
+            assert len(a["angle_twist"][k]) == 23
+
+
 def main():
     rng = np.random.default_rng(SEED)
     model = load_default_model()
@@ -438,6 +558,17 @@ def main():
     with open(out("expected.json"), "w") as fh:
         json.dump(expected, fh, indent=1)
         fh.write("\n")
+
+    coco = coco_json(seqs, model, expected)
+    os.makedirs(out("json"), exist_ok=True)
+    with open(out("json", COCO_JSON), "w") as fh:
+        json.dump(coco, fh, separators=(",", ":"))
+        fh.write("\n")
+    check_coco(out("json", COCO_JSON), coco)
+    size = os.path.getsize(out("json", COCO_JSON))
+    assert size < 150_000, size
+    print("json/%s: %d images, %d annotations, %d bytes" % (
+        COCO_JSON, len(coco["images"]), len(coco["annotations"]), size))
 
     total = 0
     for root, _, files in os.walk(HERE):
