@@ -4,7 +4,7 @@
 //! A synthetic sample: a body model (SMPL layout) in a pose from
 //! [`ikol_solver::sampling::sample_pose`] and a shape from `sample_beta`, placed in front of a
 //! pinhole camera (model frame y up -> camera frame y down: `X_cam = Rx(pi) (X - root) + t`),
-//! drawn by `ikol_render::draw_mesh` over a random background, then cropped as the backbone does
+//! drawn by `ikol_render::draw_mesh_colors` (clothing-like vertex colours) over a random background, then cropped as the backbone does
 //! at inference (`crop_for_box` of the tight box, `warp_affine_rgb`, `normalize_rgb`). Targets:
 //! uvd by `ikol_backbone::camera::cam_to_uvd` (reference 4.3), root-relative camera joints in
 //! metres, twist (cos, sin) and leaf quaternions from `sampling::ground_truth`, beta, and the
@@ -19,7 +19,7 @@ use ikol_backbone::DEPTH_FACTOR_M;
 use ikol_backbone::camera::{cam_to_uvd, k_inv};
 use ikol_backbone::preprocess::{RgbFrame, crop_for_box, normalize_rgb, warp_affine_rgb};
 use ikol_body::BodyModel;
-use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat, draw_mesh};
+use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat, draw_mesh_colors};
 use ikol_solver::sampling::{
     GroundTruth, PoseDistribution, ground_truth, sample_beta, sample_pose,
 };
@@ -176,18 +176,23 @@ pub fn render_sample(
         })
         .collect();
     let style = MeshStyle {
-        color: [
-            rng.random_range(40..=255),
-            rng.random_range(40..=255),
-            rng.random_range(40..=255),
-        ],
         opacity: 1.0,
         ambient: rng.random_range(0.1..0.5),
+        ..MeshStyle::default()
     };
+    let colors = clothing_colors(body, rng);
     {
         let mut frame = Frame::new(&mut pixels, size, size, 3 * size, PixelFormat::Rgb)?;
         let mut depth = DepthBuffer::new(size, size);
-        draw_mesh(&mut frame, &mut depth, &k, &verts, &body.faces, &style)?;
+        draw_mesh_colors(
+            &mut frame,
+            &mut depth,
+            &k,
+            &verts,
+            &body.faces,
+            &colors,
+            &style,
+        )?;
     }
 
     // Tight box of the projected vertices, then the backbone's crop.
@@ -223,6 +228,41 @@ pub fn render_sample(
         opts.input_size,
         draw,
     )
+}
+
+/// Joints whose vertices wear the trousers (pelvis, legs, feet) and show skin (head, hands).
+const LOWER_BODY: [usize; 9] = [0, 1, 2, 4, 5, 7, 8, 10, 11];
+const SKIN: [usize; 5] = [15, 20, 21, 22, 23];
+
+/// Clothing-like vertex colours: random trousers and shirt colours and a skin tone, chosen per
+/// vertex by its dominant skinning joint, with +-20 per-vertex noise (texture variation).
+fn clothing_colors(body: &BodyModel, rng: &mut StdRng) -> Vec<[u8; 3]> {
+    let mut cloth = || [0; 3].map(|_| rng.random_range(30.0..255.0f32));
+    let (shirt, trousers) = (cloth(), cloth());
+    let r: f32 = rng.random_range(120.0..240.0);
+    let skin = [
+        r,
+        r * rng.random_range(0.65..0.85),
+        r * rng.random_range(0.5..0.7),
+    ];
+    (0..body.num_vertices())
+        .map(|v| {
+            let joint = body
+                .weights
+                .row(v)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(j, _)| j);
+            let base = if SKIN.contains(&joint) {
+                skin
+            } else if LOWER_BODY.contains(&joint) {
+                trousers
+            } else {
+                shirt
+            };
+            let noise: f32 = rng.random_range(-20.0..20.0);
+            base.map(|c| (c + noise).clamp(0.0, 255.0) as u8)
+        })
+        .collect()
 }
 
 /// A sample from a frame, its intrinsics, the person's box and ground truth: the backbone's crop

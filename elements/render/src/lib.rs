@@ -43,6 +43,8 @@ pub enum RenderError {
         vertex: u32,
         count: usize,
     },
+    #[error("{colors} vertex colours for {vertices} vertices")]
+    ColorCount { colors: usize, vertices: usize },
 }
 
 /// A mutable view of a packed frame.
@@ -194,6 +196,43 @@ pub fn draw_mesh(
     faces: &[[u32; 3]],
     style: &MeshStyle,
 ) -> Result<usize, RenderError> {
+    let c = style.color.map(f32::from);
+    raster(frame, depth, k, vertices, faces, style, |_, _| c)
+}
+
+/// [`draw_mesh`] with a colour per vertex (interpolated across each triangle, then shaded);
+/// `style.color` is unused.
+pub fn draw_mesh_colors(
+    frame: &mut Frame<'_>,
+    depth: &mut DepthBuffer,
+    k: &Intrinsics,
+    vertices: &[[f32; 3]],
+    faces: &[[u32; 3]],
+    colors: &[[u8; 3]],
+    style: &MeshStyle,
+) -> Result<usize, RenderError> {
+    if colors.len() != vertices.len() {
+        return Err(RenderError::ColorCount {
+            colors: colors.len(),
+            vertices: vertices.len(),
+        });
+    }
+    raster(frame, depth, k, vertices, faces, style, |f, w| {
+        let [a, b, c] = f.map(|i| colors[i as usize].map(f32::from));
+        [0, 1, 2].map(|i| w[0] * a[i] + w[1] * b[i] + w[2] * c[i])
+    })
+}
+
+/// The rasteriser behind both: `color(face, barycentric weights)` gives the unshaded colour.
+fn raster(
+    frame: &mut Frame<'_>,
+    depth: &mut DepthBuffer,
+    k: &Intrinsics,
+    vertices: &[[f32; 3]],
+    faces: &[[u32; 3]],
+    style: &MeshStyle,
+    color: impl Fn(&[u32; 3], [f32; 3]) -> [f32; 3],
+) -> Result<usize, RenderError> {
     if let Some((face, &vertex)) = faces.iter().enumerate().find_map(|(i, f)| {
         f.iter()
             .find(|&&v| v as usize >= vertices.len())
@@ -270,7 +309,7 @@ pub fn draw_mesh(
                     1.0
                 };
                 let shade = style.ambient + (1.0 - style.ambient) * lambert;
-                let rgb = style.color.map(|c| (f32::from(c) * shade).min(255.0) as u8);
+                let rgb = color(f, [w0, w1, w2]).map(|c| (c * shade).clamp(0.0, 255.0) as u8);
                 frame.blend(x, y, rgb, style.opacity);
                 written += 1;
             }
@@ -489,6 +528,52 @@ mod tests {
         assert_eq!(f.rgb(26, 32), [0, 0, 0]);
         assert_eq!(f.rgb(38, 32), [0, 0, 0]);
         assert!((d.at(32, 32) - 2.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn vertex_colours_interpolate_barycentrically() {
+        let style = MeshStyle {
+            ambient: 1.0,
+            ..Default::default()
+        };
+        // A triangle facing the camera at 2 m: screen (a) 22,22 (b) 42,22 (c) 32,42 with f = 100 px
+        // and the principal point at 32: 32 + 100 x / 2.
+        let v = vec![[-0.2, -0.2, 2.0], [0.2, -0.2, 2.0], [0.0, 0.2, 2.0]];
+        let fc = vec![[0u32, 1, 2]];
+        let colors = [[255, 0, 0], [0, 255, 0], [0, 0, 255]];
+        let mut buf = vec![0u8; 64 * 64 * 3];
+        let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+        let mut d = DepthBuffer::new(64, 64);
+        draw_mesh_colors(&mut f, &mut d, &k(), &v, &fc, &colors, &style).unwrap();
+        // Pixel (32, 28): weight of c = (28 - 22) / 20 = 0.3, a and b 0.35 each by symmetry.
+        assert_eq!(f.rgb(32, 28), [89, 89, 76]);
+        assert_eq!(f.rgb(22, 22), [255, 0, 0]);
+        // One colour everywhere draws exactly what draw_mesh draws.
+        let (v, fc) = square(0.1, 2.0, 0.03);
+        let shaded = MeshStyle::default();
+        let mut a = vec![0u8; 64 * 64 * 3];
+        let mut b = a.clone();
+        let mut fa = Frame::new(&mut a, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+        let mut fb = Frame::new(&mut b, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+        draw_mesh(
+            &mut fa,
+            &mut DepthBuffer::new(64, 64),
+            &k(),
+            &v,
+            &fc,
+            &shaded,
+        )
+        .unwrap();
+        let same = vec![shaded.color; v.len()];
+        let mut da = DepthBuffer::new(64, 64);
+        draw_mesh_colors(&mut fb, &mut da, &k(), &v, &fc, &same, &shaded).unwrap();
+        assert_eq!(a, b);
+        let mut fb = Frame::new(&mut b, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+        let e = draw_mesh_colors(&mut fb, &mut da, &k(), &v, &fc, &same[..2], &shaded).unwrap_err();
+        assert!(
+            e.to_string().contains("2 vertex colours for 4 vertices"),
+            "{e}"
+        );
     }
 
     #[test]
