@@ -77,6 +77,28 @@ fn normal(rng: &mut StdRng) -> f64 {
 }
 
 impl Augment {
+    /// Rejects settings the draws cannot use, naming the `augment.*` key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let in_range = |v: f64, lo: f64, hi: f64, hi_open: bool| {
+            v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi }
+        };
+        for (key, v, lo, hi, open) in [
+            ("scale", self.scale, 0.0, 1.0, true),
+            ("rotation_deg", self.rotation_deg, 0.0, 180.0, false),
+            ("rotation_prob", self.rotation_prob, 0.0, 1.0, false),
+            ("flip_prob", self.flip_prob, 0.0, 1.0, false),
+            ("colour", self.colour, 0.0, 1.0, true),
+            ("occlusion_area", self.occlusion_area, 0.0, 1.0, false),
+        ] {
+            anyhow::ensure!(
+                in_range(v, lo, hi, open),
+                "augment.{key} = {v}: expected {lo} <= value {} {hi}",
+                if open { "<" } else { "<=" }
+            );
+        }
+        Ok(())
+    }
+
     /// Draws one sample's augmentation; `crop_size` is the network input side.
     pub fn draw(&self, rng: &mut StdRng, crop_size: usize) -> Draw {
         if !self.enabled {

@@ -257,6 +257,7 @@ impl TrainConfig {
             self.optim.lr.is_finite() && self.optim.lr > 0.0,
             "lr must be positive"
         );
+        self.augment.validate()?;
         Ok(())
     }
 }

@@ -219,3 +219,78 @@ fn colour_gains_and_occlusion() {
         "{changed_inside} of {inside}"
     );
 }
+
+#[test]
+fn bad_settings_are_named() {
+    for (a, key) in [
+        (only(|a| a.scale = -0.1), "augment.scale"),
+        (only(|a| a.scale = 1.0), "augment.scale"),
+        (only(|a| a.rotation_deg = f64::NAN), "augment.rotation_deg"),
+        (only(|a| a.flip_prob = 1.5), "augment.flip_prob"),
+    ] {
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    }
+    assert!(Augment::default().validate().is_ok());
+}
+
+/// Independent of the mirroring rules: the flipped rotations, posed by forward kinematics on the
+/// body's rest skeleton, land on the flipped joints; and every augmented sample's uvd, mapped
+/// back through its own crop and camera, gives its camera-frame joints.
+#[test]
+fn augmented_targets_stay_consistent() {
+    use ikol_backbone::DEPTH_FACTOR_M;
+    use ikol_backbone::camera::{CropCamera, uvd_to_cam};
+    use ikol_body::nalgebra::{Matrix3, Vector3};
+    use ikol_types::{Affine2, Intrinsics};
+
+    let ds = dataset();
+    let body = BodyModel::embedded_default().unwrap();
+    for (i, aug, seed) in [
+        (4, only(|a| a.flip_prob = 1.0), 1),
+        (7, only(|a| a.flip_prob = 1.0), 2),
+        (5, Augment::default(), 3),
+        (9, Augment::default(), 4),
+    ] {
+        let s = ds.get_augmented(i, &aug, seed).unwrap();
+        let beta: Vec<f64> = s.beta.iter().map(|&b| f64::from(b)).collect();
+        let rest = body.rest_joints(&beta).unwrap();
+        let local: Vec<Matrix3<f64>> = s
+            .rotations
+            .iter()
+            .map(|r| Matrix3::from_row_slice(&r.map(f64::from)))
+            .collect();
+        let (_, posed) = ikol_body::forward_kinematics(&local, &rest, &body.parents);
+        for j in 0..24 {
+            let want = Vector3::from(s.joints[j].map(f64::from));
+            let got = posed[j] - posed[0];
+            // The rest skeleton is symmetric to ~0.05 mm.
+            assert!((got - want).norm() < 5e-4, "sample {i} joint {j}: {got} vs {want}");
+        }
+        // k_inv -> intrinsics (upper triangular, no skew).
+        let ki = s.k_inv.map(f64::from);
+        let (fx, fy) = (1.0 / ki[0], 1.0 / ki[4]);
+        let k = Intrinsics {
+            fx,
+            fy,
+            cx: -ki[2] * fx,
+            cy: -ki[5] * fy,
+        };
+        let m = s.crop_to_frame.map(f64::from);
+        let cam = CropCamera {
+            crop_to_frame: Affine2 {
+                m: [[m[0], m[1], m[2]], [m[3], m[4], m[5]]],
+            },
+            intrinsics: k,
+            root_depth: f64::from(s.root_depth),
+            depth_factor: DEPTH_FACTOR_M,
+        };
+        let back = uvd_to_cam(&s.uvd, S as f64, &cam);
+        for j in 0..24 {
+            for c in 0..3 {
+                let d = back.xyz_m[j][c] - f64::from(s.joints[j][c]);
+                assert!(d.abs() < 1e-4, "sample {i} joint {j}: {d}");
+            }
+        }
+    }
+}
