@@ -29,7 +29,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ikol_backbone::preprocess::RgbFrame;
 use ikol_body::BodyModel;
-use ikol_solver::sampling::ground_truth;
+use ikol_eval::pw3d::{PersonTruth, person_truth};
 use ikol_types::joints::SMPL_JOINTS;
 use ikol_types::nalgebra::Vector3;
 use ikol_types::{BBox, Intrinsics};
@@ -411,12 +411,11 @@ impl CocoDataset {
     fn build(&self, e: &CocoEntry, draw: &Draw) -> anyhow::Result<Sample> {
         let img = ikol_render::image::read_jpeg(&e.image)?;
         let rgb = RgbFrame::new(&img.pixels, img.width, img.height, 3 * img.width as usize)?;
-        let nb = self.body.num_betas.min(e.shape.len());
-        let mut beta = e.shape[..nb].to_vec();
-        beta.resize(self.body.num_betas, 0.0);
-        let rest = self.body.rest_joints29(&beta)?;
-        let pose: Vec<Vector3<f64>> = e.pose.iter().map(|t| Vector3::from(*t)).collect();
-        let mut gt = ground_truth(&rest, &pose);
+        let PersonTruth {
+            mut beta,
+            truth: mut gt,
+            ..
+        } = person_truth(&self.body, &e.pose, &e.shape)?;
         for (t, known) in gt.twist.iter_mut().zip(&e.twist) {
             if let Some(k) = known {
                 *t = *k;

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ikol_backbone::preprocess::RgbFrame;
 use ikol_body::BodyModel;
-use ikol_eval::pw3d::{Sequence, sequence_files};
-use ikol_solver::sampling::ground_truth;
+use ikol_eval::pw3d::{PersonTruth, Sequence, person_truth, sequence_files};
 use ikol_types::joints::SMPL_JOINTS;
 use ikol_types::nalgebra::Vector3;
 
@@ -107,22 +106,24 @@ impl Pw3dDataset {
         let rgb = RgbFrame::new(&img.pixels, img.width, img.height, 3 * img.width as usize)?;
         let bbox = seq.bbox(p, f).context("person without keypoints")?;
         let cam = seq.camera_pose(p, f);
-        let nb = self.body.num_betas.min(cam.betas.len());
-        let mut beta = cam.betas[..nb].to_vec();
-        beta.resize(self.body.num_betas, 0.0);
-        let rest = self.body.rest_joints29(&beta)?;
-        let pose: Vec<Vector3<f64>> = cam.theta.iter().map(|t| Vector3::from(*t)).collect();
-        let gt = ground_truth(&rest, &pose);
+        let PersonTruth {
+            mut beta,
+            rest,
+            truth,
+        } = person_truth(&self.body, &cam.theta, &cam.betas)?;
         let root = seq.root_in_camera(p, f, &rest[0]);
-        let abs: Vec<Vector3<f64>> = gt.joints[..SMPL_JOINTS].iter().map(|j| root + j).collect();
+        let abs: Vec<Vector3<f64>> = truth.joints[..SMPL_JOINTS]
+            .iter()
+            .map(|j| root + j)
+            .collect();
         beta.resize(self.num_betas, 0.0);
         build_sample(
             &rgb,
             &seq.intrinsics,
             &bbox,
             &abs,
-            &gt,
-            &gt.local,
+            &truth,
+            &truth.local,
             &beta,
             self.input_size,
             draw,

@@ -265,7 +265,10 @@ fn augmented_targets_stay_consistent() {
             let want = Vector3::from(s.joints[j].map(f64::from));
             let got = posed[j] - posed[0];
             // The rest skeleton is symmetric to ~0.05 mm.
-            assert!((got - want).norm() < 5e-4, "sample {i} joint {j}: {got} vs {want}");
+            assert!(
+                (got - want).norm() < 5e-4,
+                "sample {i} joint {j}: {got} vs {want}"
+            );
         }
         // k_inv -> intrinsics (upper triangular, no skew).
         let ki = s.k_inv.map(f64::from);

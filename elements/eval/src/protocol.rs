@@ -167,7 +167,10 @@ impl Report {
             body_model: body_model.to_owned(),
             comparable,
             note: if comparable {
-                "SMPL neutral model and its H36M regressor: the published protocol".into()
+                "an SMPL-topology model with the given H36M regressor: the published protocol \
+                 when that model is SMPL's neutral one (upstream also took its boxes from the \
+                 I2L JSON rather than the keypoints)"
+                    .into()
             } else {
                 format!(
                     "body model `{body_model}` is not SMPL's neutral model with J_regressor_h36m: \

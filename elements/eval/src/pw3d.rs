@@ -14,7 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
+use ikol_body::BodyModel;
 use ikol_body::pickle::{Value, read_pickle_file};
+use ikol_solver::sampling::{GroundTruth, ground_truth};
 use ikol_types::nalgebra::{Matrix3, Vector3};
 use ikol_types::rotation::{axis_angle_to_matrix, matrix_to_axis_angle};
 use ikol_types::{BBox, Intrinsics};
@@ -139,6 +141,34 @@ impl Sequence {
     }
 }
 
+/// A person's ground truth posed by a body model: the shape padded or cut to the model's count,
+/// its rest skeleton (HybrIK-29 when the model has leaf vertices, else SMPL-24) and what a
+/// solver is given ([`ground_truth`]: root-relative joints, twist, leaf rotations, locals).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonTruth {
+    pub beta: Vec<f64>,
+    pub rest: Vec<Vector3<f64>>,
+    pub truth: GroundTruth,
+}
+
+/// [`PersonTruth`] of 24 axis-angle rotations (root in camera axes) and shape coefficients.
+pub fn person_truth(
+    model: &BodyModel,
+    theta: &[[f64; 3]],
+    betas: &[f64],
+) -> std::result::Result<PersonTruth, ikol_body::BodyError> {
+    let mut beta = betas[..betas.len().min(model.num_betas)].to_vec();
+    beta.resize(model.num_betas, 0.0);
+    let rest = if model.leaf_vertices.is_some() {
+        model.rest_joints29(&beta)?
+    } else {
+        model.rest_joints(&beta)?
+    };
+    let pose: Vec<Vector3<f64>> = theta.iter().map(|t| Vector3::from(*t)).collect();
+    let truth = ground_truth(&rest, &pose);
+    Ok(PersonTruth { beta, rest, truth })
+}
+
 /// `root/imageFiles/<sequence>/image_%05d.jpg`.
 pub fn image_path(root: &Path, sequence: &str, frame_id: u64) -> PathBuf {
     root.join("imageFiles")
@@ -243,6 +273,16 @@ impl Reader<'_> {
             cx: k[2],
             cy: k[5],
         };
+        if intrinsics.fx <= 0.0 || intrinsics.fy <= 0.0 {
+            return Err(self.err(format!(
+                "`cam_intrinsics` has focal lengths {} and {}; expected positive",
+                intrinsics.fx, intrinsics.fy
+            )));
+        }
+        // The name becomes image folder and report file names: no path separators.
+        if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+            return Err(self.err(format!("`sequence` = {name:?} is not a usable name")));
+        }
         let (n, cp) = self.floats("cam_poses", self.key("cam_poses")?, &[4, 4])?;
         let cam_poses = cp
             .chunks_exact(16)

@@ -22,12 +22,18 @@
 //! metres); ground truth from a dataset source: `gt-theta` (24 x 3 axis-angle, root in camera
 //! axes), `gt-beta`, `gt-root` (3, camera metres). Absent fields are simply not set.
 //!
-//! Dataset sources also set the frame fields `sequence` (string) and `frame-id` (u64, the
-//! dataset's frame number).
+//! Dataset sources also set the frame fields `sequence` (string), `frame-id` (u64, the
+//! dataset's frame number) and `gt-dropped` (u32, ground-truth people the source could not give a
+//! box; `ikoleval` counts them as missing). A source that fills the backbone's fields from the
+//! ground truth adds the stage [`GROUND_TRUTH_JOINTS`].
 
 use gst::glib;
 use gst::meta::CustomMeta;
 use ikol_types::{Affine2, BBox, FrameResult, Intrinsics, PersonResult};
+
+/// The stage a dataset source records when it filled the backbone's fields from the ground truth
+/// (so `ikolsolver` may run without `ikolbackbone`).
+pub const GROUND_TRUTH_JOINTS: &str = "ground-truth-joints";
 
 /// Name of the custom meta carrying per-frame results.
 pub const META_NAME: &str = "IkolFrameMeta";
@@ -105,6 +111,8 @@ pub struct FrameMeta {
     pub sequence: Option<String>,
     /// Dataset frame number (dataset sources).
     pub frame_id: Option<u64>,
+    /// Ground-truth people a dataset source dropped (no box); counted as missing.
+    pub gt_dropped: u32,
 }
 
 fn pack<const K: usize>(rows: &[[f32; K]]) -> glib::Bytes {
@@ -322,6 +330,9 @@ impl FrameMeta {
         if let Some(f) = self.frame_id {
             s.set("frame-id", f);
         }
+        if self.gt_dropped > 0 {
+            s.set("gt-dropped", self.gt_dropped);
+        }
         s.set(
             "people",
             gst::Array::new(self.people.iter().map(Person::to_structure)),
@@ -383,6 +394,12 @@ impl FrameMeta {
         } else {
             None
         };
+        let gt_dropped = if s.has_field("gt-dropped") {
+            s.get::<u32>("gt-dropped")
+                .map_err(|e| bad("gt-dropped", e.to_string()))?
+        } else {
+            0
+        };
         Ok(Self {
             stages,
             intrinsics,
@@ -390,6 +407,7 @@ impl FrameMeta {
             people,
             sequence,
             frame_id,
+            gt_dropped,
         })
     }
 
@@ -533,6 +551,7 @@ mod tests {
             people: vec![p.clone(), Person::new(8, p.bbox, 0.5)],
             sequence: Some("downtown_walking_00".into()),
             frame_id: Some(123),
+            gt_dropped: 2,
         };
         let mut buf = gst::Buffer::new();
         m.write(buf.get_mut().unwrap()).unwrap();

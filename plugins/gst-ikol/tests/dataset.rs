@@ -114,6 +114,7 @@ fn source_plays_frames_with_ground_truth() {
                 buf.pts(),
                 Some(gst::ClockTime::SECOND.mul_div_floor(n, 30).unwrap())
             );
+            assert_eq!(buf.flags().contains(gst::BufferFlags::DISCONT), i == 0);
             let m = FrameMeta::read(buf).unwrap().unwrap();
             assert_eq!(m.sequence.as_deref(), es["name"].as_str());
             assert_eq!(m.frame_id, Some(i as u64));
@@ -303,6 +304,17 @@ fn bad_input_gives_named_errors() {
     );
     std::fs::remove_dir_all(&dir).ok();
 
+    // Without ground-truth joints the solver needs the network.
+    let r = run(&format!(
+        "ikol3dpwsrc location=\"{}\" ! ikolsolver ! ikoleval print=false",
+        loc()
+    ));
+    assert!(
+        r.error
+            .unwrap()
+            .contains("put ikolbackbone upstream of ikolsolver")
+    );
+
     // ikoleval needs ground truth from upstream.
     let r = run("videotestsrc num-buffers=1 ! ikoleval");
     assert!(
@@ -316,4 +328,70 @@ fn bad_input_gives_named_errors() {
         loc()
     ));
     assert!(r.error.unwrap().contains("/nonexistent.npy"));
+}
+
+#[test]
+fn duration_and_size_changes() {
+    common::init();
+    // Duration: 9 frames at 30 fps.
+    let p = gst::parse::launch(&format!("ikol3dpwsrc location=\"{}\" ! fakesink", loc()))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    p.set_state(gst::State::Paused).unwrap();
+    p.state(gst::ClockTime::from_seconds(30)).0.unwrap();
+    assert_eq!(
+        p.query_duration::<gst::ClockTime>(),
+        Some(gst::ClockTime::from_mseconds(300))
+    );
+    p.set_state(gst::State::Null).unwrap();
+
+    // A tree whose second sequence has smaller frames: the caps follow, through videoconvert.
+    let dir = std::env::temp_dir().join(format!("ikol-3dpw-sizes-{}", std::process::id()));
+    let seqs = dir.join("sequenceFiles/test");
+    std::fs::create_dir_all(&seqs).unwrap();
+    for name in ["fixture_pair_01", "fixture_walk_00"] {
+        std::fs::copy(
+            root().join(format!("sequenceFiles/test/{name}.pkl")),
+            seqs.join(format!("{name}.pkl")),
+        )
+        .unwrap();
+    }
+    let pair = dir.join("imageFiles/fixture_pair_01");
+    std::fs::create_dir_all(&pair).unwrap();
+    for i in 0..4 {
+        let f = format!("image_{i:05}.jpg");
+        std::fs::copy(
+            root().join("imageFiles/fixture_pair_01").join(&f),
+            pair.join(&f),
+        )
+        .unwrap();
+    }
+    let walk = dir.join("imageFiles/fixture_walk_00");
+    std::fs::create_dir_all(&walk).unwrap();
+    let r = run(&format!(
+        "videotestsrc num-buffers=5 ! video/x-raw,width=160,height=120 ! jpegenc \
+         ! multifilesink location=\"{}/image_%05d.jpg\"",
+        walk.display()
+    ));
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let r = run(&format!(
+        "ikol3dpwsrc location=\"{}\" ! videoconvert ! video/x-raw,format=RGBx \
+         ! appsink name=out sync=false",
+        dir.display()
+    ));
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let sizes: Vec<(i32, i32)> = r
+        .buffers
+        .iter()
+        .map(|(_, c)| {
+            let s = c.structure(0).unwrap();
+            (s.get("width").unwrap(), s.get("height").unwrap())
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [[(240, 320); 4].as_slice(), &[(160, 120); 5]].concat()
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

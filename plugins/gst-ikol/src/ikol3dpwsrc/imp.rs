@@ -25,6 +25,7 @@
 //! Since: 0.1
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
@@ -35,11 +36,10 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 use gst_video::VideoFormat;
 use ikol_body::BodyModel;
-use ikol_eval::pw3d::{self, FRAME_RATE, Sequence};
-use ikol_types::nalgebra::Vector3;
+use ikol_eval::pw3d::{self, FRAME_RATE, PersonTruth, Sequence, person_truth};
 
 use crate::common;
-use crate::meta::{FrameMeta, Person};
+use crate::meta::{self, FrameMeta, Person};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -85,7 +85,6 @@ struct State {
     frame_in_seq: usize,
     /// Frames output so far (timestamps count on across sequences).
     emitted: u64,
-    total_frames: u64,
     model: Arc<BodyModel>,
     oracle: bool,
     /// Size of the negotiated caps.
@@ -96,6 +95,8 @@ struct State {
 pub struct Ikol3dpwSrc {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    /// Frames of all selected sequences (duration queries), 0 before `start`.
+    total_frames: AtomicU64,
 }
 
 fn caps_for(w: u32, h: u32) -> gst::Caps {
@@ -131,36 +132,29 @@ impl Ikol3dpwSrc {
         gst::FlowError::Error
     }
 
-    /// The people of frame `i` of `seq`.
-    fn people(&self, seq: &Sequence, i: usize, state: &State) -> Result<Vec<Person>, String> {
+    /// The people of frame `i` of `seq`, and how many valid ones had no box.
+    fn people(seq: &Sequence, i: usize, state: &State) -> Result<(Vec<Person>, u32), String> {
         let model = &state.model;
         let mut out = Vec::new();
+        let mut dropped = 0;
         for p in 0..seq.people.len() {
             // Upstream evaluates only frames where the person's camera pose is valid.
             if !seq.people[p].valid[i] {
                 continue;
             }
             let Some(bbox) = seq.bbox(p, i) else {
+                dropped += 1;
                 continue;
             };
             let gt = seq.camera_pose(p, i);
-            let mut beta = gt.betas.clone();
-            beta.resize(model.num_betas, 0.0);
-            let leaves = model.leaf_vertices.is_some();
-            let rest = if leaves {
-                model.rest_joints29(&beta)
-            } else {
-                model.rest_joints(&beta)
-            }
-            .map_err(|e| format!("{STAGE}: {}: person {p}: {e}", seq.path.display()))?;
+            let PersonTruth { beta, rest, truth } = person_truth(model, &gt.theta, &gt.betas)
+                .map_err(|e| format!("{STAGE}: {}: person {p}: {e}", seq.path.display()))?;
             let root = seq.root_in_camera(p, i, &rest[0]);
             let mut person = Person::new(p as u64 + 1, bbox, 1.0);
             person.gt_theta = gt.theta.iter().map(|t| t.map(|x| x as f32)).collect();
             person.gt_beta = gt.betas.iter().map(|&b| b as f32).collect();
             person.gt_root = Some([root.x as f32, root.y as f32, root.z as f32]);
             if state.oracle {
-                let pose: Vec<Vector3<f64>> = gt.theta.iter().map(|t| Vector3::from(*t)).collect();
-                let truth = ikol_solver::sampling::ground_truth(&rest, &pose);
                 let k = &seq.intrinsics;
                 person.joints_3d = truth
                     .joints
@@ -184,7 +178,7 @@ impl Ikol3dpwSrc {
                     .iter()
                     .map(|t| [t[0] as f32, t[1] as f32])
                     .collect();
-                if leaves {
+                if model.leaf_vertices.is_some() {
                     person.leaf = truth
                         .leaf_rotations
                         .iter()
@@ -196,8 +190,85 @@ impl Ikol3dpwSrc {
             }
             out.push(person);
         }
-        Ok(out)
+        Ok((out, dropped))
     }
+
+    /// The next frame: its meta, image, index and whether caps change; moves on to the next
+    /// sequence file when one is done. `Err(None)` is the end of the stream, `Err(Some(msg))` an
+    /// error to post (the caller posts it after the state lock is gone).
+    fn next_frame(&self) -> Result<Frame, Option<String>> {
+        let mut guard = common::lock(&self.state);
+        let Some(state) = guard.as_mut() else {
+            return Err(Some(format!("{STAGE}: not started")));
+        };
+        let mut first = false;
+        while state
+            .seq
+            .as_ref()
+            .is_none_or(|s| state.frame_in_seq >= s.num_frames())
+        {
+            let Some(file) = state.files.get(state.next_file).cloned() else {
+                return Err(None);
+            };
+            state.next_file += 1;
+            state.frame_in_seq = 0;
+            first = true;
+            let seq = Sequence::load(&file).map_err(|e| Some(format!("{STAGE}: {e}")))?;
+            gst::info!(
+                CAT,
+                imp = self,
+                "sequence {} ({} frames, {} people)",
+                seq.name,
+                seq.num_frames(),
+                seq.people.len()
+            );
+            state.seq = Some(seq);
+        }
+        let i = state.frame_in_seq;
+        state.frame_in_seq += 1;
+        let Some(seq) = state.seq.as_ref() else {
+            return Err(None);
+        };
+        let path = seq.image_path(&state.root, i);
+        let image =
+            ikol_render::image::read_jpeg(&path).map_err(|e| Some(format!("{STAGE}: {e}")))?;
+        let (people, gt_dropped) = Self::people(seq, i, state).map_err(Some)?;
+        let mut stages = vec![STAGE.to_owned()];
+        if state.oracle {
+            stages.push(meta::GROUND_TRUTH_JOINTS.to_owned());
+        }
+        let meta = FrameMeta {
+            stages,
+            intrinsics: Some(seq.intrinsics),
+            people,
+            sequence: Some(seq.name.clone()),
+            frame_id: Some(seq.img_frame_ids[i]),
+            gt_dropped,
+            ..Default::default()
+        };
+        let n = state.emitted;
+        state.emitted += 1;
+        let size = (image.width, image.height);
+        let new_caps = state.size != Some(size);
+        state.size = Some(size);
+        Ok(Frame {
+            meta,
+            image,
+            n,
+            new_caps,
+            first,
+        })
+    }
+}
+
+/// One frame ready to be output.
+struct Frame {
+    meta: FrameMeta,
+    image: ikol_render::image::RgbImage,
+    n: u64,
+    new_caps: bool,
+    /// The first frame of a sequence (marked DISCONT).
+    first: bool,
 }
 
 #[glib::object_subclass]
@@ -338,7 +409,8 @@ impl BaseSrcImpl for Ikol3dpwSrc {
         let files = pw3d::sequence_files(&root, &s.split, &s.sequence)
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{STAGE}: {e}")))?;
         let model = common::body_model(STAGE, &s.body_model)?;
-        let total_frames = files.iter().map(|f| count_frames(&root, f)).sum();
+        let total_frames: u64 = files.iter().map(|f| count_frames(&root, f)).sum();
+        self.total_frames.store(total_frames, Ordering::Relaxed);
         gst::info!(
             CAT,
             imp = self,
@@ -352,7 +424,6 @@ impl BaseSrcImpl for Ikol3dpwSrc {
             seq: None,
             frame_in_seq: 0,
             emitted: 0,
-            total_frames,
             model,
             oracle: s.ground_truth_joints,
             size: None,
@@ -362,6 +433,7 @@ impl BaseSrcImpl for Ikol3dpwSrc {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *common::lock(&self.state) = None;
+        self.total_frames.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -375,12 +447,15 @@ impl BaseSrcImpl for Ikol3dpwSrc {
     }
 
     fn query(&self, query: &mut gst::QueryRef) -> bool {
+        // Answered without the state lock, which `create` holds while loading a sequence.
         if let gst::QueryViewMut::Duration(q) = query.view_mut()
             && q.format() == gst::Format::Time
-            && let Some(state) = common::lock(&self.state).as_ref()
         {
-            q.set(frame_time(state.total_frames));
-            return true;
+            let total = self.total_frames.load(Ordering::Relaxed);
+            if total > 0 {
+                q.set(frame_time(total));
+                return true;
+            }
         }
         BaseSrcImplExt::parent_query(self, query)
     }
@@ -391,57 +466,14 @@ impl PushSrcImpl for Ikol3dpwSrc {
         &self,
         _buffer: Option<&mut gst::BufferRef>,
     ) -> Result<CreateSuccess, gst::FlowError> {
-        let mut guard = common::lock(&self.state);
-        let Some(state) = guard.as_mut() else {
-            return Err(gst::FlowError::Flushing);
+        let f = match self.next_frame() {
+            Ok(f) => f,
+            Err(None) => return Err(gst::FlowError::Eos),
+            Err(Some(msg)) => return Err(self.fail(msg)),
         };
-        // The next frame: move on to the next sequence file when this one is done.
-        while state
-            .seq
-            .as_ref()
-            .is_none_or(|s| state.frame_in_seq >= s.num_frames())
-        {
-            let Some(file) = state.files.get(state.next_file).cloned() else {
-                return Err(gst::FlowError::Eos);
-            };
-            state.next_file += 1;
-            state.frame_in_seq = 0;
-            let seq = Sequence::load(&file).map_err(|e| self.fail(format!("{STAGE}: {e}")))?;
-            gst::info!(
-                CAT,
-                imp = self,
-                "sequence {} ({} frames, {} people)",
-                seq.name,
-                seq.num_frames(),
-                seq.people.len()
-            );
-            state.seq = Some(seq);
-        }
-        let i = state.frame_in_seq;
-        state.frame_in_seq += 1;
-        let Some(seq) = state.seq.as_ref() else {
-            return Err(gst::FlowError::Eos);
-        };
-        let path = seq.image_path(&state.root, i);
-        let img =
-            ikol_render::image::read_jpeg(&path).map_err(|e| self.fail(format!("{STAGE}: {e}")))?;
-        let (w, h) = (img.width, img.height);
-        let people = self.people(seq, i, state).map_err(|e| self.fail(e))?;
-        let meta = FrameMeta {
-            stages: vec![STAGE.into()],
-            intrinsics: Some(seq.intrinsics),
-            people,
-            sequence: Some(seq.name.clone()),
-            frame_id: Some(seq.img_frame_ids[i]),
-            ..Default::default()
-        };
-        let n = state.emitted;
-        state.emitted += 1;
-        let new_caps = (state.size != Some((w, h))).then(|| caps_for(w, h));
-        state.size = Some((w, h));
-        drop(guard);
-
-        if let Some(caps) = new_caps {
+        let (w, h) = (f.image.width, f.image.height);
+        if f.new_caps {
+            let caps = caps_for(w, h);
             self.obj()
                 .set_caps(&caps)
                 .map_err(|e| self.fail(format!("{STAGE}: cannot set caps {caps}: {e}")))?;
@@ -455,16 +487,22 @@ impl PushSrcImpl for Ikol3dpwSrc {
             .map_err(|e| self.fail(format!("{STAGE}: buffer of {} bytes: {e}", info.size())))?;
         {
             let b = buffer.get_mut().ok_or(gst::FlowError::Error)?;
+            let n = f.n;
             b.set_pts(frame_time(n));
             b.set_duration(frame_time(n + 1) - frame_time(n));
             b.set_offset(n);
+            if f.first {
+                // A new sequence: downstream trackers must not carry tracks over.
+                b.set_flags(gst::BufferFlags::DISCONT);
+            }
             {
                 let mut map = b.map_writable().map_err(|_| gst::FlowError::Error)?;
-                for (dst, src) in map.chunks_mut(stride).zip(img.pixels.chunks_exact(row)) {
+                for (dst, src) in map.chunks_mut(stride).zip(f.image.pixels.chunks_exact(row)) {
                     dst[..row].copy_from_slice(src);
                 }
             }
-            meta.write(b)
+            f.meta
+                .write(b)
                 .map_err(|e| self.fail(format!("{STAGE}: {e}")))?;
         }
         Ok(CreateSuccess::NewBuffer(buffer))

@@ -330,7 +330,13 @@ impl BaseSinkImpl for IkolEval {
         let seq = m.sequence.clone().unwrap_or_else(|| "unknown".into());
         let mut scored = Vec::new();
         for p in m.people.iter().filter(|p| p.gt_theta.len() == 24) {
-            scored.push((p.track_id, self.score(&model, p).map_err(fail)?));
+            // A person that cannot be scored (e.g. a non-finite prediction) counts as missing
+            // rather than ending the evaluation.
+            let s = self.score(&model, p).unwrap_or_else(|msg| {
+                gst::warning!(CAT, imp = self, "{msg}; counted as missing");
+                None
+            });
+            scored.push((p.track_id, s));
         }
         let mut guard = common::lock(&self.state);
         let Some(state) = guard.as_mut() else {
@@ -343,6 +349,9 @@ impl BaseSinkImpl for IkolEval {
                 Some(s) => state.report.add(&seq, frame, track, s),
                 None => state.report.add_missing(&seq),
             }
+        }
+        for _ in 0..m.gt_dropped {
+            state.report.add_missing(&seq);
         }
         Ok(gst::FlowSuccess::Ok)
     }

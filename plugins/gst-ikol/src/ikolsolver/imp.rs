@@ -311,11 +311,15 @@ impl BaseTransformImpl for IkolSolver {
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let method = common::lock(&self.settings).method();
         // ikol3dpwsrc ground-truth-joints=true fills the backbone's fields itself.
-        let mut m = meta::require_one_of(buf, "ikolsolver", &["ikolbackbone", "ikol3dpwsrc"])
-            .map_err(|msg| {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
-                gst::FlowError::Error
-            })?;
+        let mut m = meta::require_one_of(
+            buf,
+            "ikolsolver",
+            &["ikolbackbone", meta::GROUND_TRUTH_JOINTS],
+        )
+        .map_err(|msg| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
+            gst::FlowError::Error
+        })?;
         {
             let guard = common::lock(&self.state);
             let Some(state) = guard.as_ref() else {
