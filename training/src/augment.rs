@@ -9,7 +9,9 @@
 //! goes through the same affine. The flip mirrors the frame itself (pixels, principal point,
 //! box) and the ground truth with it, so every target stays exact.
 
-use ikol_types::joints::{LEAF_FLIP_PAIRS, SMPL24_FLIP_PAIRS};
+use ikol_types::joints::{
+    LEAF_FLIP_PAIRS, QUAT_FLIP_SIGNS, SMPL24_FLIP_PAIRS, TWIST_FLIP_PAIRS, TWIST_FLIP_SIGNS,
+};
 use ikol_types::nalgebra::{Matrix3, Vector3, Vector4};
 use ikol_types::{Affine2, BBox, Intrinsics};
 use rand::Rng;
@@ -208,13 +210,11 @@ pub fn mirror_truth(
     }
     swap(local, &SMPL24_FLIP_PAIRS);
     for t in twist.iter_mut() {
-        t[1] = -t[1];
+        *t = std::array::from_fn(|i| t[i] * f64::from(TWIST_FLIP_SIGNS[i]));
     }
-    for &(a, b) in &SMPL24_FLIP_PAIRS {
-        twist.swap(a - 1, b - 1);
-    }
+    swap(twist, &TWIST_FLIP_PAIRS);
     for q in leaf.iter_mut() {
-        *q = Vector4::new(q[0], q[1], -q[2], -q[3]);
+        *q = Vector4::from_fn(|i, _| q[i] * f64::from(QUAT_FLIP_SIGNS[i]));
     }
     swap(leaf, &LEAF_FLIP_PAIRS);
 }

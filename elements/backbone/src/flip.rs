@@ -7,7 +7,7 @@ use candle_core::{Device, Result, Tensor};
 
 use crate::config::Variant;
 use crate::net::{NUM_LEAVES, NUM_TWISTS, NetOutput};
-use ikol_types::joints::{LEAF_FLIP_PAIRS, SMPL24_FLIP_PAIRS};
+use ikol_types::joints::{LEAF_FLIP_PAIRS, QUAT_FLIP_SIGNS, TWIST_FLIP_PAIRS, TWIST_FLIP_SIGNS};
 
 fn permutation(
     n: usize,
@@ -43,16 +43,14 @@ pub fn unflip_output(o: &NetOutput, variant: Variant) -> Result<NetOutput> {
             1,
         )?
         .broadcast_mul(&signs(&[-1.0, 1.0, 1.0], &o.uvd)?)?;
-    // Twists are indexed by joint - 1.
-    let phi_pairs = SMPL24_FLIP_PAIRS.iter().map(|&(a, b)| (a - 1, b - 1));
     let phi = o
         .phi
-        .index_select(&permutation(NUM_TWISTS, phi_pairs, dev)?, 1)?
-        .broadcast_mul(&signs(&[1.0, -1.0], &o.phi)?)?;
+        .index_select(&permutation(NUM_TWISTS, TWIST_FLIP_PAIRS, dev)?, 1)?
+        .broadcast_mul(&signs(&TWIST_FLIP_SIGNS, &o.phi)?)?;
     let leaf = match &o.leaf {
         Some(l) => Some(
             l.index_select(&permutation(NUM_LEAVES, LEAF_FLIP_PAIRS, dev)?, 1)?
-                .broadcast_mul(&signs(&[1.0, 1.0, -1.0, -1.0], l)?)?,
+                .broadcast_mul(&signs(&QUAT_FLIP_SIGNS, l)?)?,
         ),
         None => None,
     };

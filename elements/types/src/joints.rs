@@ -148,6 +148,26 @@ pub const HYBRIK29_FLIP_PAIRS: [(usize, usize); 11] = [
     (27, 28),
 ];
 
+/// Left/right pairs of the 23 twist entries (indexed by joint - 1: [`SMPL24_FLIP_PAIRS`] - 1).
+pub const TWIST_FLIP_PAIRS: [(usize, usize); 9] = [
+    (0, 1),
+    (3, 4),
+    (6, 7),
+    (9, 10),
+    (12, 13),
+    (15, 16),
+    (17, 18),
+    (19, 20),
+    (21, 22),
+];
+
+/// A mirrored twist (cos, sin) negates the angle (reference 1.3).
+pub const TWIST_FLIP_SIGNS: [f32; 2] = [1.0, -1.0];
+
+/// A mirrored local rotation as a quaternion (w, x, y, z): M R M with M = diag(-1, 1, 1)
+/// negates y and z (reference 1.4).
+pub const QUAT_FLIP_SIGNS: [f32; 4] = [1.0, 1.0, -1.0, -1.0];
+
 /// Left/right pairs among the 5 leaf quaternions (order of [`LEAF_ROTATION_JOINTS`]).
 pub const LEAF_FLIP_PAIRS: [(usize, usize); 2] = [(0, 1), (3, 4)];
 
@@ -194,6 +214,15 @@ pub fn hybrik29_to_smpl24<T: Copy>(joints: &[T; HYBRIK_JOINTS]) -> [T; SMPL_JOIN
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twist_pairs_are_joint_pairs_minus_one() {
+        let shifted: Vec<(usize, usize)> = SMPL24_FLIP_PAIRS
+            .iter()
+            .map(|&(a, b)| (a - 1, b - 1))
+            .collect();
+        assert_eq!(shifted, TWIST_FLIP_PAIRS);
+    }
 
     #[test]
     fn parents_precede_children_and_match_names() {
