@@ -43,6 +43,14 @@ fn roi_boxes_get_ids_and_the_hybrik_crop() {
         m2.people.iter().map(|p| p.track_id).collect::<Vec<_>>(),
         [1, 2]
     );
+    // After a discontinuity the same boxes are new people.
+    let mut d = frame(320, 240, 0, None);
+    d.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+    let m3 = meta_of(&h.push_and_pull(d).unwrap());
+    assert_eq!(
+        m3.people.iter().map(|p| p.track_id).collect::<Vec<_>>(),
+        [3, 4]
+    );
 }
 
 #[test]

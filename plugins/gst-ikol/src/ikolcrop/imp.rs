@@ -16,6 +16,7 @@
 //! 5. the `roi` property, when none of the above gave anything.
 //!
 //! Track ids are kept by intersection-over-union matching; at most `max-people` people per frame.
+//! A buffer flagged DISCONT ends all tracks (new ids from there on).
 //!
 //! ## Example launch line
 //! ```sh
@@ -298,12 +299,19 @@ impl BaseTransformImpl for IkolCrop {
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = common::lock(&self.settings).clone();
         let mut upstream = FrameMeta::read(buf).map_err(|e| self.fail(format!("ikolcrop: {e}")))?;
-        let feedback = std::mem::take(&mut *common::lock(&self.feedback));
+        let mut feedback = std::mem::take(&mut *common::lock(&self.feedback));
 
         let mut guard = common::lock(&self.state);
         let Some(state) = guard.as_mut() else {
             return Err(gst::FlowError::Flushing);
         };
+        // A discontinuity (a new sequence, a reconnected camera) ends every track: nothing is
+        // followed across it and the detector runs at once; ids keep counting up.
+        if buf.flags().contains(gst::BufferFlags::DISCONT) && state.frame > 0 {
+            state.tracker.clear();
+            feedback.clear();
+            state.frame = 0;
+        }
         state.frame += 1;
 
         let mut cands: Vec<Detection> = Vec::new();
