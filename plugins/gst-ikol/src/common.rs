@@ -80,3 +80,26 @@ pub fn body_model(
         )
     })
 }
+
+/// Poses `model` with rotations and shape as the frame meta stores them (f32 axis-angle, root
+/// first; shape padded or cut to the model's count).
+pub fn pose_model(
+    model: &ikol_body::BodyModel,
+    theta: &[[f32; 3]],
+    beta: &[f32],
+) -> Result<ikol_body::Posed, ikol_body::BodyError> {
+    use ikol_types::nalgebra::Vector3;
+    let rotations: Vec<_> = theta
+        .iter()
+        .map(|a| {
+            ikol_types::rotation::axis_angle_to_matrix(&Vector3::new(
+                f64::from(a[0]),
+                f64::from(a[1]),
+                f64::from(a[2]),
+            ))
+        })
+        .collect();
+    let mut b: Vec<f64> = beta.iter().map(|&x| x.into()).collect();
+    b.resize(model.num_betas, 0.0);
+    model.forward(&b, &rotations)
+}

@@ -33,8 +33,6 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 use ikol_body::BodyModel;
 use ikol_eval::Report;
-use ikol_types::nalgebra::{Matrix3, Vector3};
-use ikol_types::rotation::axis_angle_to_matrix;
 
 use crate::common;
 use crate::meta::{self, Person};
@@ -88,31 +86,15 @@ pub struct IkolEval {
     state: Mutex<Option<State>>,
 }
 
-fn rotations(theta: &[[f32; 3]]) -> Vec<Matrix3<f64>> {
-    theta
-        .iter()
-        .map(|t| axis_angle_to_matrix(&Vector3::new(t[0].into(), t[1].into(), t[2].into())))
-        .collect()
-}
-
-fn shape(beta: &[f32], n: usize) -> Vec<f64> {
-    let mut b: Vec<f64> = beta.iter().map(|&x| x.into()).collect();
-    b.resize(n, 0.0);
-    b
-}
-
 impl IkolEval {
     /// Scores one person; `Ok(None)` when there is no prediction to score.
     fn score(&self, model: &BodyModel, p: &Person) -> Result<Option<ikol_eval::Scores>, String> {
         if p.theta.len() != 24 {
             return Ok(None);
         }
-        let n = model.num_betas;
-        let gt = model
-            .forward(&shape(&p.gt_beta, n), &rotations(&p.gt_theta))
+        let gt = common::pose_model(model, &p.gt_theta, &p.gt_beta)
             .map_err(|e| format!("{ELEMENT}: ground truth of track {}: {e}", p.track_id))?;
-        let pred = model
-            .forward(&shape(&p.beta, n), &rotations(&p.theta))
+        let pred = common::pose_model(model, &p.theta, &p.beta)
             .map_err(|e| format!("{ELEMENT}: prediction of track {}: {e}", p.track_id))?;
         ikol_eval::score(model, &pred, &gt)
             .map(Some)

@@ -27,9 +27,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use ikol_body::BodyModel;
-use ikol_body::nalgebra::{Matrix3, Vector3};
 use ikol_types::joints::SMPL_JOINTS;
-use ikol_types::rotation::axis_angle_to_matrix;
 
 use crate::common;
 use crate::meta::{self, Person};
@@ -71,16 +69,7 @@ fn mesh_person(model: &BodyModel, p: &mut Person, vertices: bool) -> Result<bool
     if p.theta.len() != SMPL_JOINTS {
         return Ok(false);
     }
-    let rotations: Vec<Matrix3<f64>> = p
-        .theta
-        .iter()
-        .map(|a| axis_angle_to_matrix(&Vector3::new(a[0].into(), a[1].into(), a[2].into())))
-        .collect();
-    let mut beta: Vec<f64> = p.beta.iter().map(|&b| b.into()).collect();
-    beta.resize(model.num_betas, 0.0);
-    let posed = model
-        .forward(&beta, &rotations)
-        .map_err(|e| e.to_string())?;
+    let posed = common::pose_model(model, &p.theta, &p.beta).map_err(|e| e.to_string())?;
     // The root joint goes to the solved camera translation (root-relative otherwise).
     let t = p.translation.or(p.root).unwrap_or([0.0; 3]);
     let root = posed.joints[0];
