@@ -23,24 +23,61 @@ pub const ORACLE_PIPELINE: &str = include_str!("../3dpw-oracle.pipeline");
 const EVAL_NAME: &str = "pipelines/3dpw-eval.pipeline";
 const ORACLE_NAME: &str = "pipelines/3dpw-oracle.pipeline";
 
-/// Options of `ikol eval-3dpw` (see `main.rs` for their help).
-#[derive(Debug, Clone)]
+/// Options of `ikol eval-3dpw`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
+    /// 3DPW root directory, holding imageFiles/ and sequenceFiles/.
+    #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
+    /// Which split of sequenceFiles/ to play.
+    #[arg(long, default_value = "test", value_parser = ["train", "validation", "test"])]
     pub split: String,
+    /// One sequence name (e.g. downtown_walking_00) or `all`.
+    #[arg(long, default_value = "all")]
     pub sequence: String,
+    /// `default`, `small`, or a model file (SMPL_NEUTRAL.pkl for the published protocol):
+    /// the ground truth, the solver and both meshes use it.
+    #[arg(long, default_value = "default", value_name = "MODEL")]
     pub body_model: String,
+    /// J_regressor_h36m.npy (17 x vertices) replacing the model's own H36M-17 regressor.
+    #[arg(long, value_name = "NPY")]
     pub h36m_regressor: Option<PathBuf>,
+    /// Network weights for --model heatmap: upstream HybrIK/IKOL .pth or our .safetensors.
+    #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
+    /// Network variant of the checkpoint.
+    #[arg(long, default_value = "ikol24", value_parser = ["ikol24", "hybrik29"])]
     pub variant: String,
+    /// Joint network: `heatmap` (the IKOL/HybrIK network from --checkpoint) or `blazepose`
+    /// (pretrained BlazePose, fetched by `make models`).
+    #[arg(long, default_value = "heatmap", value_parser = ["heatmap", "blazepose"])]
     pub model: String,
+    /// Where the network runs: `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Also run every crop mirrored and average (HybrIK's flip test).
+    #[arg(long)]
     pub flip_test: bool,
+    /// Inverse kinematics: `ikol` (Gauss-Newton), `hybrik` (adaptive analytic) or
+    /// `hybrik-naive`.
+    #[arg(long, default_value = "ikol", value_parser = ["ikol", "hybrik", "hybrik-naive"])]
     pub method: String,
+    /// Gauss-Newton iterations (ikol), 0 to 100.
+    #[arg(long, default_value_t = 5, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=100))]
     pub iterations: u32,
+    /// Gauss-Newton damping sigma (ikol).
+    #[arg(long, default_value_t = 0.1, value_name = "SIGMA")]
     pub damping: f64,
+    /// Starting swing angles (ikol): `zero` (the paper) or `analytic` (from HybrIK).
+    #[arg(long, default_value = "zero", value_parser = ["zero", "analytic"])]
     pub init: String,
+    /// Feed the ground-truth joints, twist and shape to the solver instead of a network:
+    /// evaluates the solver alone (near 0 mm when it reproduces the ground truth).
+    #[arg(long)]
     pub ground_truth_joints: bool,
+    /// Directory for summary.json and <sequence>.csv (created if missing).
+    #[arg(long, default_value = "out/eval-3dpw", value_name = "DIR")]
     pub output: PathBuf,
 }
 

@@ -105,61 +105,7 @@ enum Cli {
     /// J_regressor_h36m.npy (--h36m-regressor); with other models the table says that they are
     /// not comparable. Ctrl-C ends the stream early and scores the frames played so far.
     #[command(name = "eval-3dpw")]
-    Eval3dpw {
-        /// 3DPW root directory, holding imageFiles/ and sequenceFiles/.
-        #[arg(long, value_name = "DIR")]
-        root: PathBuf,
-        /// Which split of sequenceFiles/ to play.
-        #[arg(long, default_value = "test", value_parser = ["train", "validation", "test"])]
-        split: String,
-        /// One sequence name (e.g. downtown_walking_00) or `all`.
-        #[arg(long, default_value = "all")]
-        sequence: String,
-        /// `default`, `small`, or a model file (SMPL_NEUTRAL.pkl for the published protocol):
-        /// the ground truth, the solver and both meshes use it.
-        #[arg(long, default_value = "default", value_name = "MODEL")]
-        body_model: String,
-        /// J_regressor_h36m.npy (17 x vertices) replacing the model's own H36M-17 regressor.
-        #[arg(long, value_name = "NPY")]
-        h36m_regressor: Option<PathBuf>,
-        /// Network weights for --model heatmap: upstream HybrIK/IKOL .pth or our .safetensors.
-        #[arg(long, value_name = "FILE")]
-        checkpoint: Option<PathBuf>,
-        /// Network variant of the checkpoint.
-        #[arg(long, default_value = "ikol24", value_parser = ["ikol24", "hybrik29"])]
-        variant: String,
-        /// Joint network: `heatmap` (the IKOL/HybrIK network from --checkpoint) or `blazepose`
-        /// (pretrained BlazePose, fetched by `make models`).
-        #[arg(long, default_value = "heatmap", value_parser = ["heatmap", "blazepose"])]
-        model: String,
-        /// Where the network runs: `cpu`, `cuda` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Also run every crop mirrored and average (HybrIK's flip test).
-        #[arg(long)]
-        flip_test: bool,
-        /// Inverse kinematics: `ikol` (Gauss-Newton), `hybrik` (adaptive analytic) or
-        /// `hybrik-naive`.
-        #[arg(long, default_value = "ikol", value_parser = ["ikol", "hybrik", "hybrik-naive"])]
-        method: String,
-        /// Gauss-Newton iterations (ikol), 0 to 100.
-        #[arg(long, default_value_t = 5, value_name = "N",
-              value_parser = clap::value_parser!(u32).range(0..=100))]
-        iterations: u32,
-        /// Gauss-Newton damping sigma (ikol).
-        #[arg(long, default_value_t = 0.1, value_name = "SIGMA")]
-        damping: f64,
-        /// Starting swing angles (ikol): `zero` (the paper) or `analytic` (from HybrIK).
-        #[arg(long, default_value = "zero", value_parser = ["zero", "analytic"])]
-        init: String,
-        /// Feed the ground-truth joints, twist and shape to the solver instead of a network:
-        /// evaluates the solver alone (near 0 mm when it reproduces the ground truth).
-        #[arg(long)]
-        ground_truth_joints: bool,
-        /// Directory for summary.json and <sequence>.csv (created if missing).
-        #[arg(long, default_value = "out/eval-3dpw", value_name = "DIR")]
-        output: PathBuf,
-    },
+    Eval3dpw(eval::EvalArgs),
     /// Run a pipeline file (`pipelines/*.pipeline`) with NAME=value variables.
     Run {
         /// The pipeline file.
@@ -383,41 +329,7 @@ fn main() -> Result<()> {
             reconnect_delay,
             max_seconds,
         })?,
-        Cli::Eval3dpw {
-            root,
-            split,
-            sequence,
-            body_model,
-            h36m_regressor,
-            checkpoint,
-            variant,
-            model,
-            device,
-            flip_test,
-            method,
-            iterations,
-            damping,
-            init,
-            ground_truth_joints,
-            output,
-        } => eval::main(&eval::EvalArgs {
-            root,
-            split,
-            sequence,
-            body_model,
-            h36m_regressor,
-            checkpoint,
-            variant,
-            model,
-            device,
-            flip_test,
-            method,
-            iterations,
-            damping,
-            init,
-            ground_truth_joints,
-            output,
-        })?,
+        Cli::Eval3dpw(args) => eval::main(&args)?,
         Cli::InspectModel { model: spec } => {
             let m = BodyModel::from_spec(&spec)
                 .with_context(|| format!("loading body model `{spec}`"))?;
