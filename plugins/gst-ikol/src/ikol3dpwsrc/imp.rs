@@ -155,21 +155,19 @@ impl Ikol3dpwSrc {
             person.gt_beta = gt.betas.iter().map(|&b| b as f32).collect();
             person.gt_root = Some([root.x as f32, root.y as f32, root.z as f32]);
             if state.oracle {
-                let k = &seq.intrinsics;
                 person.joints_3d = truth
                     .joints
                     .iter()
                     .map(|j| [j.x as f32, j.y as f32, j.z as f32])
                     .collect();
+                // A joint behind the camera (never in valid 3DPW frames) has no pixel: NaN.
                 person.joints_2d = truth
                     .joints
                     .iter()
                     .map(|j| {
-                        let c = root + j;
-                        [
-                            (k.fx * c.x / c.z + k.cx) as f32,
-                            (k.fy * c.y / c.z + k.cy) as f32,
-                        ]
+                        seq.intrinsics
+                            .project(&(root + j))
+                            .map_or([f32::NAN; 2], |p| p.map(|x| x as f32))
                     })
                     .collect();
                 person.confidence = vec![1.0; truth.joints.len()];
