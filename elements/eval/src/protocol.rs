@@ -134,6 +134,41 @@ pub struct SummaryFile {
     pub all: Summary,
 }
 
+impl SummaryFile {
+    /// The table the papers report (mm), one row per sequence and the overall mean.
+    pub fn table(&self) -> String {
+        let s = self;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{:<28} {:>7} {:>8} {:>8} {:>11} {:>8} {:>11}",
+            "sequence", "samples", "PVE", "MPJPE", "PA-MPJPE", "MPJPE24", "PA-MPJPE24"
+        );
+        let row = |t: &mut String, name: &str, m: &Summary| {
+            let _ = writeln!(
+                t,
+                "{:<28} {:>7} {:>8.1} {:>8.1} {:>11.1} {:>8.1} {:>11.1}",
+                name,
+                m.samples,
+                m.pve_mm,
+                m.mpjpe_mm,
+                m.pa_mpjpe_mm,
+                m.mpjpe_24_mm,
+                m.pa_mpjpe_24_mm
+            );
+        };
+        for (name, m) in &s.sequences {
+            row(&mut t, name, m);
+        }
+        row(&mut t, "all", &s.all);
+        if s.all.missing > 0 {
+            let _ = writeln!(t, "{} ground-truth people had no prediction", s.all.missing);
+        }
+        let _ = writeln!(t, "(mm; {})", s.note);
+        t
+    }
+}
+
 impl Report {
     pub fn add(&mut self, sequence: &str, frame: u64, track: u64, s: Scores) {
         self.rows
@@ -182,41 +217,9 @@ impl Report {
         }
     }
 
-    /// The table the papers report (mm), one row per sequence and the overall mean.
-    pub fn table(&self, body_model: &str, comparable: bool) -> String {
-        let s = self.summary(body_model, comparable);
-        let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "{:<28} {:>7} {:>8} {:>8} {:>11} {:>8} {:>11}",
-            "sequence", "samples", "PVE", "MPJPE", "PA-MPJPE", "MPJPE24", "PA-MPJPE24"
-        );
-        let row = |t: &mut String, name: &str, m: &Summary| {
-            let _ = writeln!(
-                t,
-                "{:<28} {:>7} {:>8.1} {:>8.1} {:>11.1} {:>8.1} {:>11.1}",
-                name,
-                m.samples,
-                m.pve_mm,
-                m.mpjpe_mm,
-                m.pa_mpjpe_mm,
-                m.mpjpe_24_mm,
-                m.pa_mpjpe_24_mm
-            );
-        };
-        for (name, m) in &s.sequences {
-            row(&mut t, name, m);
-        }
-        row(&mut t, "all", &s.all);
-        if s.all.missing > 0 {
-            let _ = writeln!(t, "{} ground-truth people had no prediction", s.all.missing);
-        }
-        let _ = writeln!(t, "(mm; {})", s.note);
-        t
-    }
-
-    /// Writes `<sequence>.csv` (per person-frame, mm) and `summary.json` into `dir`.
-    pub fn write(&self, dir: &Path, body_model: &str, comparable: bool) -> std::io::Result<()> {
+    /// Writes `<sequence>.csv` (per person-frame, mm) and `summary.json` (this report's
+    /// [`Report::summary`]) into `dir`.
+    pub fn write(&self, dir: &Path, summary: &SummaryFile) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         for (name, rows) in &self.rows {
             let mut csv = String::from(
@@ -235,8 +238,7 @@ impl Report {
             }
             std::fs::write(dir.join(format!("{name}.csv")), csv)?;
         }
-        let json = serde_json::to_string_pretty(&self.summary(body_model, comparable))
-            .map_err(std::io::Error::other)?;
+        let json = serde_json::to_string_pretty(summary).map_err(std::io::Error::other)?;
         std::fs::write(dir.join("summary.json"), json + "\n")
     }
 }

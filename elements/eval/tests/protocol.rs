@@ -192,7 +192,7 @@ fn report_means_tables_and_files() {
     assert!((sum.sequences["a_seq"].pa_mpjpe_mm - 7.5).abs() < 1e-9);
     assert_eq!((sum.all.samples, sum.all.missing), (3, 1));
     assert!(sum.note.contains("NOT comparable"));
-    let table = r.table("default", false);
+    let table = sum.table();
     assert!(
         table
             .lines()
@@ -202,7 +202,7 @@ fn report_means_tables_and_files() {
     assert!(table.contains("1 ground-truth people had no prediction"));
 
     let dir = std::env::temp_dir().join(format!("ikol-report-{}", std::process::id()));
-    r.write(&dir, "default", false).unwrap();
+    r.write(&dir, &sum).unwrap();
     let csv = std::fs::read_to_string(dir.join("a_seq.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
     assert!(

@@ -112,23 +112,19 @@ impl IkolEval {
             return Ok(());
         }
         state.done = true;
-        let name = settings.body_model.as_str();
-        let table = state.report.table(name, state.comparable);
-        let summary = state.report.summary(name, state.comparable);
+        let summary = state.report.summary(&settings.body_model, state.comparable);
+        let table = summary.table();
         let json = serde_json::to_string(&summary).map_err(|e| format!("{ELEMENT}: {e}"))?;
-        drop(guard);
         if settings.print {
             print!("{table}");
         }
         if let Some(dir) = &settings.location {
-            let guard = common::lock(&self.state);
-            if let Some(state) = guard.as_ref() {
-                state
-                    .report
-                    .write(std::path::Path::new(dir), name, state.comparable)
-                    .map_err(|e| format!("{ELEMENT}: cannot write the report into `{dir}`: {e}"))?;
-            }
+            state
+                .report
+                .write(std::path::Path::new(dir), &summary)
+                .map_err(|e| format!("{ELEMENT}: cannot write the report into `{dir}`: {e}"))?;
         }
+        drop(guard);
         let s = gst::Structure::builder("ikol-eval")
             .field("table", table)
             .field("summary", json)
