@@ -10,6 +10,7 @@
 //! # Ok::<(), ikol_body::BodyError>(())
 //! ```
 
+pub mod anchor;
 pub mod error;
 pub mod ikolfile;
 pub mod joint_basis;
@@ -23,6 +24,7 @@ pub mod pickle;
 pub mod smpl_file;
 pub mod sparse;
 
+pub use anchor::Anchor;
 pub use error::BodyError;
 pub use ikol_types::nalgebra;
 pub use joint_basis::JointShapeBasis;

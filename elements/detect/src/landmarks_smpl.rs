@@ -20,6 +20,7 @@
 //! with a ridge prior ([`fit_beta`]).
 
 use ikol_body::nalgebra::{DMatrix, DVector, Matrix3, Vector3};
+pub use ikol_body::Anchor;
 use ikol_body::{BodyModel, JointShapeBasis, Posed};
 use ikol_solver::sampling::{PoseDistribution, sample_beta, sample_pose};
 use ikol_types::joints::SMPL_JOINTS;
@@ -32,15 +33,6 @@ pub const LANDMARKS: usize = crate::blazepose::landmarks::BODY_LANDMARKS;
 const NOSE: usize = 0;
 const L_HIP: usize = 23;
 const R_HIP: usize = 24;
-
-/// Where a landmark sits on a body model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Anchor {
-    /// At an SMPL joint.
-    Joint(usize),
-    /// At a mesh vertex.
-    Vertex(usize),
-}
 
 /// Landmarks that coincide with an SMPL joint: (landmark, SMPL joint).
 const AT_JOINTS: [(usize, usize); 12] = [
@@ -168,16 +160,7 @@ pub fn anchors(model: &BodyModel) -> Result<[Anchor; LANDMARKS], String> {
 
 /// The landmark positions on a posed body (its vertices and joints).
 pub fn landmarks_on(anchors: &[Anchor; LANDMARKS], posed: &Posed) -> Vec<Vector3<f64>> {
-    anchors
-        .iter()
-        .map(|a| match *a {
-            Anchor::Joint(j) => posed.joints[j],
-            Anchor::Vertex(i) => {
-                let p = posed.vertices[i];
-                Vector3::new(p[0].into(), p[1].into(), p[2].into())
-            }
-        })
-        .collect()
+    anchors.iter().map(|a| a.on(posed)).collect()
 }
 
 fn hip_centre<T: Copy + std::ops::Add<Output = T> + std::ops::Mul<f64, Output = T>>(l: &[T]) -> T {

@@ -37,4 +37,14 @@ pub enum SolverError {
         /// The iteration (0-based).
         iteration: usize,
     },
+    /// The body model cannot serve the fit (an anchor off the model, a bad basis).
+    #[error("body model: {0}")]
+    Input(String),
+    /// The fit has too little to go on (no 2D keypoint with positive weight, a person a pixel
+    /// wide) or its input is not finite.
+    #[error("nothing to fit: {0}")]
+    NothingToFit(String),
+    /// The fit ended with non-finite values.
+    #[error("the fit diverged: {0}")]
+    Diverged(String),
 }

@@ -20,6 +20,7 @@ pub mod fixtures;
 pub mod geometry;
 pub mod hybrik;
 pub mod ikol;
+pub mod fit;
 mod problem;
 pub mod sampling;
 mod shape;

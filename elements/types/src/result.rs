@@ -6,22 +6,51 @@ use serde::{Deserialize, Serialize};
 use crate::crop::BBox;
 
 /// One person in one frame. Every stage fills its part; absent parts are omitted in JSON.
+///
+/// What was *solved* (the body) and what the front end *measured* are kept apart: `joints_3d`,
+/// `joints_2d`, `bbox` and `surface_landmarks_3d` come from the solved body; `targets_3d`,
+/// `keypoints_2d`, `landmarks_2d` and `landmarks_3d` are the front end's measurements.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersonResult {
     /// Stable identity across frames (0 when untracked).
     pub track_id: u64,
-    /// Detection box in frame pixels.
+    /// The person's tight box in frame pixels, clipped to the frame: the solved body's projection
+    /// (or, before a solver ran, the box around the front end's keypoints).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bbox: Option<BBox>,
+    /// The region the front end looked at (the detector's or tracker's box; may extend past the
+    /// frame).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub roi: Option<BBox>,
     /// Detection or tracking confidence in [0, 1].
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub score: Option<f32>,
-    /// Root-relative 3D joints in metres (camera axes), 24 or 29 rows.
+    /// The solved body's 24 joints in camera coordinates, metres (root at `translation`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub joints_3d: Vec<[f32; 3]>,
-    /// 2D joints in frame pixels.
+    /// `joints_3d` projected with the frame's intrinsics, frame pixels.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub joints_2d: Vec<[f32; 2]>,
+    /// The front end's target joints (what the solver was given), root-relative metres in camera
+    /// axes, 24 or 29 rows.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub targets_3d: Vec<[f32; 3]>,
+    /// The front end's 2D joints in frame pixels (same rows as `targets_3d`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub keypoints_2d: Vec<[f32; 2]>,
+    /// Per-row confidence of `keypoints_2d` / `targets_3d` in [0, 1].
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub confidence: Vec<f32>,
+    /// BlazePose's 33 landmarks: frame pixels x, y and visibility (model=blazepose).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub landmarks_2d: Vec<[f32; 3]>,
+    /// BlazePose's 33 world landmarks: metres, origin between the hips, camera axes.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub landmarks_3d: Vec<[f32; 3]>,
+    /// The solved body at the 33 landmark anchors on its surface (camera metres): the points of
+    /// the mesh that correspond to `landmarks_2d` / `landmarks_3d`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub surface_landmarks_3d: Vec<[f32; 3]>,
     /// Local joint rotations as axis-angle, 24 rows (root first: global orientation in camera axes).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub theta: Vec<[f32; 3]>,

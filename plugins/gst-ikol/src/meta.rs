@@ -292,6 +292,7 @@ impl Person {
             } else {
                 Vec::new()
             },
+            ..Default::default()
         }
     }
 }
