@@ -203,6 +203,8 @@ pub struct BodyEstimate {
     pub beta: Vec<f64>,
     /// The 33 landmarks in frame pixels (x, y) with their visibility.
     pub landmarks_2d: Vec<[f64; 3]>,
+    /// The 33 world landmarks: metres, origin between the hips, camera axes.
+    pub landmarks_3d: Vec<[f64; 3]>,
 }
 
 /// Landmarks to SMPL-24 for one body model (the map is fitted once at construction).
@@ -265,6 +267,7 @@ impl BodyFromLandmarks {
                 .take(LANDMARKS)
                 .map(|l| [l.x, l.y, f64::from(l.visibility)])
                 .collect(),
+            landmarks_3d: world.iter().map(|w| [w.x, w.y, w.z]).collect(),
         }
     }
 }

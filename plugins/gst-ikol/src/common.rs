@@ -103,3 +103,42 @@ pub fn pose_model(
     b.resize(model.num_betas, 0.0);
     model.forward(&b, &rotations)
 }
+
+/// The box around projected points (pixels), its top raised by `top_margin` times its height,
+/// clipped to a frame of `frame` (width, height) when known; `None` without points or when
+/// nothing of it is inside the frame.
+pub fn tight_box(
+    points: &[[f64; 2]],
+    top_margin: f64,
+    frame: Option<(u32, u32)>,
+) -> Option<ikol_types::BBox> {
+    let (mut x1, mut y1, mut x2, mut y2) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for p in points.iter().filter(|p| p[0].is_finite() && p[1].is_finite()) {
+        x1 = x1.min(p[0]);
+        y1 = y1.min(p[1]);
+        x2 = x2.max(p[0]);
+        y2 = y2.max(p[1]);
+    }
+    if x1 > x2 {
+        return None;
+    }
+    y1 -= top_margin * (y2 - y1);
+    if let Some((w, h)) = frame {
+        let (w, h) = (f64::from(w), f64::from(h));
+        (x1, y1, x2, y2) = (x1.max(0.0), y1.max(0.0), x2.min(w), y2.min(h));
+    }
+    if x2 <= x1 || y2 <= y1 {
+        return None;
+    }
+    let b = ikol_types::BBox::from_xyxy(x1, y1, x2, y2);
+    b.is_valid().then_some(b)
+}
+
+/// Width and height of raw video caps (`None` for other caps).
+pub fn frame_size(caps: &gst::CapsRef) -> Option<(u32, u32)> {
+    let s = caps.structure(0)?;
+    Some((
+        u32::try_from(s.get::<i32>("width").ok()?).ok()?,
+        u32::try_from(s.get::<i32>("height").ok()?).ok()?,
+    ))
+}

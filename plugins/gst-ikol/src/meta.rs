@@ -90,8 +90,17 @@ pub struct Person {
     pub residual: Vec<f32>,
     /// Posed vertices in camera metres (set by `ikolmesher` with `output-vertices`).
     pub vertices: Vec<[f32; 3]>,
-    /// The 24 joints regressed from the posed mesh, camera metres.
+    /// The 24 joints of the solved body, camera metres (`ikolsolver` by forward kinematics,
+    /// `ikolmesher` regressed from the posed mesh).
     pub mesh_joints: Vec<[f32; 3]>,
+    /// BlazePose's 33 landmarks: frame pixels x, y and visibility.
+    pub landmarks_2d: Vec<[f32; 3]>,
+    /// BlazePose's 33 world landmarks: metres, origin between the hips, camera axes.
+    pub landmarks_3d: Vec<[f32; 3]>,
+    /// The solved body at the landmarks' anchors on its surface, camera metres.
+    pub surface_landmarks: Vec<[f32; 3]>,
+    /// The person's tight box (the solved body's projection clipped to the frame).
+    pub person_box: Option<BBox>,
     /// Ground-truth local rotations (axis-angle, root in camera axes), from a dataset source.
     pub gt_theta: Vec<[f32; 3]>,
     /// Ground-truth shape coefficients.
@@ -231,6 +240,12 @@ impl Person {
         set_rows(&mut s, "residual", &scalars(&self.residual));
         set_rows(&mut s, "vertices", &self.vertices);
         set_rows(&mut s, "mesh-joints", &self.mesh_joints);
+        set_rows(&mut s, "landmarks-2d", &self.landmarks_2d);
+        set_rows(&mut s, "landmarks-3d", &self.landmarks_3d);
+        set_rows(&mut s, "surface-landmarks", &self.surface_landmarks);
+        if let Some(b) = &self.person_box {
+            s.set("person-box", gst::Array::new([b.x, b.y, b.w, b.h]));
+        }
         set_rows(&mut s, "gt-theta", &self.gt_theta);
         set_rows(&mut s, "gt-beta", &scalars(&self.gt_beta));
         set_rows(&mut s, "gt-root", self.gt_root.as_slice());
@@ -269,20 +284,52 @@ impl Person {
             residual: flat(rows(s, "residual")?),
             vertices: rows(s, "vertices")?,
             mesh_joints: rows(s, "mesh-joints")?,
+            landmarks_2d: rows(s, "landmarks-2d")?,
+            landmarks_3d: rows(s, "landmarks-3d")?,
+            surface_landmarks: rows(s, "surface-landmarks")?,
+            person_box: doubles(s, "person-box", 4)?.map(|b| BBox {
+                x: b[0],
+                y: b[1],
+                w: b[2],
+                h: b[3],
+            }),
             gt_theta: rows(s, "gt-theta")?,
             gt_beta: flat(rows(s, "gt-beta")?),
             gt_root: one(s, "gt-root")?,
         })
     }
 
-    /// This person as `ikolexport` writes it; `vertices` only when asked.
-    pub fn to_result(&self, with_vertices: bool) -> PersonResult {
+    /// This person as `ikolexport` writes it; `vertices` only when asked. `joints_3d` /
+    /// `joints_2d` are the solved body's (projected with `intrinsics`), the front end's joints
+    /// go to `targets_3d` / `keypoints_2d`; `bbox` is the tight box (the region looked at goes to
+    /// `roi`).
+    pub fn to_result(&self, with_vertices: bool, intrinsics: Option<&Intrinsics>) -> PersonResult {
+        let v3 = |v: &[f32; 3]| ikol_types::nalgebra::Vector3::new(v[0].into(), v[1].into(), v[2].into());
+        let joints_2d = match intrinsics {
+            Some(k) => self
+                .mesh_joints
+                .iter()
+                .filter_map(|j| k.project(&v3(j)).map(|p| [p[0] as f32, p[1] as f32]))
+                .collect(),
+            None => Vec::new(),
+        };
         PersonResult {
             track_id: self.track_id,
-            bbox: Some(self.bbox),
+            bbox: Some(self.person_box.unwrap_or(self.bbox)),
+            roi: Some(self.bbox),
             score: Some(self.score as f32),
-            joints_3d: self.joints_3d.clone(),
-            joints_2d: self.joints_2d.clone(),
+            joints_3d: self.mesh_joints.clone(),
+            joints_2d: if joints_2d.len() == self.mesh_joints.len() {
+                joints_2d
+            } else {
+                Vec::new()
+            },
+            targets_3d: self.joints_3d.clone(),
+            keypoints_2d: self.joints_2d.clone(),
+            confidence: self.confidence.clone(),
+            landmarks_2d: self.landmarks_2d.clone(),
+            landmarks_3d: self.landmarks_3d.clone(),
+            surface_landmarks_3d: self.surface_landmarks.clone(),
             theta: self.theta.clone(),
             beta: self.beta.clone(),
             translation: self.translation,
@@ -292,7 +339,6 @@ impl Person {
             } else {
                 Vec::new()
             },
-            ..Default::default()
         }
     }
 }
@@ -432,7 +478,7 @@ impl FrameMeta {
             people: self
                 .people
                 .iter()
-                .map(|p| p.to_result(with_vertices))
+                .map(|p| p.to_result(with_vertices, self.intrinsics.as_ref()))
                 .collect(),
         }
     }
@@ -536,6 +582,15 @@ mod tests {
             residual: vec![0.001; 24],
             vertices: vec![[1.0, 2.0, 3.0]; 100],
             mesh_joints: vec![[0.5, 0.5, 0.5]; 24],
+            landmarks_2d: vec![[100.0, 200.0, 0.9]; 33],
+            landmarks_3d: vec![[0.1, -0.2, 0.05]; 33],
+            surface_landmarks: vec![[0.2, 0.3, 4.0]; 33],
+            person_box: Some(BBox {
+                x: 5.0,
+                y: 6.0,
+                w: 20.0,
+                h: 30.0,
+            }),
             gt_theta: vec![[-0.1, 0.0, 3.0]; 24],
             gt_beta: vec![-1.5; 10],
             gt_root: Some([0.2, -0.3, 4.5]),

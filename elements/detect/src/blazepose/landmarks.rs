@@ -41,6 +41,36 @@ use super::roi::{Padding, RoiOptions, RotatedRect, roi_from_alignment_points};
 pub const MODEL_LANDMARKS: usize = 39;
 /// Body landmarks (split range 0..33).
 pub const BODY_LANDMARKS: usize = 33;
+/// The body landmarks' left/right pairs (mediapipe's landmark topology: eyes, ear, mouth,
+/// shoulders, elbows, wrists, pinky, index, thumb, hips, knees, ankles, heels, foot index).
+pub const LEFT_RIGHT_PAIRS: [(usize, usize); 16] = [
+    (1, 4),
+    (2, 5),
+    (3, 6),
+    (7, 8),
+    (9, 10),
+    (11, 12),
+    (13, 14),
+    (15, 16),
+    (17, 18),
+    (19, 20),
+    (21, 22),
+    (23, 24),
+    (25, 26),
+    (27, 28),
+    (29, 30),
+    (31, 32),
+];
+
+/// Swaps left and right labels of a body's landmarks (any per-landmark rows, 33 or more).
+pub fn swap_left_right<T>(rows: &mut [T]) {
+    for (l, r) in LEFT_RIGHT_PAIRS {
+        if r < rows.len() {
+            rows.swap(l, r);
+        }
+    }
+}
+
 /// Auxiliary landmarks used for tracking (split range 33..35).
 pub const AUX_LANDMARKS: std::ops::Range<usize> = 33..35;
 /// Values per landmark in `Identity` (195 / 39).

@@ -78,6 +78,8 @@ struct Settings {
     flip_test: bool,
     focal_length: f64,
     fov: f64,
+    /// Principal point "cx,cy" in pixels; empty: the frame centre (checked at start).
+    principal_point: String,
 }
 
 impl Default for Settings {
@@ -91,6 +93,7 @@ impl Default for Settings {
             flip_test: DEFAULT_FLIP_TEST,
             focal_length: DEFAULT_FOCAL,
             fov: DEFAULT_HFOV_DEG,
+            principal_point: String::new(),
         }
     }
 }
@@ -113,6 +116,7 @@ enum Net {
 struct State {
     net: Box<Net>,
     info: Option<gst_video::VideoInfo>,
+    principal_point: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +214,8 @@ impl IkolBackbone {
             p.joints_2d = e.joints_2d.iter().map(|v| v.map(|x| x as f32)).collect();
             p.confidence = f32s(&e.confidence);
             p.beta = f32s(&e.beta);
+            p.landmarks_2d = e.landmarks_2d.iter().map(|v| v.map(|x| x as f32)).collect();
+            p.landmarks_3d = e.landmarks_3d.iter().map(|v| v.map(|x| x as f32)).collect();
             if let Some(r) = pose.next_roi()
                 && let Some(b) = roi_box(&r)
             {
@@ -285,6 +291,12 @@ impl ObjectImpl for IkolBackbone {
                     .default_value(DEFAULT_HFOV_DEG)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("principal-point")
+                    .nick("Principal point")
+                    .blurb("\"cx,cy\" in pixels when the source gives no intrinsics (a \
+                            calibration's); empty = the frame centre")
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -310,6 +322,7 @@ impl ObjectImpl for IkolBackbone {
             "flip-test" => s.flip_test = value.get().unwrap_or(DEFAULT_FLIP_TEST),
             "focal-length" => s.focal_length = value.get().unwrap_or(DEFAULT_FOCAL),
             "fov" => s.fov = value.get().unwrap_or(DEFAULT_HFOV_DEG),
+            "principal-point" => s.principal_point = common::string_value(value).unwrap_or_default(),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -328,6 +341,7 @@ impl ObjectImpl for IkolBackbone {
             "device" => s.device.to_value(),
             "flip-test" => s.flip_test.to_value(),
             "focal-length" => s.focal_length.to_value(),
+            "principal-point" => s.principal_point.to_value(),
             _ => s.fov.to_value(),
         }
     }
@@ -365,6 +379,12 @@ impl BaseTransformImpl for IkolBackbone {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = common::lock(&self.settings).clone();
         let settings_err = |msg: String| gst::error_msg!(gst::LibraryError::Settings, ("{msg}"));
+        let principal_point = parse_point(&s.principal_point).map_err(|e| {
+            settings_err(format!(
+                "ikolbackbone: principal-point `{}`: {e}",
+                s.principal_point
+            ))
+        })?;
         let net = match s.model {
             BackboneModel::BlazePose => {
                 let landmarker = BlazePoseLandmarker::load(&models_dir())
@@ -415,6 +435,7 @@ impl BaseTransformImpl for IkolBackbone {
         *common::lock(&self.state) = Some(State {
             net: Box::new(net),
             info: None,
+            principal_point,
         });
         Ok(())
     }
@@ -446,11 +467,15 @@ impl BaseTransformImpl for IkolBackbone {
                 return Err(self.fail("ikolbackbone: buffer before caps".into()));
             };
             let k = *m.intrinsics.get_or_insert_with(|| {
-                if settings.focal_length > 0.0 {
+                let mut k = if settings.focal_length > 0.0 {
                     Intrinsics::from_focal(info.width(), info.height(), settings.focal_length)
                 } else {
                     Intrinsics::from_hfov(info.width(), info.height(), settings.fov)
+                };
+                if let Some([cx, cy]) = state.principal_point {
+                    (k.cx, k.cy) = (cx, cy);
                 }
+                k
             });
             if m.people.is_empty() {
                 Vec::new()
@@ -490,5 +515,21 @@ impl BaseTransformImpl for IkolBackbone {
                 .push_event(meta::feedback_event(&feedback));
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+/// "x,y" (finite numbers) or empty.
+fn parse_point(text: &str) -> Result<Option<[f64; 2]>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let v: Vec<f64> = t
+        .split(',')
+        .map(|x| x.trim().parse::<f64>().map_err(|e| format!("`{x}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [x, y] if x.is_finite() && y.is_finite() => Ok(Some([*x, *y])),
+        _ => Err("expected two finite numbers \"cx,cy\"".into()),
     }
 }

@@ -27,7 +27,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use ikol_body::BodyModel;
+use ikol_types::Intrinsics;
 use ikol_types::joints::SMPL_JOINTS;
+use ikol_types::nalgebra::Vector3;
 
 use crate::common;
 use crate::meta::{self, Person};
@@ -62,10 +64,18 @@ impl Default for Settings {
 pub struct IkolMesher {
     settings: Mutex<Settings>,
     model: Mutex<Option<Arc<BodyModel>>>,
+    /// Width and height of the video (for clipping boxes).
+    size: Mutex<Option<(u32, u32)>>,
 }
 
 /// Poses `model` for one person; `false` when the person has no solution yet.
-fn mesh_person(model: &BodyModel, p: &mut Person, vertices: bool) -> Result<bool, String> {
+fn mesh_person(
+    model: &BodyModel,
+    p: &mut Person,
+    vertices: bool,
+    k: Option<&Intrinsics>,
+    frame: Option<(u32, u32)>,
+) -> Result<bool, String> {
     if p.theta.len() != SMPL_JOINTS {
         return Ok(false);
     }
@@ -89,6 +99,21 @@ fn mesh_person(model: &BodyModel, p: &mut Person, vertices: bool) -> Result<bool
             ]
         })
         .collect();
+    // The tight box: the posed mesh's projection clipped to the frame.
+    if let Some(k) = k {
+        let uv: Vec<[f64; 2]> = posed
+            .vertices
+            .iter()
+            .filter_map(|v| {
+                k.project(&Vector3::new(
+                    f64::from(v[0]) + shift[0],
+                    f64::from(v[1]) + shift[1],
+                    f64::from(v[2]) + shift[2],
+                ))
+            })
+            .collect();
+        p.person_box = common::tight_box(&uv, 0.0, frame).or(p.person_box);
+    }
     p.vertices = if vertices {
         posed
             .vertices
@@ -200,6 +225,11 @@ impl BaseTransformImpl for IkolMesher {
         Ok(())
     }
 
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        *common::lock(&self.size) = common::frame_size(incaps);
+        Ok(())
+    }
+
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let s = common::lock(&self.settings).clone();
         let fail = |msg: String| {
@@ -211,7 +241,8 @@ impl BaseTransformImpl for IkolMesher {
             return Err(gst::FlowError::Flushing);
         };
         for p in &mut m.people {
-            if let Err(e) = mesh_person(&model, p, s.output_vertices) {
+            let size = *common::lock(&self.size);
+            if let Err(e) = mesh_person(&model, p, s.output_vertices, m.intrinsics.as_ref(), size) {
                 gst::warning!(CAT, imp = self, "track {}: no mesh: {e}", p.track_id);
             }
         }

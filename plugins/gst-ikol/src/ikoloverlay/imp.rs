@@ -256,8 +256,27 @@ impl IkolOverlay {
         }
     }
 
-    fn draw_skeleton(f: &mut Frame<'_>, p: &Person, color: [u8; 3], s: &Scale) {
-        let j = &p.joints_2d;
+    /// The joints to draw: the solved body's, projected, when a solver ran; else the front end's.
+    fn skeleton_of(p: &Person, k: Option<&ikol_types::Intrinsics>) -> Vec<[f32; 2]> {
+        if let Some(k) = k
+            && p.mesh_joints.len() == SMPL_JOINTS
+        {
+            let uv: Vec<[f32; 2]> = p
+                .mesh_joints
+                .iter()
+                .filter_map(|m| {
+                    let v = ikol_types::nalgebra::Vector3::new(m[0].into(), m[1].into(), m[2].into());
+                    k.project(&v).map(|q| [q[0] as f32, q[1] as f32])
+                })
+                .collect();
+            if uv.len() == SMPL_JOINTS {
+                return uv;
+            }
+        }
+        p.joints_2d.clone()
+    }
+
+    fn draw_skeleton(f: &mut Frame<'_>, j: &[[f32; 2]], color: [u8; 3], s: &Scale) {
         let parents: &[i8] = match j.len() {
             SMPL_JOINTS => &SMPL24_PARENTS,
             HYBRIK_JOINTS => &HYBRIK29_PARENTS,
@@ -279,13 +298,15 @@ impl IkolOverlay {
     }
 
     fn draw_box(f: &mut Frame<'_>, p: &Person, color: [u8; 3], s: &Scale) {
-        if !p.bbox.is_valid() {
+        // The person's tight box when a solver gave one, else the region the front end used.
+        let b = p.person_box.unwrap_or(p.bbox);
+        if !b.is_valid() {
             return;
         }
-        ikol_render::draw_box(f, &p.bbox, s.line, color);
+        ikol_render::draw_box(f, &b, s.line, color);
         let text = format!("#{}", p.track_id);
         let (_, lh) = ikol_render::label_size(&text, s.label);
-        let (x, y) = (p.bbox.x.round() as i64, p.bbox.y.round() as i64);
+        let (x, y) = (b.x.round() as i64, b.y.round() as i64);
         // Above the box when there is room, else just inside its top edge.
         let y = if y >= lh as i64 { y - lh as i64 } else { y };
         ikol_render::draw_label(f, x, y, &text, s.label, text_on(color), Some(color));
@@ -305,17 +326,18 @@ impl IkolOverlay {
         }
         if settings.mode.skeleton() {
             for p in &meta.people {
-                if ![0, SMPL_JOINTS, HYBRIK_JOINTS].contains(&p.joints_2d.len()) {
+                let j = Self::skeleton_of(p, meta.intrinsics.as_ref());
+                if ![0, SMPL_JOINTS, HYBRIK_JOINTS].contains(&j.len()) {
                     warnings.extend(state.once(
-                        format!("joints:{}", p.joints_2d.len()),
+                        format!("joints:{}", j.len()),
                         format!(
                             "ikoloverlay: {} 2D joints (expected 24 or 29): joints drawn without \
                              bones",
-                            p.joints_2d.len()
+                            j.len()
                         ),
                     ));
                 }
-                Self::draw_skeleton(f, p, settings.color(p.track_id), &s);
+                Self::draw_skeleton(f, &j, settings.color(p.track_id), &s);
             }
         }
         if settings.mode.boxes() {

@@ -8,6 +8,19 @@
 //! per-joint `residual` back to the meta. The rest skeleton comes from `body-model` at the
 //! person's shape.
 //!
+//! `method=fit` fits the body to the front end's measurements instead (`ikol_solver::fit`):
+//! BlazePose's 33 landmarks in 2D (robust reprojection of the matching surface points, so hand,
+//! foot and face landmarks observe twist) and in 3D, or the heatmap network's 24 joints; a
+//! Gaussian around the HybrIK solution, hinge limits, the shape prior, and per track a warm start
+//! from the last frame, its running shape and an acceleration term over its last two frames
+//! (causal). A track whose labels come left/right swapped (the swapped labelling fits the last
+//! body much better) is repaired before the fit. The `fit-*` properties are the term weights.
+//!
+//! Every method writes the solved body's joints (`mesh-joints`, camera metres), its surface at
+//! the landmarks (`surface-landmarks`, with BlazePose) and the tight box around its projection
+//! (`person-box`). A person whose solve or fit fails (non-finite keypoints, no visible keypoint,
+//! a person a few pixels wide) is left without a body and a warning says why.
+//!
 //! ## Example launch line
 //! ```sh
 //! gst-launch-1.0 filesrc location=walk.mp4 ! decodebin ! videoconvert ! video/x-raw,format=RGB \
@@ -24,12 +37,14 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use ikol_body::nalgebra::{Vector3, Vector4};
+use ikol_solver::fit::{BodyState, FitOptions};
 use ikol_solver::{
     AnalyticOptions, IkInput, IkolInit, IkolOptions, JointShapeBasis, Method, Rest,
     camera_translation,
 };
 use ikol_types::joints::{HYBRIK_JOINTS, SMPL_JOINTS};
 
+use super::fitting::Bodies;
 use super::{SolverInit, SolverMethod};
 use crate::common;
 use crate::meta::{self, FrameMeta, Person};
@@ -53,6 +68,7 @@ struct Settings {
     damping: f64,
     init: SolverInit,
     body_model: String,
+    fit: FitOptions,
 }
 
 impl Default for Settings {
@@ -63,14 +79,61 @@ impl Default for Settings {
             damping: DEFAULT_DAMPING,
             init: SolverInit::default(),
             body_model: DEFAULT_BODY_MODEL.into(),
+            fit: FitOptions::default(),
         }
     }
+}
+
+/// The `fit-*` properties: (name, blurb, maximum), each a field of [`FitOptions`].
+const FIT_PROPERTIES: [(&str, &str, f64); 6] = [
+    (
+        "fit-sigma-2d",
+        "method=fit: pixel noise of a keypoint of confidence 1 (smaller: follow the 2D keypoints more)",
+        1e4,
+    ),
+    (
+        "fit-robust-2d",
+        "method=fit: Geman-McClure scale in pixels: keypoints further off than this stop pulling",
+        1e5,
+    ),
+    (
+        "fit-sigma-3d",
+        "method=fit: noise of the front end's 3D points in metres (0: ignore them)",
+        100.0,
+    ),
+    (
+        "fit-sigma-pose",
+        "method=fit: radians the pose may leave the IK solution (0: no such prior)",
+        100.0,
+    ),
+    (
+        "fit-sigma-accel",
+        "method=fit: joint acceleration in metres per frame squared (0: no temporal term)",
+        100.0,
+    ),
+    (
+        "fit-sigma-shape",
+        "method=fit: how far the shape may leave the track's running shape (0: free per frame)",
+        100.0,
+    ),
+];
+
+fn fit_field<'a>(o: &'a mut FitOptions, name: &str) -> Option<&'a mut f64> {
+    Some(match name {
+        "fit-sigma-2d" => &mut o.sigma_2d,
+        "fit-robust-2d" => &mut o.robust_2d,
+        "fit-sigma-3d" => &mut o.sigma_3d,
+        "fit-sigma-pose" => &mut o.sigma_pose,
+        "fit-sigma-accel" => &mut o.sigma_accel,
+        "fit-sigma-shape" => &mut o.sigma_beta_track,
+        _ => return None,
+    })
 }
 
 impl Settings {
     fn method(&self) -> Method {
         match self.method {
-            SolverMethod::Hybrik => Method::Hybrik(AnalyticOptions::default()),
+            SolverMethod::Hybrik | SolverMethod::Fit => Method::Hybrik(AnalyticOptions::default()),
             SolverMethod::HybrikNaive => Method::HybrikNaive(AnalyticOptions::default()),
             SolverMethod::Ikol => Method::Ikol(IkolOptions {
                 iterations: self.iterations as usize,
@@ -92,6 +155,11 @@ impl Settings {
 struct State {
     basis24: JointShapeBasis,
     basis29: Option<JointShapeBasis>,
+    bodies: Bodies,
+    /// Frames seen since start (the fit's track clock).
+    frame: u64,
+    /// Width and height of the video (for clipping boxes).
+    size: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +169,8 @@ pub struct IkolSolver {
 }
 
 impl IkolSolver {
-    fn solve_person(&self, p: &mut Person, state: &State, method: &Method, meta: &FrameMeta) {
+    fn solve_person(&self, p: &mut Person, state: &mut State, s: &Settings, meta: &FrameMeta) {
+        let method = s.method();
         let n = p.joints_3d.len();
         let basis = match n {
             SMPL_JOINTS => &state.basis24,
@@ -151,29 +220,21 @@ impl IkolSolver {
             rest: Rest::Shape { basis, beta: &beta },
             leaf_rotations: (leaf.len() == 5).then_some(leaf.as_slice()),
         };
-        let sol = match ikol_solver::solve(&input, method) {
+        let sol = match ikol_solver::solve(&input, &method) {
             Ok(s) => s,
             Err(e) => {
                 gst::warning!(CAT, imp = self, "track {}: not solved: {e}", p.track_id);
                 return;
             }
         };
-        p.theta = sol
-            .axis_angle
-            .iter()
-            .map(|a| [a.x as f32, a.y as f32, a.z as f32])
-            .collect();
-        p.residual = sol.residual.iter().map(|&r| r as f32).collect();
-        if let Some(b) = &sol.beta {
-            p.beta = b.iter().map(|&x| x as f32).collect();
-        }
         let uv: Vec<[f64; 2]> = p
             .joints_2d
             .iter()
             .map(|q| [q[0].into(), q[1].into()])
             .collect();
         let w: Vec<f64> = p.confidence.iter().map(|&c| c.into()).collect();
-        let t = meta.intrinsics.as_ref().and_then(|k| {
+        let k = meta.intrinsics.as_ref();
+        let t = k.and_then(|k| {
             camera_translation(
                 &sol.joints,
                 &uv,
@@ -181,8 +242,68 @@ impl IkolSolver {
                 k,
             )
         });
-        p.translation = t.map(|t| [t.x as f32, t.y as f32, t.z as f32]).or(p.root);
+        let root = p.root.map(|r| Vector3::new(r[0].into(), r[1].into(), r[2].into()));
+        let ik = BodyState {
+            rotations: sol.local_rotations.clone(),
+            translation: t.or(root).unwrap_or_else(Vector3::zeros),
+            beta: {
+                let mut b = sol.beta.clone().unwrap_or(beta);
+                b.resize(state.bodies.betas(), 0.0);
+                b
+            },
+        };
+        let body = if s.method == SolverMethod::Fit {
+            let Some(k) = k else {
+                gst::warning!(CAT, imp = self, "track {}: no intrinsics to fit with", p.track_id);
+                return;
+            };
+            match state.bodies.fit(p, &ik, k, state.frame, &s.fit) {
+                Ok(f) => {
+                    gst::trace!(
+                        CAT,
+                        imp = self,
+                        "track {}: fitted, mean keypoint error {:.1} px",
+                        p.track_id,
+                        f.error_2d
+                    );
+                    if f.repaired {
+                        gst::info!(
+                            CAT,
+                            imp = self,
+                            "track {}: left/right labels repaired",
+                            p.track_id
+                        );
+                    }
+                    f.state
+                }
+                Err(e) => {
+                    gst::warning!(CAT, imp = self, "track {}: not fitted: {e}", p.track_id);
+                    return;
+                }
+            }
+        } else {
+            ik
+        };
+        state.bodies.write(p, &body, k, state.size);
+        // The residual stays the IK layer's (targets vs its joints); for a fit, the distance of
+        // the fitted joints to the targets, both root-relative.
+        p.residual = if s.method == SolverMethod::Fit {
+            let j0 = body_joint(p, 0);
+            (0..targets.len().min(p.mesh_joints.len()))
+                .map(|j| ((body_joint(p, j) - j0) - (targets[j] - targets[0])).norm() as f32)
+                .collect()
+        } else {
+            sol.residual.iter().map(|&r| r as f32).collect()
+        };
+        if t.is_none() && root.is_none() {
+            p.translation = None;
+        }
     }
+}
+
+fn body_joint(p: &Person, j: usize) -> Vector3<f64> {
+    let m = p.mesh_joints[j];
+    Vector3::new(m[0].into(), m[1].into(), m[2].into())
 }
 
 #[glib::object_subclass]
@@ -195,10 +316,10 @@ impl ObjectSubclass for IkolSolver {
 impl ObjectImpl for IkolSolver {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
+            let mut v = vec![
                 glib::ParamSpecEnum::builder_with_default("method", SolverMethod::default())
                     .nick("Method")
-                    .blurb("Inverse-kinematics solver: ikol, hybrik or hybrik-naive")
+                    .blurb("Inverse-kinematics solver: ikol, hybrik, hybrik-naive, or fit (model fitting to the keypoints)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("iterations")
@@ -228,7 +349,29 @@ impl ObjectImpl for IkolSolver {
                     .default_value(Some(DEFAULT_BODY_MODEL))
                     .mutable_ready()
                     .build(),
-            ]
+                glib::ParamSpecUInt::builder("fit-iterations")
+                    .nick("Fit iterations")
+                    .blurb("method=fit: most Levenberg-Marquardt iterations per person and frame")
+                    .minimum(1)
+                    .maximum(200)
+                    .default_value(FitOptions::default().iterations as u32)
+                    .mutable_playing()
+                    .build(),
+            ];
+            let mut defaults = FitOptions::default();
+            for (name, blurb, max) in FIT_PROPERTIES {
+                let d = fit_field(&mut defaults, name).map_or(0.0, |v| *v);
+                v.push(
+                    glib::ParamSpecDouble::builder(name)
+                        .blurb(blurb)
+                        .minimum(0.0)
+                        .maximum(max)
+                        .default_value(d)
+                        .mutable_playing()
+                        .build(),
+                );
+            }
+            v
         });
         PROPERTIES.as_ref()
     }
@@ -244,7 +387,15 @@ impl ObjectImpl for IkolSolver {
                 s.body_model =
                     common::string_value(value).unwrap_or_else(|| DEFAULT_BODY_MODEL.into())
             }
-            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+            "fit-iterations" => {
+                s.fit.iterations = value
+                    .get::<u32>()
+                    .map_or(FitOptions::default().iterations, |n| n as usize)
+            }
+            other => match (fit_field(&mut s.fit, other), value.get::<f64>()) {
+                (Some(f), Ok(x)) => *f = x,
+                _ => gst::warning!(CAT, imp = self, "unknown property {other}"),
+            },
         }
     }
 
@@ -255,7 +406,14 @@ impl ObjectImpl for IkolSolver {
             "iterations" => s.iterations.to_value(),
             "damping" => s.damping.to_value(),
             "init" => s.init.to_value(),
-            _ => s.body_model.to_value(),
+            "fit-iterations" => (s.fit.iterations as u32).to_value(),
+            name => {
+                let mut o = s.fit.clone();
+                match fit_field(&mut o, name) {
+                    Some(v) => v.to_value(),
+                    None => s.body_model.to_value(),
+                }
+            }
         }
     }
 }
@@ -299,7 +457,26 @@ impl BaseTransformImpl for IkolSolver {
             )
         })?;
         let basis29 = model.joint_shape_basis(true).ok();
-        *common::lock(&self.state) = Some(State { basis24, basis29 });
+        let bodies = Bodies::new(&model).map_err(|e| {
+            gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("ikolsolver: body-model `{spec}`: {e}")
+            )
+        })?;
+        *common::lock(&self.state) = Some(State {
+            basis24,
+            basis29,
+            bodies,
+            frame: 0,
+            size: None,
+        });
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        if let Some(s) = common::lock(&self.state).as_mut() {
+            s.size = common::frame_size(incaps);
+        }
         Ok(())
     }
 
@@ -309,7 +486,8 @@ impl BaseTransformImpl for IkolSolver {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let method = common::lock(&self.settings).method();
+        let settings = common::lock(&self.settings).clone();
+        let discont = buf.flags().contains(gst::BufferFlags::DISCONT);
         // ikol3dpwsrc ground-truth-joints=true fills the backbone's fields itself.
         let mut m = meta::require_one_of(
             buf,
@@ -321,13 +499,19 @@ impl BaseTransformImpl for IkolSolver {
             gst::FlowError::Error
         })?;
         {
-            let guard = common::lock(&self.state);
-            let Some(state) = guard.as_ref() else {
+            let mut guard = common::lock(&self.state);
+            let Some(state) = guard.as_mut() else {
                 return Err(gst::FlowError::Flushing);
             };
+            // A new sequence or a reconnected camera: no track continues.
+            if discont {
+                state.bodies.reset();
+            }
+            state.frame += 1;
+            state.bodies.forget_old(state.frame);
             let frame = m.clone();
             for p in &mut m.people {
-                self.solve_person(p, state, &method, &frame);
+                self.solve_person(p, state, &settings, &frame);
             }
         }
         m.mark("ikolsolver");

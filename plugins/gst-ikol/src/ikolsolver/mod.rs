@@ -5,6 +5,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod fitting;
 mod imp;
 
 /// The `method` property.
@@ -22,6 +23,10 @@ pub enum SolverMethod {
     /// Naive HybrIK (Li et al. 2021, Alg. 1).
     #[enum_value(name = "Naive HybrIK", nick = "hybrik-naive")]
     HybrikNaive,
+    /// Model fitting to the front end's 2D keypoints and 3D points, per track over time
+    /// (`ikol_solver::fit`), started from adaptive HybrIK.
+    #[enum_value(name = "Fit the body to the keypoints (SMPLify-style, temporal)", nick = "fit")]
+    Fit,
 }
 
 /// The `init` property (IKOL's starting swing angles).

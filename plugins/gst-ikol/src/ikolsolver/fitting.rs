@@ -1,0 +1,293 @@
+//! `ikolsolver`'s per-track side of `method=fit` and the body outputs of every method: the
+//! fitter of `ikol_solver::fit` on BlazePose's 33 landmarks (or the 24 joints of the heatmap
+//! network), warm-started from the track's last body, with the track's last two frames for the
+//! acceleration term, its running shape, and a left/right repair of the front end's labels.
+
+use std::collections::{HashMap, VecDeque};
+
+use ikol_body::nalgebra::{Matrix3, Vector3};
+use ikol_body::{Anchor, BodyModel};
+use ikol_detect::blazepose::landmarks::swap_left_right;
+use ikol_detect::landmarks_smpl::{self, LANDMARKS};
+use ikol_solver::fit::{self, BodyState, FitInput, FitOptions, Keypoint, Point3, SurfaceModel};
+use ikol_types::joints::SMPL_JOINTS;
+use ikol_types::Intrinsics;
+
+use crate::meta::Person;
+
+/// Index of the first joint among the anchor points (the 33 landmarks come first).
+const JOINT0: usize = LANDMARKS;
+/// The landmark hips: the origin of BlazePose's world landmarks.
+const LANDMARK_HIPS: [usize; 2] = [23, 24];
+/// Frames a track is remembered without being seen.
+const FORGET_AFTER: u64 = 30;
+/// A labelling is repaired when the swapped one fits the last body this much better...
+const SWAP_GAIN: f64 = 0.5;
+/// ...and the current one is off by more than this fraction of the body's height (mean over
+/// the landmarks).
+const SWAP_MIN_ERROR: f64 = 0.04;
+/// A warm start that ends this far off (mean keypoint error, fraction of the body's height) is
+/// retried from the IK solution.
+const RESTART_ERROR: f64 = 0.03;
+
+/// What one track remembers.
+#[derive(Debug, Clone)]
+struct Track {
+    state: BodyState,
+    /// Camera-frame joints of the last frames, oldest first.
+    history: VecDeque<Vec<Vector3<f64>>>,
+    beta_sum: Vec<f64>,
+    frames: f64,
+    last_frame: u64,
+}
+
+/// The body model as the fitter and the outputs need it, and the tracks.
+#[derive(Debug)]
+pub struct Bodies {
+    surface: SurfaceModel,
+    tracks: HashMap<u64, Track>,
+}
+
+/// The result of one person's fit or solve, as [`Bodies::write`] stores it.
+#[derive(Debug, Clone)]
+pub struct Solved {
+    pub state: BodyState,
+    /// Swapped labels were repaired this frame.
+    pub repaired: bool,
+    /// Mean 2D keypoint error of the fit, pixels.
+    pub error_2d: f64,
+}
+
+fn v3(a: &[f32; 3]) -> Vector3<f64> {
+    Vector3::new(a[0].into(), a[1].into(), a[2].into())
+}
+
+/// Mean height of a set of pixels (the keypoints' vertical extent), at least one pixel.
+fn extent(uv: &[[f64; 2]]) -> f64 {
+    let (lo, hi) = uv.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p[1]), hi.max(p[1]))
+    });
+    (hi - lo).max(1.0)
+}
+
+impl Bodies {
+    pub fn new(model: &BodyModel) -> Result<Self, String> {
+        let mut anchors: Vec<Anchor> = landmarks_smpl::anchors(model)?.to_vec();
+        anchors.extend((0..SMPL_JOINTS).map(Anchor::Joint));
+        Ok(Self {
+            surface: SurfaceModel::new(model, &anchors).map_err(|e| e.to_string())?,
+            tracks: HashMap::new(),
+        })
+    }
+
+    /// Forgets every track (a discontinuity).
+    pub fn reset(&mut self) {
+        self.tracks.clear();
+    }
+
+    /// Forgets tracks not seen for a while.
+    pub fn forget_old(&mut self, frame: u64) {
+        self.tracks
+            .retain(|_, t| t.last_frame + FORGET_AFTER >= frame);
+    }
+
+    /// Number of shape coefficients of the model.
+    pub fn betas(&self) -> usize {
+        self.surface.betas()
+    }
+
+    /// The keypoints, 3D points and 3D centre of a person: the 33 landmarks when the front end
+    /// gave them, else its joints.
+    fn observations(p: &Person) -> (Vec<Keypoint>, Vec<Point3>, Vec<usize>) {
+        if p.landmarks_2d.len() == LANDMARKS {
+            let kps = p
+                .landmarks_2d
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Keypoint {
+                    point: i,
+                    uv: [l[0].into(), l[1].into()],
+                    weight: f64::from(l[2]).clamp(0.0, 1.0),
+                })
+                .collect();
+            let p3 = if p.landmarks_3d.len() == LANDMARKS {
+                p.landmarks_3d
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| Point3 {
+                        point: i,
+                        xyz: v3(l),
+                        weight: f64::from(p.landmarks_2d[i][2]).clamp(0.0, 1.0),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return (kps, p3, LANDMARK_HIPS.to_vec());
+        }
+        let n = p.joints_2d.len().min(SMPL_JOINTS);
+        let conf = |j: usize| {
+            p.confidence
+                .get(j)
+                .map_or(1.0, |&c| f64::from(c).clamp(0.0, 1.0))
+        };
+        let kps = (0..n)
+            .map(|j| Keypoint {
+                point: JOINT0 + j,
+                uv: [p.joints_2d[j][0].into(), p.joints_2d[j][1].into()],
+                weight: conf(j),
+            })
+            .collect();
+        let p3 = (0..p.joints_3d.len().min(SMPL_JOINTS))
+            .map(|j| Point3 {
+                point: JOINT0 + j,
+                xyz: v3(&p.joints_3d[j]) - v3(&p.joints_3d[0]),
+                weight: conf(j),
+            })
+            .collect();
+        (kps, p3, vec![JOINT0])
+    }
+
+    /// Repairs swapped left/right landmark labels against the track's last body: `true` when
+    /// it swapped them.
+    fn repair_swap(&self, p: &mut Person, track: &Track, k: &Intrinsics) -> bool {
+        if p.landmarks_2d.len() != LANDMARKS {
+            return false;
+        }
+        let last = self.surface.pose(&track.state);
+        let Some(prev): Option<Vec<[f64; 2]>> = last.points[..LANDMARKS]
+            .iter()
+            .map(|x| k.project(x))
+            .collect()
+        else {
+            return false;
+        };
+        let cost = |order: &[usize]| {
+            let (mut e, mut w) = (0.0, 0.0);
+            for (i, &src) in order.iter().enumerate() {
+                let l = p.landmarks_2d[src];
+                let vis = f64::from(l[2].min(p.landmarks_2d[i][2])).max(0.0);
+                e += vis * (f64::from(l[0]) - prev[i][0]).hypot(f64::from(l[1]) - prev[i][1]);
+                w += vis;
+            }
+            e / w.max(1e-9)
+        };
+        let same: Vec<usize> = (0..LANDMARKS).collect();
+        let mut swapped = same.clone();
+        swap_left_right(&mut swapped);
+        let (now, other) = (cost(&same), cost(&swapped));
+        if other < SWAP_GAIN * now && now > SWAP_MIN_ERROR * extent(&prev) {
+            swap_left_right(&mut p.landmarks_2d);
+            swap_left_right(&mut p.landmarks_3d);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Fits one person of frame `frame`; `ik` is the IK solution (start of a new track, and the
+    /// pose prior). The track's memory is updated.
+    pub fn fit(
+        &mut self,
+        p: &mut Person,
+        ik: &BodyState,
+        k: &Intrinsics,
+        frame: u64,
+        o: &FitOptions,
+    ) -> Result<Solved, String> {
+        let track = self.tracks.get(&p.track_id).cloned();
+        let repaired = track
+            .as_ref()
+            .is_some_and(|t| self.repair_swap(p, t, k));
+        let (kps, p3, centre) = Self::observations(p);
+        let fresh = |t: &&Track| t.last_frame + 1 == frame;
+        let history: Vec<Vec<Vector3<f64>>> = track
+            .as_ref()
+            .filter(fresh)
+            .map(|t| t.history.iter().cloned().collect())
+            .unwrap_or_default();
+        let beta_track: Option<Vec<f64>> = track
+            .as_ref()
+            .map(|t| t.beta_sum.iter().map(|b| b / t.frames.max(1.0)).collect());
+        // The IK solution came from the labels as given: after a repair it is no prior.
+        let prior: Option<&[Matrix3<f64>]> = (!repaired).then_some(ik.rotations.as_slice());
+        let input = FitInput {
+            intrinsics: k,
+            keypoints: &kps,
+            points_3d: &p3,
+            centre: &centre,
+            pose_prior: prior,
+            beta_track: beta_track.as_deref(),
+            history: &history,
+        };
+        let height = extent(&kps.iter().map(|k| k.uv).collect::<Vec<_>>());
+        let start = track.as_ref().map_or(ik, |t| &t.state);
+        let mut result = fit::fit(&self.surface, &input, start, o).map_err(|e| e.to_string());
+        let retry = match &result {
+            Ok(r) => track.is_some() && !repaired && r.mean_error_2d > RESTART_ERROR * height,
+            Err(_) => track.is_some(),
+        };
+        if retry && let Ok(r2) = fit::fit(&self.surface, &input, ik, o) {
+            if result.as_ref().map_or(true, |r| r2.energy < r.energy) {
+                result = Ok(r2);
+            }
+        }
+        let r = result?;
+        let t = self.tracks.entry(p.track_id).or_insert_with(|| Track {
+            state: r.state.clone(),
+            history: VecDeque::new(),
+            beta_sum: vec![0.0; r.state.beta.len()],
+            frames: 0.0,
+            last_frame: frame,
+        });
+        if t.last_frame + 1 != frame {
+            t.history.clear();
+        }
+        t.state = r.state.clone();
+        t.history.push_back(r.joints.clone());
+        while t.history.len() > 2 {
+            t.history.pop_front();
+        }
+        // Running shape over the last ~50 frames.
+        let keep = if t.frames >= 50.0 { 49.0 / 50.0 } else { 1.0 };
+        for (s, b) in t.beta_sum.iter_mut().zip(&r.state.beta) {
+            *s = *s * keep + b;
+        }
+        t.frames = t.frames * keep + 1.0;
+        t.last_frame = frame;
+        Ok(Solved {
+            state: r.state,
+            repaired,
+            error_2d: r.mean_error_2d,
+        })
+    }
+
+    /// Writes a solved body into the person: theta, beta, translation, the body's joints, its
+    /// surface at the landmarks (when the front end gave landmarks) and the tight box around its
+    /// projection (clipped to `frame`, width x height).
+    pub fn write(&self, p: &mut Person, s: &BodyState, k: Option<&Intrinsics>, frame: Option<(u32, u32)>) {
+        let posed = self.surface.pose(s);
+        let f = |v: &Vector3<f64>| [v.x as f32, v.y as f32, v.z as f32];
+        p.theta = s
+            .rotations
+            .iter()
+            .map(|r| f(&ikol_types::rotation::matrix_to_axis_angle(r)))
+            .collect();
+        p.beta = s.beta.iter().map(|&b| b as f32).collect();
+        p.translation = Some(f(&s.translation));
+        p.mesh_joints = posed.points[JOINT0..].iter().map(f).collect();
+        p.surface_landmarks = if p.landmarks_2d.len() == LANDMARKS {
+            posed.points[..LANDMARKS].iter().map(f).collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(k) = k {
+            let uv: Vec<[f64; 2]> = posed.points.iter().filter_map(|x| k.project(x)).collect();
+            p.person_box = crate::common::tight_box(&uv, HEAD_MARGIN, frame);
+        }
+    }
+}
+
+/// The points used for the box stop at the eyes and ears: the top of the head is this fraction
+/// of the body's height above them (SMPL: the head top is ~8 % of the height above the eyes).
+const HEAD_MARGIN: f64 = 0.08;
