@@ -127,10 +127,95 @@ impl BlazePoseDetector {
     }
 }
 
+/// Square tiles of `side` pixels over a `width` x `height` frame, neighbours overlapping by at
+/// least a quarter of a tile: (x, y, side) (none when the tile does not fit).
+fn tiles(width: usize, height: usize, side: usize) -> Vec<(usize, usize, usize)> {
+    if side == 0 || side > width || side > height {
+        return Vec::new();
+    }
+    let starts = |len: usize| -> Vec<usize> {
+        if len == side {
+            return vec![0];
+        }
+        let n = (4 * len).div_ceil(3 * side).max(2);
+        (0..n).map(|i| (len - side) * i / (n - 1)).collect()
+    };
+    let xs = starts(width);
+    starts(height)
+        .into_iter()
+        .flat_map(|y| xs.iter().map(move |&x| (x, y, side)))
+        .collect()
+}
+
+/// The tile sizes searched besides the whole frame: the short side (when the frame is longer
+/// than 4:3) and half of it (when that is still larger than the detector's 224-pixel input).
+fn tile_sides(width: usize, height: usize) -> Vec<usize> {
+    let (long, short) = (width.max(height), width.min(height));
+    let mut sides = Vec::new();
+    if long * 3 > short * 4 {
+        sides.push(short);
+    }
+    if short / 2 >= MIN_TILE {
+        sides.push(short / 2);
+    }
+    sides
+}
+
+/// Smallest tile searched: a little over the detector's input size (224).
+const MIN_TILE: usize = 256;
+
+/// Regions of interest of the same person: their boxes overlap this much.
+const SAME_PERSON_IOU: f64 = 0.4;
+
 /// The axis-aligned box around a region of interest (the body, where the detection box is the
 /// face).
 pub fn roi_box(roi: &RotatedRect) -> Option<BBox> {
     BBox::around_points(roi.corners(), 1.0).filter(BBox::is_valid)
+}
+
+impl BlazePoseDetector {
+    /// People in the whole frame and in square tiles of it ([`tile_sides`]): the detector sees
+    /// its input letterboxed to 224 x 224, where a person at the back of a 1080 x 1920 frame is
+    /// a few pixels tall (the face it keys on, one or two). Regions of the same person are
+    /// merged (best score kept); best first. Costs one detector run per tile (17 at 1080 x
+    /// 1920), which `ikolcrop` spends every `detect-interval` frames.
+    pub fn detect_people(&self, image: &RgbImage<'_>) -> Result<Vec<Detection>, DetectError> {
+        let mut found: Vec<Detection> = Vec::new();
+        let mut add = |dets: Vec<(PoseDetection, RotatedRect)>, dx: usize, dy: usize| {
+            for (d, mut roi) in dets {
+                roi.cx += dx as f64;
+                roi.cy += dy as f64;
+                if let Some(bbox) = roi_box(&roi) {
+                    found.push(Detection {
+                        bbox,
+                        score: f64::from(d.score),
+                    });
+                }
+            }
+        };
+        add(self.detect_poses(image)?, 0, 0);
+        let grid = tile_sides(image.width, image.height)
+            .into_iter()
+            .flat_map(|side| tiles(image.width, image.height, side));
+        for (x, y, side) in grid {
+            let start = y * image.stride + 3 * x;
+            let tile = RgbImage {
+                data: image.data.get(start..).unwrap_or(&[]),
+                width: side,
+                height: side,
+                stride: image.stride,
+            };
+            add(self.detect_poses(&tile)?, x, y);
+        }
+        found.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut kept: Vec<Detection> = Vec::new();
+        for d in found {
+            if !kept.iter().any(|k| k.bbox.iou(&d.bbox) > SAME_PERSON_IOU) {
+                kept.push(d);
+            }
+        }
+        Ok(kept)
+    }
 }
 
 impl PersonDetector for BlazePoseDetector {
@@ -138,18 +223,10 @@ impl PersonDetector for BlazePoseDetector {
         "blazepose"
     }
 
-    /// People as the boxes around their landmark regions of interest (square, 1.25x the body).
+    /// People as the boxes around their landmark regions of interest (square, 1.25x the body),
+    /// from the whole frame and its tiles ([`BlazePoseDetector::detect_people`]).
     fn detect(&mut self, image: &RgbImage<'_>) -> Result<Vec<Detection>, DetectError> {
-        Ok(self
-            .detect_poses(image)?
-            .into_iter()
-            .filter_map(|(d, roi)| {
-                roi_box(&roi).map(|bbox| Detection {
-                    bbox,
-                    score: f64::from(d.score),
-                })
-            })
-            .collect())
+        self.detect_people(image)
     }
 }
 
@@ -218,6 +295,27 @@ pub struct BodyFromLandmarks {
 const BETA_RIDGE: f64 = 1e-3;
 /// Poses used to fit the landmark map.
 const FIT_POSES: usize = 200;
+
+#[cfg(test)]
+mod tests {
+    use super::{tile_sides, tiles};
+
+    #[test]
+    fn tiles_cover_the_frame_with_overlap() {
+        assert_eq!(tile_sides(640, 480), Vec::<usize>::new(), "4:3, 240 px tiles too small");
+        assert_eq!(tile_sides(1080, 1920), vec![1080, 540]);
+        let t = tiles(1080, 1920, 1080);
+        assert_eq!(t, vec![(0, 0, 1080), (0, 840, 1080)]);
+        let t = tiles(1080, 1920, 540);
+        // 3 columns x 5 rows, the last ones flush with the frame's edges.
+        assert_eq!(t.len(), 15);
+        assert!(t.contains(&(540, 1380, 540)) && t.contains(&(0, 0, 540)));
+        for w in t.windows(2).filter(|w| w[0].1 == w[1].1) {
+            assert!(w[1].0 - w[0].0 <= 540 * 3 / 4, "{t:?}");
+        }
+        assert!(tiles(100, 100, 540).is_empty());
+    }
+}
 
 impl BodyFromLandmarks {
     pub fn new(model: &BodyModel) -> Result<Self, String> {

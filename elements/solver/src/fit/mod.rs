@@ -280,7 +280,13 @@ pub fn fit(
         };
         let d = ch.solve(&(-&normal.g));
         let next = state.step(d.as_slice());
-        let e = energy_and_normal(model, input, &next, o, None);
+        // A body may not pass the camera: steps that take the root nearer than MIN_ROOT_DEPTH
+        // are refused (the keypoints' energy is flat behind the camera).
+        let e = if next.translation.z < MIN_ROOT_DEPTH {
+            f64::INFINITY
+        } else {
+            energy_and_normal(model, input, &next, o, None)
+        };
         if e.is_finite() && e < energy {
             let gain = (energy - e) / energy.max(1e-300);
             state = next;
@@ -392,6 +398,9 @@ fn validate(
     }
     Ok(())
 }
+
+/// Nearest the root may come to the camera, metres.
+const MIN_ROOT_DEPTH: f64 = 0.3;
 
 /// Nearest distance to the camera at which a point still counts as projected.
 const MIN_DEPTH: f64 = 0.05;

@@ -44,7 +44,7 @@ use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
 
 use super::{BackboneModel, BackboneVariant};
 use crate::common;
-use crate::meta::{self, FrameMeta};
+use crate::meta::{self, FrameMeta, Person};
 use ikol_detect::RgbImage;
 use ikol_detect::blazepose::RotatedRect;
 use ikol_detect::blazepose_model::{BlazePoseLandmarker, BodyFromLandmarks, models_dir, roi_box};
@@ -173,8 +173,9 @@ impl IkolBackbone {
     }
 
     /// BlazePose landmarks in the square region of every box, mapped to SMPL-24; returns
-    /// mediapipe's next regions of interest as tracking boxes. People without a pose keep only
-    /// their box.
+    /// mediapipe's next regions of interest as tracking boxes. People without a pose are dropped
+    /// (no person without a body leaves the element), and so is a person whose landmarks are
+    /// those of an older track ([`same_body`]: a detection of part of someone already followed).
     fn blazepose(
         &self,
         landmarker: &BlazePoseLandmarker,
@@ -185,7 +186,10 @@ impl IkolBackbone {
     ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
         let mut feedback = Vec::new();
         let mut next = HashMap::new();
-        for p in &mut m.people {
+        let mut kept: Vec<Person> = Vec::with_capacity(m.people.len());
+        // Older tracks (smaller ids) first: they keep their body when a newer one duplicates it.
+        m.people.sort_by_key(|p| p.track_id);
+        for mut p in std::mem::take(&mut m.people) {
             // Tracked (the box is the hull of our last region): mediapipe's rotated region.
             // Otherwise (a detection, a given box): the upright square around the box.
             let tracked = rois
@@ -205,7 +209,7 @@ impl IkolBackbone {
                 .landmarks(image, &roi)
                 .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?
             else {
-                gst::debug!(CAT, imp = self, "track {}: no pose in its box", p.track_id);
+                gst::debug!(CAT, imp = self, "track {}: no pose in its box, dropped", p.track_id);
                 continue;
             };
             let e = body.estimate(&pose);
@@ -216,13 +220,31 @@ impl IkolBackbone {
             p.beta = f32s(&e.beta);
             p.landmarks_2d = e.landmarks_2d.iter().map(|v| v.map(|x| x as f32)).collect();
             p.landmarks_3d = e.landmarks_3d.iter().map(|v| v.map(|x| x as f32)).collect();
+            // A new person (not followed from the last frame) inside an older one's body is a
+            // detection of part of that body (a tile of the frame), not someone else.
+            let new = !rois.contains_key(&p.track_id);
+            if let Some(old) = kept.iter().find(|k| {
+                same_body(&k.landmarks_2d, &p.landmarks_2d)
+                    || (new && overlap(&k.landmarks_2d, &p.landmarks_2d) > NEW_BODY_OVERLAP)
+            }) {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "track {}: the body of track {}, dropped",
+                    p.track_id,
+                    old.track_id
+                );
+                continue;
+            }
             if let Some(r) = pose.next_roi()
                 && let Some(b) = roi_box(&r)
             {
                 feedback.push((p.track_id, b));
                 next.insert(p.track_id, r);
             }
+            kept.push(p);
         }
+        m.people = kept;
         *rois = next;
         Ok(feedback)
     }
@@ -531,5 +553,49 @@ fn parse_point(text: &str) -> Result<Option<[f64; 2]>, String> {
     match v.as_slice() {
         [x, y] if x.is_finite() && y.is_finite() => Ok(Some([*x, *y])),
         _ => Err("expected two finite numbers \"cx,cy\"".into()),
+    }
+}
+
+/// Landmarks seen (visibility over this) in both bodies are compared.
+const SAME_BODY_VISIBILITY: f32 = 0.5;
+/// Two landmarks coincide when closer than this fraction of the first body's height.
+const SAME_BODY_DISTANCE: f32 = 0.06;
+/// Two landmark sets are one body when this many landmarks coincide: a landmark model run on
+/// part of someone (a detection of their upper body) still places that part right, while two
+/// people never share several landmarks within a few centimetres.
+const SAME_BODY_SHARED: usize = 5;
+
+/// Whether two sets of 33 landmarks (x, y, visibility) are the same person.
+fn same_body(a: &[[f32; 3]], b: &[[f32; 3]]) -> bool {
+    let (lo, hi) = a.iter().fold((f32::MAX, f32::MIN), |(lo, hi), l| (lo.min(l[1]), hi.max(l[1])));
+    let near = SAME_BODY_DISTANCE * (hi - lo).max(1.0);
+    a.iter()
+        .zip(b)
+        .filter(|(p, q)| {
+            p[2] > SAME_BODY_VISIBILITY
+                && q[2] > SAME_BODY_VISIBILITY
+                && (p[0] - q[0]).hypot(p[1] - q[1]) < near
+        })
+        .count()
+        >= SAME_BODY_SHARED
+}
+
+/// A new person whose landmark box overlaps an older person's by more than this (intersection
+/// over union) is taken for part of the older one.
+const NEW_BODY_OVERLAP: f64 = 0.3;
+
+/// Intersection over union of the boxes around two bodies' visible landmarks.
+fn overlap(a: &[[f32; 3]], b: &[[f32; 3]]) -> f64 {
+    let boxed = |l: &[[f32; 3]]| {
+        BBox::around_points(
+            l.iter()
+                .filter(|p| p[2] > SAME_BODY_VISIBILITY)
+                .map(|p| [f64::from(p[0]), f64::from(p[1])]),
+            1.0,
+        )
+    };
+    match (boxed(a), boxed(b)) {
+        (Some(x), Some(y)) => x.iou(&y),
+        _ => 0.0,
     }
 }

@@ -223,13 +223,27 @@ impl Bodies {
         let height = extent(&kps.iter().map(|k| k.uv).collect::<Vec<_>>());
         let start = track.as_ref().map_or(ik, |t| &t.state);
         let mut result = fit::fit(&self.surface, &input, start, o).map_err(|e| e.to_string());
-        let retry = match &result {
-            Ok(r) => track.is_some() && !repaired && r.mean_error_2d > RESTART_ERROR * height,
+        // A warm start that went astray (the robust keypoint term stops pulling far from the
+        // keypoints, and the acceleration term would carry the drift on): fit again from the IK
+        // solution without the track's past, and keep whichever fits the keypoints better.
+        let astray = match &result {
+            Ok(r) => track.is_some() && r.mean_error_2d > RESTART_ERROR * height,
             Err(_) => track.is_some(),
         };
-        if retry && let Ok(r2) = fit::fit(&self.surface, &input, ik, o) {
-            if result.as_ref().map_or(true, |r| r2.energy < r.energy) {
+        let mut restarted = false;
+        if astray {
+            let fresh_input = FitInput {
+                history: &[],
+                beta_track: None,
+                ..input
+            };
+            if let Ok(r2) = fit::fit(&self.surface, &fresh_input, ik, o)
+                && result
+                    .as_ref()
+                    .map_or(true, |r| r2.mean_error_2d < r.mean_error_2d)
+            {
                 result = Ok(r2);
+                restarted = true;
             }
         }
         let r = result?;
@@ -240,7 +254,7 @@ impl Bodies {
             frames: 0.0,
             last_frame: frame,
         });
-        if t.last_frame + 1 != frame {
+        if t.last_frame + 1 != frame || restarted {
             t.history.clear();
         }
         t.state = r.state.clone();
