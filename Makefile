@@ -60,8 +60,9 @@ MEDIA ?= $(HOME)/.cache/ikol/media
 DEMO_CLIP := $(MEDIA)/pose2sim/cam01.mp4
 
 # The main job: the real clip through the whole chain with the pretrained BlazePose front end
-# (detector + landmarks mapped to SMPL-24), IKOL started from the analytic solution, the default
-# body model, overlay video + JSON lines. FOCAL is the clip's calibrated focal length (px).
+# (detector + landmarks), the body fitted to the landmarks per track (method=fit), the default
+# body model, overlay video + JSON lines, every person in view. FOCAL and PRINCIPAL are the
+# clip's calibration (pose2sim's Calib.qca.txt, cam01).
 demo: setup models
 	$(CARGO) build --workspace --release --locked
 	@mkdir -p $(OUT)
@@ -70,8 +71,7 @@ demo: setup models
 	target/release/ikol mesh --body-model default --params pipelines/examples/pose.json --output $(OUT)/posed.obj --render $(OUT)/posed.png
 	pipelines/tools/fetch_demo_media.sh $(MEDIA)
 	target/release/ikol run pipelines/video-to-overlay.pipeline INPUT=$(DEMO_CLIP) \
-		OUTPUT=$(OUT)/demo-overlay.mp4 JSON=$(OUT)/demo.jsonl \
-		DETECTOR=blazepose MODEL=blazepose INIT=analytic MAX_PEOPLE=1 FOCAL=1681
+		OUTPUT=$(OUT)/demo-overlay.mp4 JSON=$(OUT)/demo.jsonl FOCAL=1681.2 PRINCIPAL=533.0,948.1
 	gst-launch-1.0 -q filesrc location=$(OUT)/demo-overlay.mp4 ! qtdemux ! h264parse ! avdec_h264 \
 		! videoconvert ! videoscale ! video/x-raw,width=540,height=960 ! jpegenc snapshot=true \
 		! filesink location=$(OUT)/demo-frame.jpg
@@ -89,3 +89,15 @@ body-model: $(PYENV)/bin/python
 
 body-fixtures: $(PYENV)/bin/python
 	$(PYENV)/bin/python tests/data/body/gen_body_fixtures.py
+
+# Real-video accuracy benchmark (issue 14): cam01 of pose2sim's calibrated 4-view demo through
+# the product (`ikol run` with each method) against a reference triangulated from BlazePose in
+# all 4 views; prints the table and writes $(OUT)/multiview-accuracy.{md,json}. Not part of
+# `make test` (about 1.5 min after the build).
+MULTIVIEW_METHODS ?= ikol,hybrik,fit
+.PHONY: multiview-accuracy
+multiview-accuracy: setup models
+	$(CARGO) build --release --locked -p ikol -p ikol-tests
+	tests/tools/fetch_multiview.sh $(MEDIA)/pose2sim-multiview
+	target/release/multiview-accuracy --media $(MEDIA)/pose2sim-multiview \
+		--ikol target/release/ikol --methods $(MULTIVIEW_METHODS) --out $(OUT)

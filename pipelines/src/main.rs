@@ -127,6 +127,10 @@ enum Cli {
         /// Stop (with end-of-stream, so files are finalised) after this many seconds.
         #[arg(long, value_name = "SECS")]
         max_seconds: Option<f64>,
+        /// Set a property of the pipeline's elements: ELEMENT (a factory name such as
+        /// ikolsolver, or an element's name) . PROPERTY = VALUE; repeatable.
+        #[arg(long = "set", value_name = "ELEMENT.PROPERTY=VALUE")]
+        sets: Vec<String>,
     },
 }
 
@@ -320,6 +324,7 @@ fn main() -> Result<()> {
             reconnect,
             reconnect_delay,
             max_seconds,
+            sets,
         } => run::main(&run::RunArgs {
             file,
             vars,
@@ -328,6 +333,7 @@ fn main() -> Result<()> {
             reconnect,
             reconnect_delay,
             max_seconds,
+            sets,
         })?,
         Cli::Eval3dpw(args) => eval::main(&args)?,
         Cli::InspectModel { model: spec } => {

@@ -38,6 +38,78 @@ pub struct RunArgs {
     pub reconnect: u32,
     pub reconnect_delay: f64,
     pub max_seconds: Option<f64>,
+    /// `ELEMENT.PROPERTY=VALUE` settings applied after the pipeline is built.
+    pub sets: Vec<String>,
+}
+
+/// One `--set ELEMENT.PROPERTY=VALUE`: ELEMENT is an element's factory name (every element
+/// of that kind) or its name in the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertySet {
+    pub element: String,
+    pub property: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for PropertySet {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (target, value) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected ELEMENT.PROPERTY=VALUE"))?;
+        let (element, property) = target
+            .split_once('.')
+            .filter(|(e, p)| !e.is_empty() && !p.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected ELEMENT.PROPERTY=VALUE"))?;
+        Ok(Self {
+            element: element.to_owned(),
+            property: property.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// Applies `--set`s to a built pipeline: an unknown element or property, or a value the
+/// property cannot take, is an error naming it.
+fn apply_sets(pipeline: &gst::Pipeline, sets: &[PropertySet]) -> Result<()> {
+    for set in sets {
+        let targets: Vec<gst::Element> = pipeline
+            .iterate_recurse()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.name() == set.element.as_str()
+                    || e.factory()
+                        .is_some_and(|f| f.name() == set.element.as_str())
+            })
+            .collect();
+        if targets.is_empty() {
+            bail!("--set: the pipeline has no element `{}`", set.element);
+        }
+        for e in targets {
+            let pspec = e.find_property(&set.property).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--set: {} has no property `{}` (gst-inspect-1.0 {} lists them)",
+                    e.name(),
+                    set.property,
+                    e.factory()
+                        .map_or_else(|| e.name().to_string(), |f| f.name().to_string())
+                )
+            })?;
+            let v = gst::glib::Value::deserialize_with_pspec(&set.value, &pspec).map_err(|_| {
+                anyhow::anyhow!(
+                    "--set: {}.{}: cannot take the value {:?} ({})",
+                    e.name(),
+                    set.property,
+                    set.value,
+                    pspec.value_type()
+                )
+            })?;
+            e.set_property_from_value(&set.property, &v);
+        }
+    }
+    Ok(())
 }
 
 /// One `${NAME}` / `${NAME:-default}` variable of a pipeline file.
@@ -670,6 +742,7 @@ impl Progress {
 const EOS_GRACE: Duration = Duration::from_secs(15);
 
 struct Attempt<'a> {
+    sets: &'a [PropertySet],
     file: &'a Path,
     description: &'a str,
     deadline: Option<Instant>,
@@ -713,6 +786,7 @@ impl Attempt<'_> {
     /// and the files it writes.
     fn run(&mut self) -> Result<(Outcome, String, Vec<PathBuf>)> {
         let pipeline = build(self.file, self.description)?;
+        apply_sets(&pipeline, self.sets)?;
         let outputs = output_locations(&pipeline);
         let bus = pipeline.bus().context("pipeline without a bus")?;
         let counted_at = match counting_pad(&pipeline) {
@@ -889,6 +963,11 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
         return Ok(());
     }
     let values = parse_assignments(&a.vars)?;
+    let sets = a
+        .sets
+        .iter()
+        .map(|s| s.parse::<PropertySet>())
+        .collect::<Result<Vec<_>>>()?;
     let description = file
         .substitute(&values)
         .with_context(|| format!("pipeline file {}", path.display()))?;
@@ -918,6 +997,7 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
     let mut tables = Vec::new();
     let (result, counted_at) = loop {
         let mut run = Attempt {
+            sets: &sets,
             file: path,
             description: &description,
             deadline,

@@ -258,6 +258,9 @@ fn every_pipeline_runs_to_eos() {
                         ("OUTPUT", s(&out)),
                         ("JSON", s(&json)),
                         ("CHECKPOINT", checkpoint()),
+                        ("MODEL", "heatmap".into()),
+                        ("DETECTOR", "none".into()),
+                        ("METHOD", "ikol".into()),
                         ("ROI", ROI.into()),
                         ("BODY_MODEL", "small".into()),
                     ],
@@ -288,6 +291,9 @@ fn every_pipeline_runs_to_eos() {
                         ("JSON", s(&json)),
                         ("CHECKPOINT", checkpoint()),
                         ("ROI", format!("{ROI};0,0,60,120")),
+                        ("MODEL", "heatmap".into()),
+                        ("DETECTOR", "none".into()),
+                        ("METHOD", "ikol".into()),
                         ("BODY_MODEL", "small".into()),
                     ],
                     &[],
@@ -402,10 +408,75 @@ fn runner_errors_are_clear() {
             ("OUTPUT", s(&tmp("y.mp4"))),
             ("JSON", s(&tmp("y.jsonl"))),
             ("CHECKPOINT", s(&junk)),
+            ("MODEL", "heatmap".into()),
         ],
         &[],
     ));
     assert!(!r.ok && r.stderr.contains("junk.pth"), "{}", r.all());
+    // --set: an unknown element, an unknown property and a bad value are named.
+    let vars = [
+        ("INPUT", s(&mp4)),
+        ("OUTPUT", s(&tmp("z.mp4"))),
+        ("JSON", s(&tmp("z.jsonl"))),
+    ];
+    for (set, says) in [
+        ("nosuch.fit-sigma-2d=3", "no element `nosuch`"),
+        ("ikolsolver.nosuch=3", "has no property `nosuch`"),
+        (
+            "ikolsolver.fit-sigma-2d=abc",
+            "cannot take the value \"abc\"",
+        ),
+        ("ikolsolver", "expected ELEMENT.PROPERTY=VALUE"),
+    ] {
+        let r = ikol(&run_args(
+            "video-to-overlay.pipeline",
+            &vars,
+            &["--set", set],
+        ));
+        assert!(!r.ok && r.stderr.contains(says), "{set}: {}", r.all());
+    }
+}
+
+/// The fit on the heatmap network's joints (the BlazePose case runs in `make demo` and the
+/// chain test): every frame passes, a person either gets a finite body or none, and `--set`
+/// reaches the solver.
+#[test]
+fn fit_runs_on_network_joints() {
+    let frames = 6u64;
+    let mp4 = tmp("fit-in.mp4");
+    gst_run(
+        &format!(
+            "videotestsrc num-buffers={frames} pattern=ball \
+             ! video/x-raw,width=320,height=240,framerate=25/1 \
+             ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location={}",
+            s(&mp4)
+        ),
+        None,
+    );
+    let json = tmp("fit.jsonl");
+    let r = ikol(&run_args(
+        "video-to-overlay.pipeline",
+        &[
+            ("INPUT", s(&mp4)),
+            ("OUTPUT", s(&tmp("fit.mp4"))),
+            ("JSON", s(&json)),
+            ("CHECKPOINT", checkpoint()),
+            ("MODEL", "heatmap".into()),
+            ("DETECTOR", "none".into()),
+            ("ROI", ROI.into()),
+            ("BODY_MODEL", "small".into()),
+        ],
+        &["--set", "ikolsolver.fit-iterations=3"],
+    ));
+    assert!(r.ok, "{}", r.all());
+    assert_eq!(r.summary("frames"), Some(frames), "{}", r.all());
+    for f in json_lines(&json) {
+        for p in &f.people {
+            let finite = p.joints_3d.iter().flatten().chain(p.theta.iter().flatten());
+            assert!(finite.clone().all(|x| x.is_finite()));
+            assert!(p.theta.is_empty() || (p.theta.len() == 24 && p.joints_3d.len() == 24));
+        }
+    }
 }
 
 #[test]
@@ -517,6 +588,9 @@ fn rtsp_vars(url: &str, out: &Path, json: &Path) -> Vec<(&'static str, String)> 
         ("OUTPUT", s(out)),
         ("JSON", s(json)),
         ("CHECKPOINT", checkpoint()),
+        ("MODEL", "heatmap".into()),
+        ("DETECTOR", "none".into()),
+        ("METHOD", "ikol".into()),
         ("ROI", ROI.into()),
         ("BODY_MODEL", "small".into()),
         ("LATENCY", "100".into()),

@@ -19,8 +19,8 @@
 //! fitted to the limb and torso bone lengths of the mapped joints by a few Gauss-Newton steps
 //! with a ridge prior ([`fit_beta`]).
 
-use ikol_body::nalgebra::{DMatrix, DVector, Matrix3, Vector3};
 pub use ikol_body::Anchor;
+use ikol_body::nalgebra::{DMatrix, DVector, Matrix3, Vector3};
 use ikol_body::{BodyModel, JointShapeBasis, Posed};
 use ikol_solver::sampling::{PoseDistribution, sample_beta, sample_pose};
 use ikol_types::joints::SMPL_JOINTS;

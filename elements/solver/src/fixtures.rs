@@ -73,3 +73,49 @@ pub fn random_shape_basis(coefficients: usize, seed: u64) -> JointShapeBasis {
         .collect();
     JointShapeBasis { template, dirs }
 }
+
+/// 33 anchor points for fitting tests and the fit benchmark, as many as BlazePose's landmarks:
+/// the 24 joints and surface vertices that observe twist (two per hand off the wrist axis,
+/// heel and toe of each foot, nose and ears), picked as the rest vertices nearest to offsets
+/// from the rest joints.
+pub fn fit_anchors(m: &ikol_body::BodyModel) -> Vec<ikol_body::Anchor> {
+    use ikol_body::Anchor;
+    let (Ok(v), Ok(j)) = (m.shaped_vertices(&[]), m.rest_joints(&[])) else {
+        return (0..24).map(Anchor::Joint).collect();
+    };
+    let nearest = |t: Vector3<f64>| {
+        let d = |i: usize| {
+            (Vector3::new(v[3 * i].into(), v[3 * i + 1].into(), v[3 * i + 2].into()) - t).norm()
+        };
+        (0..v.len() / 3)
+            .min_by(|&a, &b| d(a).total_cmp(&d(b)))
+            .unwrap_or(0)
+    };
+    let mut a: Vec<Anchor> = (0..24).map(Anchor::Joint).collect();
+    for (wrist, side) in [(20usize, 1.0), (21, -1.0)] {
+        a.push(Anchor::Vertex(nearest(
+            j[wrist] + Vector3::new(side * 0.09, 0.0, 0.03),
+        )));
+        a.push(Anchor::Vertex(nearest(
+            j[wrist] + Vector3::new(side * 0.08, 0.0, -0.03),
+        )));
+    }
+    for ankle in [7usize, 8] {
+        a.push(Anchor::Vertex(nearest(
+            j[ankle] + Vector3::new(0.0, -0.06, -0.06),
+        )));
+        a.push(Anchor::Vertex(nearest(
+            j[ankle] + Vector3::new(0.0, -0.07, 0.15),
+        )));
+    }
+    a.push(Anchor::Vertex(nearest(
+        j[15] + Vector3::new(0.0, 0.0, 0.12),
+    )));
+    a.push(Anchor::Vertex(nearest(
+        j[15] + Vector3::new(0.08, 0.0, 0.0),
+    )));
+    a.push(Anchor::Vertex(nearest(
+        j[15] + Vector3::new(-0.08, 0.0, 0.0),
+    )));
+    a
+}

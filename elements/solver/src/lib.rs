@@ -16,11 +16,11 @@
 pub mod batch;
 pub mod benchmark;
 mod error;
+pub mod fit;
 pub mod fixtures;
 pub mod geometry;
 pub mod hybrik;
 pub mod ikol;
-pub mod fit;
 mod problem;
 pub mod sampling;
 mod shape;

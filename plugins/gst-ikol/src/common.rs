@@ -113,7 +113,10 @@ pub fn tight_box(
     frame: Option<(u32, u32)>,
 ) -> Option<ikol_types::BBox> {
     let (mut x1, mut y1, mut x2, mut y2) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-    for p in points.iter().filter(|p| p[0].is_finite() && p[1].is_finite()) {
+    for p in points
+        .iter()
+        .filter(|p| p[0].is_finite() && p[1].is_finite())
+    {
         x1 = x1.min(p[0]);
         y1 = y1.min(p[1]);
         x2 = x2.max(p[0]);

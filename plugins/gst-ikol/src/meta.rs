@@ -304,7 +304,9 @@ impl Person {
     /// go to `targets_3d` / `keypoints_2d`; `bbox` is the tight box (the region looked at goes to
     /// `roi`).
     pub fn to_result(&self, with_vertices: bool, intrinsics: Option<&Intrinsics>) -> PersonResult {
-        let v3 = |v: &[f32; 3]| ikol_types::nalgebra::Vector3::new(v[0].into(), v[1].into(), v[2].into());
+        let v3 = |v: &[f32; 3]| {
+            ikol_types::nalgebra::Vector3::new(v[0].into(), v[1].into(), v[2].into())
+        };
         let joints_2d = match intrinsics {
             Some(k) => self
                 .mesh_joints

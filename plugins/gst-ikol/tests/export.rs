@@ -48,6 +48,15 @@ fn person(track_id: u64, k: f32) -> Person {
         translation: Some([0.1, -0.2, 3.0 + k]),
         residual: vec![0.001 * k; 24],
         vertices: (0..5).map(|v| [v as f32, k, 2.5]).collect(),
+        mesh_joints: (0..24)
+            .map(|j| [j as f32 * 0.02, 0.1 - k, 3.0 + k])
+            .collect(),
+        person_box: Some(BBox {
+            x: 12.0 * f64::from(k),
+            y: 21.0,
+            w: 20.0,
+            h: 40.0,
+        }),
         ..Default::default()
     }
 }
@@ -147,10 +156,20 @@ fn writes_one_json_line_per_frame() -> Result<()> {
         assert_eq!(r.people.len(), m.people.len());
         for (got, want) in r.people.iter().zip(&m.people) {
             assert_eq!(got.track_id, want.track_id);
-            assert_eq!(got.bbox, Some(want.bbox));
+            // The tight box is the bbox, the region looked at the roi.
+            assert_eq!(got.bbox, want.person_box);
+            assert_eq!(got.roi, Some(want.bbox));
             assert_eq!(got.score, Some(want.score as f32));
-            assert_eq!(got.joints_3d, want.joints_3d);
-            assert_eq!(got.joints_2d, want.joints_2d);
+            // What was solved: the body's joints and their pinhole projection (fx 300, c 32/24).
+            assert_eq!(got.joints_3d, want.mesh_joints);
+            assert_eq!(got.joints_2d.len(), 24);
+            for (uv, j) in got.joints_2d.iter().zip(&want.mesh_joints) {
+                let (u, v) = (300.0 * j[0] / j[2] + 32.0, 300.0 * j[1] / j[2] + 24.0);
+                assert!((uv[0] - u).abs() < 1e-3 && (uv[1] - v).abs() < 1e-3);
+            }
+            // What was measured: the front end's joints.
+            assert_eq!(got.targets_3d, want.joints_3d);
+            assert_eq!(got.keypoints_2d, want.joints_2d);
             assert_eq!(got.theta, want.theta);
             assert_eq!(got.beta, want.beta);
             assert_eq!(got.translation, want.translation);

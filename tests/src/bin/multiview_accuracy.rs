@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! cargo run --release -p ikol-tests --bin multiview-accuracy -- [--media DIR] [--ikol PATH]
-//!     [--methods ikol,hybrik,fit] [--keep DIR [--reuse]] [--out DIR]
+//!     [--pipeline FILE] [--methods ikol,hybrik,fit] [--keep DIR [--reuse]] [--out DIR]
+//!     [--var NAME=VALUE ...] [--set ELEMENT.PROPERTY=VALUE ...]
 //! ```
+//! (`--var` passes a pipeline variable and `--set` an element property to every run, e.g.
+//! `--set ikolsolver.fit-sigma-accel=0.03`.)
 //! (`make multiview-accuracy` fetches the media and models, builds and runs it.)
 //!
 //! **Data.** The 4 synchronised views of pose2sim 0.10.49's `Demo_SinglePerson` (100 frames,
@@ -18,15 +21,17 @@
 //! and a matrix M (r11..r33, row-major); world to OpenCV camera (x right, y down, z forward) is
 //! X_c = diag(1, -1, -1) M (X_w - C), C = (x, y, z) / 1000 (Pose2Sim: transpose, invert, then a
 //! half turn about x). Distortion (OpenCV model k1, k2, p1, p2, k3) is Pose2Sim's: the file's
-//! values divided by 64. cam01 and cam02 are 1080 px wide while the calibration is 1088 wide:
-//! the video is taken as the sensor's middle 1080 columns (cx - 4). The binary prints the
-//! reference's reprojection error under the alternatives (no / raw distortion, other crops,
-//! transposed M) as evidence for these choices.
+//! values divided by 64 (Pose2Sim's triangulation does not use them at all; here they move the
+//! reprojection error by < 0.1 px). cam01 and cam02 are 1080 px wide while the calibration is
+//! 1088 wide: as in Pose2Sim, cx is left as it is (the video is the sensor's first 1080
+//! columns), which gives the lowest reprojection error of the crops tried. The binary prints
+//! the reference's reprojection error under the alternatives (no / raw distortion, other
+//! crops, transposed M) as evidence for these choices.
 //!
 //! **Reference 3D** (independent of the single-view chain): every frame of every view goes
 //! through the project's BlazePose (detector on every frame; the subject is the largest
-//! region, following the previous frame's subject among the large ones, so the observer at the
-//! back of cam01/cam02 is never taken; the landmark model runs on the detector's region, then
+//! region, following the previous frame's subject among the large ones, so that the observer
+//! at the back of cam01/cam02 is not taken; the landmark model runs on the detector's region, then
 //! once more on the region from its own landmarks). The 33 landmarks are undistorted and
 //! triangulated per frame by weighted DLT (weights = visibility; SVD of the stacked 2n x 4
 //! system, in normalised camera coordinates), in the calibration's world frame (metres).
@@ -58,12 +63,13 @@
 //!   camera axes (z = depth).
 //! - accel: mean |p[t+1] - 2 p[t] + p[t-1]| (mm/frame^2) of the root-aligned points, over the
 //!   frames t whose neighbours are present; "ref accel" is the reference's own on the same
-//!   frames; accel err (VIBE) = mean |acc_pred - acc_ref|.
+//!   frames; accel err (VIBE) = mean |acc_pred - acc_ref|. The reference is not smoothed: most
+//!   of its own accel is per-frame jitter (printed: its accel after a 5-frame moving average).
 //! - flexion err: the angle at each knee and elbow between its two bones (degrees), |pred -
 //!   ref| averaged over the 4 joints.
 //! - 2D (px): against the reference projected into cam01 with its distortion. Mesh and joint
-//!   rows project their camera-frame points with the pinhole (fx, fy, cx, cy) the run used;
-//!   the BlazePose row uses `landmarks_2d`; the front-end lines are `landmarks_2d` of each run.
+//!   rows project their camera-frame points with cam01's pinhole (fx, fy, cx, cy; the frame
+//!   centre as principal point when the pipeline had no PRINCIPAL); the BlazePose row uses `landmarks_2d`; the front-end lines are `landmarks_2d` of each run.
 //!
 //! Ratios: each method's mesh row over the BlazePose row (PA-MPJPE, MPJPE, accel err, flexion),
 //! its mean accel over the reference's, and its 2D error over its own run's front-end 2D error.
@@ -182,7 +188,7 @@ struct Conventions {
 /// The conventions used (see the module documentation and the printed check).
 const CHOSEN: Conventions = Conventions {
     distortion: DistortionUnits::Per64,
-    crop: Crop::Centre,
+    crop: Crop::Left,
     transpose: false,
 };
 
@@ -515,6 +521,22 @@ fn mean_accel(s: &[Option<Vec<Vector3<f64>>>]) -> Option<f64> {
     (!norms.is_empty()).then(|| norms.iter().sum::<f64>() / norms.len() as f64)
 }
 
+/// Centred moving average over 2 `half` + 1 frames (`None` unless the whole window is present).
+fn moving_average(s: &[Option<Vec<Vector3<f64>>>], half: usize) -> Vec<Option<Vec<Vector3<f64>>>> {
+    (0..s.len())
+        .map(|t| {
+            let window = s.get(t.checked_sub(half)?..=t + half)?;
+            let mut sum = window.first()?.clone()?;
+            for w in &window[1..] {
+                for (a, b) in sum.iter_mut().zip(w.as_ref()?) {
+                    *a += b;
+                }
+            }
+            Some(sum.into_iter().map(|p| p / window.len() as f64).collect())
+        })
+        .collect()
+}
+
 fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
@@ -746,6 +768,10 @@ impl Reference {
     }
 }
 
+/// One view in one frame, when it saw the subject: the 33 landmarks (pixels x, y and
+/// visibility) and their undistorted normalised coordinates.
+type Observation = Option<(Vec<[f64; 3]>, Vec<[f64; 2]>)>;
+
 /// The label of landmark `l` in a view whose labels are swapped (`swap`).
 fn source(l: usize, swap: bool) -> usize {
     if swap { mirror(l) } else { l }
@@ -755,7 +781,7 @@ fn source(l: usize, swap: bool) -> usize {
 /// returns the points and the visibility-weighted sum of reprojection errors and weights.
 fn triangulate_group(
     cams: &[Camera],
-    obs: &[Option<(Vec<[f64; 3]>, Vec<[f64; 2]>)>],
+    obs: &[Observation],
     ls: std::ops::Range<usize>,
     combo: usize,
 ) -> (Vec<Option<Vector3<f64>>>, f64, f64) {
@@ -809,7 +835,7 @@ fn build_reference(cams: &[Camera], views: &[ViewLandmarks]) -> Reference {
         limb_errors: vec![Vec::new(); cams.len()],
     };
     for f in 0..n {
-        let obs: Vec<Option<(Vec<[f64; 3]>, Vec<[f64; 2]>)>> = views
+        let obs: Vec<Observation> = views
             .iter()
             .zip(cams)
             .map(|(v, c)| {
@@ -928,11 +954,16 @@ fn run_ikol(
             .arg(format!("JSON={}", json.display()))
             .arg(format!("METHOD={method}"))
             .args(["INIT=analytic", "DETECTOR=blazepose", "MODEL=blazepose"])
-            .arg(format!("FOCAL={:.3}", cam.fx));
+            .arg(format!("FOCAL={:.3}", cam.fx))
+            .args(&a.vars);
+        for set in &a.sets {
+            cmd.args(["--set", set]);
+        }
         if with_principal {
             cmd.arg(format!("PRINCIPAL={:.3},{:.3}", cam.cx, cam.cy));
         }
         let out = cmd
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("{}: {e}", a.ikol.display()))?;
@@ -952,10 +983,19 @@ fn run_ikol(
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && !l.starts_with("pipeline: "))
+            .take_while(|l| !l.starts_with("Stack backtrace"))
             .collect();
-        let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-        return Err(format!("ikol run exited with {}: {tail}", out.status));
+        // The error message (`Error: ...` and its context), else the last lines.
+        let msg = match lines.iter().position(|l| l.starts_with("Error")) {
+            Some(i) => lines[i..].iter().take(2).copied().collect::<Vec<_>>(),
+            None => lines[lines.len().saturating_sub(3)..].to_vec(),
+        };
+        return Err(format!(
+            "ikol run exited with {}: {}",
+            out.status,
+            msg.join(" / ")
+        ));
     }
 }
 
@@ -1230,10 +1270,15 @@ struct Args {
     keep: Option<PathBuf>,
     reuse: bool,
     out: PathBuf,
+    /// Extra pipeline variables for every run (`--var NAME=VALUE`).
+    vars: Vec<String>,
+    /// Element properties for every run (`--set ELEMENT.PROPERTY=VALUE`, as `ikol run`).
+    sets: Vec<String>,
 }
 
 const USAGE: &str = "usage: multiview-accuracy [--media DIR] [--ikol PATH] [--pipeline FILE] \
-                     [--methods ikol,hybrik,fit] [--keep DIR [--reuse]] [--out DIR]";
+                     [--methods ikol,hybrik,fit] [--keep DIR [--reuse]] [--out DIR] \
+                     [--var NAME=VALUE ...] [--set ELEMENT.PROPERTY=VALUE ...]";
 
 fn parse_args() -> Result<Args> {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
@@ -1248,6 +1293,8 @@ fn parse_args() -> Result<Args> {
         keep: None,
         reuse: false,
         out: PathBuf::from("out"),
+        vars: Vec::new(),
+        sets: Vec::new(),
     };
     if !a.ikol.exists() {
         a.ikol = root.join("target/release/ikol");
@@ -1272,6 +1319,8 @@ fn parse_args() -> Result<Args> {
             "--keep" => a.keep = Some(val("--keep")?.into()),
             "--reuse" => a.reuse = true,
             "--out" => a.out = val("--out")?.into(),
+            "--var" => a.vars.push(val("--var")?),
+            "--set" => a.sets.push(val("--set")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -1405,7 +1454,10 @@ fn main() -> Result<()> {
     // The evidence for the conventions: the same reference under the alternatives.
     let mut checks = Vec::new();
     let alternatives = [
-        ("chosen: distortion / 64, centred crop, M", CHOSEN),
+        (
+            "chosen (Pose2Sim's): distortion / 64, cx as written, M",
+            CHOSEN,
+        ),
         (
             "no distortion",
             Conventions {
@@ -1421,21 +1473,21 @@ fn main() -> Result<()> {
             },
         ),
         (
-            "crop: left columns",
+            "video = middle 1080 columns (cx - 4)",
             Conventions {
-                crop: Crop::Left,
+                crop: Crop::Centre,
                 ..CHOSEN
             },
         ),
         (
-            "crop: right columns",
+            "video = last 1080 columns (cx - 8)",
             Conventions {
                 crop: Crop::Right,
                 ..CHOSEN
             },
         ),
         (
-            "crop: sensor scaled to 1080",
+            "video = sensor scaled to 1080 wide",
             Conventions {
                 crop: Crop::Scale,
                 ..CHOSEN
@@ -1492,6 +1544,7 @@ fn main() -> Result<()> {
         })
         .collect();
     let ref_accel = mean_accel(&ref_world_aligned);
+    let ref_accel_smoothed = mean_accel(&moving_average(&ref_world_aligned, 2));
 
     // Predictions.
     let tmp;
@@ -1678,7 +1731,11 @@ fn main() -> Result<()> {
         f2(ref_accel),
         f2(ref_accel)
     );
-    let mut notes = Vec::new();
+    let mut notes = vec![format!(
+        "reference accel after a centred 5-frame moving average: {} mm/frame^2 (the rest of its \
+         accel is per-frame triangulation jitter, which also sets a floor under every accel err)",
+        f2(ref_accel_smoothed)
+    )];
     for (name, m, note) in &rows {
         match m {
             Some(m) => {
@@ -1704,9 +1761,7 @@ fn main() -> Result<()> {
             f1(*fe)
         );
     }
-    if !notes.is_empty() {
-        let _ = writeln!(md, "\nNotes: {}", notes.join("; "));
-    }
+    let _ = writeln!(md, "\nNotes: {}.", notes.join("; "));
     let _ = writeln!(
         md,
         "\nRatios (mesh at landmark anchors / BlazePose world landmarks; mean accel / reference's; 2D / the run's front-end 2D):\n"
@@ -1786,6 +1841,7 @@ fn main() -> Result<()> {
                 "swaps_legs": reference.swaps(v)[1],
             })).collect::<Vec<_>>(),
             "mean_accel_mm_per_frame2": ref_accel,
+            "mean_accel_5_frame_moving_average_mm_per_frame2": ref_accel_smoothed,
             "calibration_check": checks.iter().map(|(l, e, el)| json!({
                 "conventions": l, "reprojection_px": e, "reprojection_limbs_px": el,
             })).collect::<Vec<_>>(),
@@ -1998,6 +2054,16 @@ mod tests {
     }
 
     #[test]
+    fn moving_average_keeps_a_line() {
+        let s: Vec<Option<Vec<Vector3<f64>>>> = (0..6)
+            .map(|t| Some(vec![Vector3::new(t as f64, 1.0, -2.0 * t as f64)]))
+            .collect();
+        let m = moving_average(&s, 2);
+        assert!(m[0].is_none() && m[1].is_none() && m[4].is_none() && m[5].is_none());
+        assert!((m[2].as_ref().unwrap()[0] - Vector3::new(2.0, 1.0, -4.0)).norm() < 1e-12);
+    }
+
+    #[test]
     fn flexion_of_a_right_angle() {
         let d = angle_deg(
             &Vector3::new(1.0, 0.0, 0.0),
@@ -2033,8 +2099,14 @@ mod tests {
             (0.0..1088.0).contains(&u) && (0.0..1920.0).contains(&v),
             "{u} {v}"
         );
-        // A narrower video centred on the sensor.
+        // A narrower video: the sensor's first columns (as Pose2Sim), or its middle ones.
         let c = Camera::from_qca(&q[0], [1080, 1920], CHOSEN).unwrap();
+        assert!((c.cx - 532.974).abs() < 0.01);
+        let centre = Conventions {
+            crop: Crop::Centre,
+            ..CHOSEN
+        };
+        let c = Camera::from_qca(&q[0], [1080, 1920], centre).unwrap();
         assert!((c.cx - 528.974).abs() < 0.01);
     }
 

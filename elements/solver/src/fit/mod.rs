@@ -10,9 +10,15 @@
 //!   + sum_k |log(P_k^T R_k)|^2 / sp^2                           Gaussian around the IK solution
 //!   + sum_hinges |a - clamp(a, lo, hi)|^2 / sl^2                 joint limits (knees, elbows)
 //!   + |beta|^2 / sb^2 + |beta - beta_track|^2 / sbt^2            shape prior, shape of the track
+//!   + |t - t_ik|^2 / st^2                                        root where the IK layer put it
 //!   + sum_j |J_j - 2 J_j' + J_j''|^2 / sa^2                      acceleration against the track's
 //!                                                               previous two frames (causal)
 //! ```
+//!
+//! The root prior matters for depth: the keypoints fix the body's image, and its distance only
+//! through its size, so without it the acceleration term (a constant-velocity prediction) lets
+//! a small drift in depth run on for frames; the IK layer's closed-form translation from the
+//! front end's metric 3D and its 2D (`camera_translation`) is unbiased per frame.
 //!
 //! `rho(s) = c^2 s / (c^2 + s)` (Geman-McClure as SMPLify's GMoF, scale `c` in pixels) is
 //! minimised by iteratively reweighted Gauss-Newton: each keypoint's rows are scaled by
@@ -81,6 +87,8 @@ pub struct FitOptions {
     pub sigma_beta_track: f64,
     /// Joint acceleration per frame squared, metres (sa); 0 turns the temporal term off.
     pub sigma_accel: f64,
+    /// How far the root may leave the IK layer's translation, metres (st); 0 turns it off.
+    pub sigma_translation: f64,
 }
 
 impl Default for FitOptions {
@@ -95,7 +103,8 @@ impl Default for FitOptions {
             sigma_limit: 0.02,
             sigma_beta: 1.5,
             sigma_beta_track: 0.1,
-            sigma_accel: 0.012,
+            sigma_accel: 0.025,
+            sigma_translation: 0.15,
         }
     }
 }
@@ -114,6 +123,8 @@ pub struct FitInput<'a> {
     pub pose_prior: Option<&'a [Matrix3<f64>]>,
     /// The track's running shape.
     pub beta_track: Option<&'a [f64]>,
+    /// The root translation of the IK solution (the root prior's mean).
+    pub translation_prior: Option<Vector3<f64>>,
     /// The track's joints (camera frame) in the previous frames, oldest first; the last two are
     /// used.
     pub history: &'a [Vec<Vector3<f64>>],
@@ -264,7 +275,9 @@ pub fn fit(
     let mut normal = Normal::new(n);
     let mut energy = energy_and_normal(model, input, &state, o, Some(&mut normal));
     if !energy.is_finite() {
-        return Err(SolverError::Diverged("the starting energy is not finite".into()));
+        return Err(SolverError::Diverged(
+            "the starting energy is not finite".into(),
+        ));
     }
     let mut accepted = 0;
     let mut tries = 0;
@@ -341,7 +354,10 @@ fn validate(
         || init.beta.len() != model.betas()
         || !init.translation.iter().all(|x| x.is_finite())
         || !init.beta.iter().all(|x| x.is_finite())
-        || init.rotations.iter().any(|r| !r.iter().all(|x| x.is_finite()))
+        || init
+            .rotations
+            .iter()
+            .any(|r| !r.iter().all(|x| x.is_finite()))
     {
         return Err(SolverError::NothingToFit(
             "the starting body is malformed or not finite".into(),
@@ -451,7 +467,12 @@ fn energy_and_normal(
     // Front-end 3D, both sides centred.
     if o.sigma_3d > 0.0 && !input.points_3d.is_empty() && !input.centre.is_empty() {
         let nc = input.centre.len() as f64;
-        let c: Vector3<f64> = input.centre.iter().map(|&i| posed.points[i]).sum::<Vector3<f64>>() / nc;
+        let c: Vector3<f64> = input
+            .centre
+            .iter()
+            .map(|&i| posed.points[i])
+            .sum::<Vector3<f64>>()
+            / nc;
         let mut centre_rows = Rows3::new(n);
         if normal.is_some() {
             for &i in input.centre {
@@ -523,6 +544,21 @@ fn energy_and_normal(
     beta_term(None, o.sigma_beta, normal.as_deref_mut());
     if let Some(t) = input.beta_track.filter(|_| o.sigma_beta_track > 0.0) {
         beta_term(Some(t), o.sigma_beta_track, normal.as_deref_mut());
+    }
+    // Root translation near the IK layer's.
+    if let Some(t0) = input
+        .translation_prior
+        .filter(|_| o.sigma_translation > 0.0)
+    {
+        let w = 1.0 / (o.sigma_translation * o.sigma_translation);
+        let r = state.translation - t0;
+        e += w * r.norm_squared();
+        if let Some(nm) = normal.as_deref_mut() {
+            for c in 0..3 {
+                nm.h[(TRANSLATION + c, TRANSLATION + c)] += w;
+                nm.g[TRANSLATION + c] += w * r[c];
+            }
+        }
     }
     // Acceleration of the joints against the previous two frames.
     if o.sigma_accel > 0.0 && input.history.len() >= 2 {

@@ -8,35 +8,8 @@ fn model() -> std::sync::Arc<BodyModel> {
     BodyModel::embedded_default().expect("embedded model")
 }
 
-/// The 24 joints and surface points that observe twist: hands off the wrist axis, heels and
-/// toes, nose and ears (vertices nearest to offsets from the rest joints).
 fn anchors(m: &BodyModel) -> Vec<Anchor> {
-    let v = m.shaped_vertices(&[]).expect("vertices");
-    let j = m.rest_joints(&[]).expect("joints");
-    let nearest = |t: Vector3<f64>| {
-        (0..v.len() / 3)
-            .min_by(|&a, &b| {
-                let d = |i: usize| {
-                    (Vector3::new(v[3 * i].into(), v[3 * i + 1].into(), v[3 * i + 2].into()) - t)
-                        .norm()
-                };
-                d(a).total_cmp(&d(b))
-            })
-            .expect("a vertex")
-    };
-    let mut a: Vec<Anchor> = (0..SMPL_JOINTS).map(Anchor::Joint).collect();
-    for (wrist, side) in [(20usize, 1.0), (21, -1.0)] {
-        a.push(Anchor::Vertex(nearest(j[wrist] + Vector3::new(side * 0.09, 0.0, 0.03))));
-        a.push(Anchor::Vertex(nearest(j[wrist] + Vector3::new(side * 0.08, 0.0, -0.03))));
-    }
-    for ankle in [7usize, 8] {
-        a.push(Anchor::Vertex(nearest(j[ankle] + Vector3::new(0.0, -0.06, -0.06))));
-        a.push(Anchor::Vertex(nearest(j[ankle] + Vector3::new(0.0, -0.07, 0.15))));
-    }
-    a.push(Anchor::Vertex(nearest(j[15] + Vector3::new(0.0, 0.0, 0.12))));
-    a.push(Anchor::Vertex(nearest(j[15] + Vector3::new(0.08, 0.0, 0.0))));
-    a.push(Anchor::Vertex(nearest(j[15] + Vector3::new(-0.08, 0.0, 0.0))));
-    a
+    crate::fixtures::fit_anchors(m)
 }
 
 fn intrinsics() -> Intrinsics {
@@ -57,7 +30,11 @@ fn random_state(rng: &mut rand::rngs::StdRng, nb: usize) -> BodyState {
     rotations[0] = flip * rotations[0];
     BodyState {
         rotations,
-        translation: Vector3::new(rng.random_range(-0.3..0.3), rng.random_range(-0.2..0.2), 3.5),
+        translation: Vector3::new(
+            rng.random_range(-0.3..0.3),
+            rng.random_range(-0.2..0.2),
+            3.5,
+        ),
         beta: sample_beta(rng, nb, 1.0),
     }
 }
@@ -208,6 +185,7 @@ fn normal_equations_are_half_the_energy_gradient() {
         centre: &[1, 2],
         pose_prior: Some(&prior),
         beta_track: Some(&track),
+        translation_prior: Some(s.translation + Vector3::new(0.1, 0.2, -0.3)),
         history: &hist,
     };
     let o = FitOptions::default();
@@ -280,6 +258,7 @@ fn recovery(noise_px: f64, n: usize) -> (f64, f64) {
             centre: &[1, 2],
             pose_prior: Some(&start.rotations),
             beta_track: None,
+            translation_prior: None,
             history: &[],
         };
         let o = FitOptions {
@@ -303,11 +282,19 @@ fn recovery(noise_px: f64, n: usize) -> (f64, f64) {
 #[test]
 fn fit_recovers_a_known_body() {
     let (pa0, mp0) = recovery(0.0, 6);
-    eprintln!("fit, 0 px: PA-MPJPE {:.1} mm, MPJPE {:.1} mm", pa0 * 1e3, mp0 * 1e3);
+    eprintln!(
+        "fit, 0 px: PA-MPJPE {:.1} mm, MPJPE {:.1} mm",
+        pa0 * 1e3,
+        mp0 * 1e3
+    );
     assert!(pa0 < 0.010, "PA-MPJPE {pa0} m at 0 px");
     let (pa2, _) = recovery(2.0, 6);
     let (pa5, _) = recovery(5.0, 6);
-    eprintln!("fit, 2 / 5 px: PA-MPJPE {:.1} / {:.1} mm", pa2 * 1e3, pa5 * 1e3);
+    eprintln!(
+        "fit, 2 / 5 px: PA-MPJPE {:.1} / {:.1} mm",
+        pa2 * 1e3,
+        pa5 * 1e3
+    );
     // Graceful: a few pixels of noise cost millimetres, not a collapse.
     assert!(pa2 < 0.02 && pa5 < 0.035, "{pa2} {pa5}");
 }
@@ -329,6 +316,7 @@ fn joint_limits_stop_a_hyperextended_knee() {
         centre: &[],
         pose_prior: None,
         beta_track: None,
+        translation_prior: None,
         history: &[],
     };
     let r = fit(&sm, &input, &s, &FitOptions::default()).expect("fit");
@@ -352,6 +340,7 @@ fn bad_keypoints_are_refused() {
             centre: &[],
             pose_prior: None,
             beta_track: None,
+            translation_prior: None,
             history: &[],
         };
         fit(&sm, &input, &s, &FitOptions::default())

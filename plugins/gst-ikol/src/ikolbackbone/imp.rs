@@ -209,7 +209,12 @@ impl IkolBackbone {
                 .landmarks(image, &roi)
                 .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?
             else {
-                gst::debug!(CAT, imp = self, "track {}: no pose in its box, dropped", p.track_id);
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "track {}: no pose in its box, dropped",
+                    p.track_id
+                );
                 continue;
             };
             let e = body.estimate(&pose);
@@ -344,7 +349,9 @@ impl ObjectImpl for IkolBackbone {
             "flip-test" => s.flip_test = value.get().unwrap_or(DEFAULT_FLIP_TEST),
             "focal-length" => s.focal_length = value.get().unwrap_or(DEFAULT_FOCAL),
             "fov" => s.fov = value.get().unwrap_or(DEFAULT_HFOV_DEG),
-            "principal-point" => s.principal_point = common::string_value(value).unwrap_or_default(),
+            "principal-point" => {
+                s.principal_point = common::string_value(value).unwrap_or_default()
+            }
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -567,7 +574,9 @@ const SAME_BODY_SHARED: usize = 5;
 
 /// Whether two sets of 33 landmarks (x, y, visibility) are the same person.
 fn same_body(a: &[[f32; 3]], b: &[[f32; 3]]) -> bool {
-    let (lo, hi) = a.iter().fold((f32::MAX, f32::MIN), |(lo, hi), l| (lo.min(l[1]), hi.max(l[1])));
+    let (lo, hi) = a.iter().fold((f32::MAX, f32::MIN), |(lo, hi), l| {
+        (lo.min(l[1]), hi.max(l[1]))
+    });
     let near = SAME_BODY_DISTANCE * (hi - lo).max(1.0);
     a.iter()
         .zip(b)

@@ -265,7 +265,8 @@ impl IkolOverlay {
                 .mesh_joints
                 .iter()
                 .filter_map(|m| {
-                    let v = ikol_types::nalgebra::Vector3::new(m[0].into(), m[1].into(), m[2].into());
+                    let v =
+                        ikol_types::nalgebra::Vector3::new(m[0].into(), m[1].into(), m[2].into());
                     k.project(&v).map(|q| [q[0] as f32, q[1] as f32])
                 })
                 .collect();

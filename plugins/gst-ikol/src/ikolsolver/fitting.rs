@@ -10,8 +10,8 @@ use ikol_body::{Anchor, BodyModel};
 use ikol_detect::blazepose::landmarks::swap_left_right;
 use ikol_detect::landmarks_smpl::{self, LANDMARKS};
 use ikol_solver::fit::{self, BodyState, FitInput, FitOptions, Keypoint, Point3, SurfaceModel};
-use ikol_types::joints::SMPL_JOINTS;
 use ikol_types::Intrinsics;
+use ikol_types::joints::SMPL_JOINTS;
 
 use crate::meta::Person;
 
@@ -196,9 +196,7 @@ impl Bodies {
         o: &FitOptions,
     ) -> Result<Solved, String> {
         let track = self.tracks.get(&p.track_id).cloned();
-        let repaired = track
-            .as_ref()
-            .is_some_and(|t| self.repair_swap(p, t, k));
+        let repaired = track.as_ref().is_some_and(|t| self.repair_swap(p, t, k));
         let (kps, p3, centre) = Self::observations(p);
         let fresh = |t: &&Track| t.last_frame + 1 == frame;
         let history: Vec<Vec<Vector3<f64>>> = track
@@ -218,6 +216,8 @@ impl Bodies {
             centre: &centre,
             pose_prior: prior,
             beta_track: beta_track.as_deref(),
+            // After a repair the IK translation is still right: the labels do not move the root.
+            translation_prior: Some(ik.translation),
             history: &history,
         };
         let height = extent(&kps.iter().map(|k| k.uv).collect::<Vec<_>>());
@@ -279,7 +279,13 @@ impl Bodies {
     /// Writes a solved body into the person: theta, beta, translation, the body's joints, its
     /// surface at the landmarks (when the front end gave landmarks) and the tight box around its
     /// projection (clipped to `frame`, width x height).
-    pub fn write(&self, p: &mut Person, s: &BodyState, k: Option<&Intrinsics>, frame: Option<(u32, u32)>) {
+    pub fn write(
+        &self,
+        p: &mut Person,
+        s: &BodyState,
+        k: Option<&Intrinsics>,
+        frame: Option<(u32, u32)>,
+    ) {
         let posed = self.surface.pose(s);
         let f = |v: &Vector3<f64>| [v.x as f32, v.y as f32, v.z as f32];
         p.theta = s

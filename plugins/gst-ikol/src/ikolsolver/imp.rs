@@ -85,7 +85,7 @@ impl Default for Settings {
 }
 
 /// The `fit-*` properties: (name, blurb, maximum), each a field of [`FitOptions`].
-const FIT_PROPERTIES: [(&str, &str, f64); 6] = [
+const FIT_PROPERTIES: [(&str, &str, f64); 7] = [
     (
         "fit-sigma-2d",
         "method=fit: pixel noise of a keypoint of confidence 1 (smaller: follow the 2D keypoints more)",
@@ -112,6 +112,11 @@ const FIT_PROPERTIES: [(&str, &str, f64); 6] = [
         100.0,
     ),
     (
+        "fit-sigma-translation",
+        "method=fit: metres the root may leave the IK layer's translation (0: free)",
+        100.0,
+    ),
+    (
         "fit-sigma-shape",
         "method=fit: how far the shape may leave the track's running shape (0: free per frame)",
         100.0,
@@ -126,6 +131,7 @@ fn fit_field<'a>(o: &'a mut FitOptions, name: &str) -> Option<&'a mut f64> {
         "fit-sigma-pose" => &mut o.sigma_pose,
         "fit-sigma-accel" => &mut o.sigma_accel,
         "fit-sigma-shape" => &mut o.sigma_beta_track,
+        "fit-sigma-translation" => &mut o.sigma_translation,
         _ => return None,
     })
 }
@@ -242,7 +248,9 @@ impl IkolSolver {
                 k,
             )
         });
-        let root = p.root.map(|r| Vector3::new(r[0].into(), r[1].into(), r[2].into()));
+        let root = p
+            .root
+            .map(|r| Vector3::new(r[0].into(), r[1].into(), r[2].into()));
         let ik = BodyState {
             rotations: sol.local_rotations.clone(),
             translation: t.or(root).unwrap_or_else(Vector3::zeros),
@@ -254,7 +262,12 @@ impl IkolSolver {
         };
         let body = if s.method == SolverMethod::Fit {
             let Some(k) = k else {
-                gst::warning!(CAT, imp = self, "track {}: no intrinsics to fit with", p.track_id);
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "track {}: no intrinsics to fit with",
+                    p.track_id
+                );
                 return;
             };
             match state.bodies.fit(p, &ik, k, state.frame, &s.fit) {

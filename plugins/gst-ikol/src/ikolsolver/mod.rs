@@ -25,7 +25,10 @@ pub enum SolverMethod {
     HybrikNaive,
     /// Model fitting to the front end's 2D keypoints and 3D points, per track over time
     /// (`ikol_solver::fit`), started from adaptive HybrIK.
-    #[enum_value(name = "Fit the body to the keypoints (SMPLify-style, temporal)", nick = "fit")]
+    #[enum_value(
+        name = "Fit the body to the keypoints (SMPLify-style, temporal)",
+        nick = "fit"
+    )]
     Fit,
 }
 
