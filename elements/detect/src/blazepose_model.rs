@@ -296,31 +296,6 @@ const BETA_RIDGE: f64 = 1e-3;
 /// Poses used to fit the landmark map.
 const FIT_POSES: usize = 200;
 
-#[cfg(test)]
-mod tests {
-    use super::{tile_sides, tiles};
-
-    #[test]
-    fn tiles_cover_the_frame_with_overlap() {
-        assert_eq!(
-            tile_sides(640, 480),
-            Vec::<usize>::new(),
-            "4:3, 240 px tiles too small"
-        );
-        assert_eq!(tile_sides(1080, 1920), vec![1080, 540]);
-        let t = tiles(1080, 1920, 1080);
-        assert_eq!(t, vec![(0, 0, 1080), (0, 420, 1080), (0, 840, 1080)]);
-        let t = tiles(1080, 1920, 540);
-        // 3 columns x 5 rows, the last ones flush with the frame's edges.
-        assert_eq!(t.len(), 15);
-        assert!(t.contains(&(540, 1380, 540)) && t.contains(&(0, 0, 540)));
-        for w in t.windows(2).filter(|w| w[0].1 == w[1].1) {
-            assert!(w[1].0 - w[0].0 <= 540 * 3 / 4, "{t:?}");
-        }
-        assert!(tiles(100, 100, 540).is_empty());
-    }
-}
-
 impl BodyFromLandmarks {
     pub fn new(model: &BodyModel) -> Result<Self, String> {
         Ok(Self {
@@ -371,5 +346,30 @@ impl BodyFromLandmarks {
                 .collect(),
             landmarks_3d: world.iter().map(|w| [w.x, w.y, w.z]).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tile_sides, tiles};
+
+    #[test]
+    fn tiles_cover_the_frame_with_overlap() {
+        assert_eq!(
+            tile_sides(640, 480),
+            Vec::<usize>::new(),
+            "4:3, 240 px tiles too small"
+        );
+        assert_eq!(tile_sides(1080, 1920), vec![1080, 540]);
+        let t = tiles(1080, 1920, 1080);
+        assert_eq!(t, vec![(0, 0, 1080), (0, 420, 1080), (0, 840, 1080)]);
+        let t = tiles(1080, 1920, 540);
+        // 3 columns x 5 rows, the last ones flush with the frame's edges.
+        assert_eq!(t.len(), 15);
+        assert!(t.contains(&(540, 1380, 540)) && t.contains(&(0, 0, 540)));
+        for w in t.windows(2).filter(|w| w[0].1 == w[1].1) {
+            assert!(w[1].0 - w[0].0 <= 540 * 3 / 4, "{t:?}");
+        }
+        assert!(tiles(100, 100, 540).is_empty());
     }
 }

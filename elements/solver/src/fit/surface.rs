@@ -138,7 +138,6 @@ impl SurfaceModel {
                         .weights
                         .row(v)
                         .filter(|&(_, w)| w != 0.0)
-                        .map(|(j, w)| (j, w))
                         .collect();
                     if weights.iter().any(|&(j, _)| j >= SMPL_JOINTS) {
                         return Err(SolverError::Input(format!(
