@@ -134,11 +134,8 @@ impl SurfaceModel {
                 Anchor::Joint(j) if j < SMPL_JOINTS => Ok(Point::Joint(j)),
                 Anchor::Vertex(v) if v < nv => {
                     let c = |i: usize| f64::from(model.v_template[3 * v + i]);
-                    let weights: Vec<(usize, f64)> = model
-                        .weights
-                        .row(v)
-                        .filter(|&(_, w)| w != 0.0)
-                        .collect();
+                    let weights: Vec<(usize, f64)> =
+                        model.weights.row(v).filter(|&(_, w)| w != 0.0).collect();
                     if weights.iter().any(|&(j, _)| j >= SMPL_JOINTS) {
                         return Err(SolverError::Input(format!(
                             "vertex {v} is skinned to a joint past {SMPL_JOINTS}"
