@@ -58,9 +58,9 @@ pub struct EvalArgs {
     /// Also run every crop mirrored and average (HybrIK's flip test).
     #[arg(long)]
     pub flip_test: bool,
-    /// Inverse kinematics: `ikol` (Gauss-Newton), `hybrik` (adaptive analytic) or
-    /// `hybrik-naive`.
-    #[arg(long, default_value = "ikol", value_parser = ["ikol", "hybrik", "hybrik-naive"])]
+    /// Inverse kinematics: `ikol` (Gauss-Newton), `hybrik` (adaptive analytic),
+    /// `hybrik-naive`, or `fit` (the body fitted to the 2D and 3D joints per track over time).
+    #[arg(long, default_value = "ikol", value_parser = ["ikol", "hybrik", "hybrik-naive", "fit"])]
     pub method: String,
     /// Gauss-Newton iterations (ikol), 0 to 100.
     #[arg(long, default_value_t = 5, value_name = "N",

@@ -40,7 +40,8 @@ enum Cli {
         /// JSON input (schema in the README).
         #[arg(long)]
         input: PathBuf,
-        /// `ikol` (Gauss-Newton), `hybrik` (adaptive analytic) or `hybrik-naive`.
+        /// `ikol` (Gauss-Newton), `hybrik` (adaptive analytic), `hybrik-naive`, or `fit` (the
+        /// body fitted to each person's `keypoints_2d` with its `intrinsics`).
         #[arg(long, default_value = "ikol")]
         method: String,
         /// Gauss-Newton iterations (ikol; default 5).

@@ -259,3 +259,71 @@ fn solve_rejects_bad_input() {
     ]);
     assert!(!ok && msg.contains("ikol only"), "{msg}");
 }
+
+#[test]
+fn solve_fit_places_the_body_on_its_keypoints() {
+    // A known pose 3 m in front of the camera; keypoints by an independent pinhole projection.
+    let beta = [0.5, -0.3];
+    let (_, joints) = targets(&beta);
+    let (f, cx, cy, t) = (1000.0, 320.0, 240.0, [0.1, -0.2, 3.0]);
+    let kp: Vec<[f64; 2]> = joints
+        .iter()
+        .map(|j| {
+            let (x, y, z) = (j[0] + t[0], j[1] + t[1], j[2] + t[2]);
+            [f * x / z + cx, f * y / z + cy]
+        })
+        .collect();
+    let k = serde_json::json!({"fx": f, "fy": f, "cx": cx, "cy": cy});
+    let input = tmp("fit-in.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({ "people": [{ "joints": joints, "beta": beta,
+            "keypoints_2d": kp, "intrinsics": k }] })
+        .to_string(),
+    )
+    .unwrap();
+    let out = tmp("fit-out.json");
+    let args = [
+        "solve",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--body-model",
+        "small",
+        "--method",
+        "fit",
+    ];
+    let (ok, msg) = ikol(&args);
+    assert!(ok, "{msg}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let p = &v["people"][0];
+    assert_eq!(v["method"], "fit");
+    let tr: [f64; 3] = serde_json::from_value(p["translation"].clone()).unwrap();
+    for c in 0..3 {
+        assert!((tr[c] - t[c]).abs() < 0.01, "translation {tr:?} vs {t:?}");
+    }
+    assert!(p["mean_error_2d_px"].as_f64().unwrap() < 1.0, "{p}");
+    assert!(p["mean_residual_mm"].as_f64().unwrap() < 5.0, "{p}");
+    // Without keypoints, or with none visible: a clear error, non-zero exit.
+    for (person, says) in [
+        (
+            serde_json::json!({ "joints": joints }),
+            "needs `keypoints_2d` and `intrinsics`",
+        ),
+        (
+            serde_json::json!({ "joints": joints, "keypoints_2d": kp, "intrinsics": k,
+                "confidence": vec![0.0; 24] }),
+            "no camera translation",
+        ),
+    ] {
+        std::fs::write(
+            &input,
+            serde_json::json!({ "people": [person] }).to_string(),
+        )
+        .unwrap();
+        let (ok, msg) = ikol(&args);
+        assert!(!ok && msg.contains(says), "{msg}");
+    }
+}
