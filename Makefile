@@ -95,9 +95,12 @@ body-fixtures: $(PYENV)/bin/python
 # all 4 views; prints the table and writes $(OUT)/multiview-accuracy.{md,json}. Not part of
 # `make test` (about 1.5 min after the build).
 MULTIVIEW_METHODS ?= ikol,hybrik,fit
+# Element properties for every run, e.g. MULTIVIEW_SET="ikolsolver.fit-sigma-accel=0.03".
+MULTIVIEW_SET ?=
 .PHONY: multiview-accuracy
 multiview-accuracy: setup models
 	$(CARGO) build --release --locked -p ikol -p ikol-tests
 	tests/tools/fetch_multiview.sh $(MEDIA)/pose2sim-multiview
 	target/release/multiview-accuracy --media $(MEDIA)/pose2sim-multiview \
-		--ikol target/release/ikol --methods $(MULTIVIEW_METHODS) --out $(OUT)
+		--ikol target/release/ikol --methods $(MULTIVIEW_METHODS) --out $(OUT) \
+		$(foreach s,$(MULTIVIEW_SET),--set $(s))

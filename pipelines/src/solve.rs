@@ -281,6 +281,7 @@ fn fit_person(
             beta_track: None,
             translation_prior: Some(t),
             history: &[],
+            rotation_history: &[],
         },
         &start,
         &FitOptions::default(),

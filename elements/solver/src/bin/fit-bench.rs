@@ -80,6 +80,7 @@ fn main() {
     let o = FitOptions::default();
     let (mut warm, mut cold, mut ikol_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut history: Vec<Vec<Vector3<f64>>> = Vec::new();
+    let mut rot_history: Vec<Vec<Matrix3<f64>>> = Vec::new();
     let mut state: Option<BodyState> = None;
     let mut err = 0.0;
     for f in 0..frames {
@@ -147,10 +148,12 @@ fn main() {
             beta_track: state.as_ref().map(|s| s.beta.as_slice()),
             translation_prior: Some(ik.translation),
             history: &history,
+            rotation_history: &rot_history,
         };
         if f % 50 == 0 {
             let cold_in = FitInput {
                 history: &[],
+                rotation_history: &[],
                 beta_track: None,
                 ..fin
             };
@@ -179,8 +182,10 @@ fn main() {
             .sum::<f64>()
             / 24.0;
         history.push(r.joints.clone());
+        rot_history.push(r.state.rotations.clone());
         if history.len() > 2 {
             history.remove(0);
+            rot_history.remove(0);
         }
         state = Some(r.state);
     }

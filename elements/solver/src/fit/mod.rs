@@ -13,6 +13,7 @@
 //!   + |t - t_ik|^2 / st^2                                        root where the IK layer put it
 //!   + sum_j |J_j - 2 J_j' + J_j''|^2 / sa^2                      acceleration against the track's
 //!                                                               previous two frames (causal)
+//!   + sum_k |log(R_k'^T R_k) - log(R_k''^T R_k')|^2 / sw^2       angular acceleration of each joint
 //! ```
 //!
 //! The root prior matters for depth: the keypoints fix the body's image, and its distance only
@@ -89,6 +90,9 @@ pub struct FitOptions {
     pub sigma_accel: f64,
     /// How far the root may leave the IK layer's translation, metres (st); 0 turns it off.
     pub sigma_translation: f64,
+    /// Angular acceleration of each local rotation per frame squared, radians (sw); 0 turns
+    /// the term off.
+    pub sigma_angular_accel: f64,
 }
 
 impl Default for FitOptions {
@@ -103,8 +107,9 @@ impl Default for FitOptions {
             sigma_limit: 0.02,
             sigma_beta: 1.5,
             sigma_beta_track: 0.1,
-            sigma_accel: 0.025,
+            sigma_accel: 0.05,
             sigma_translation: 0.15,
+            sigma_angular_accel: 0.1,
         }
     }
 }
@@ -128,6 +133,9 @@ pub struct FitInput<'a> {
     /// The track's joints (camera frame) in the previous frames, oldest first; the last two are
     /// used.
     pub history: &'a [Vec<Vector3<f64>>],
+    /// The track's local rotations in the previous frames, oldest first; the last two are used
+    /// by the angular acceleration term.
+    pub rotation_history: &'a [Vec<Matrix3<f64>>],
 }
 
 /// The fitted body.
@@ -557,6 +565,21 @@ fn energy_and_normal(
             for c in 0..3 {
                 nm.h[(TRANSLATION + c, TRANSLATION + c)] += w;
                 nm.g[TRANSLATION + c] += w * r[c];
+            }
+        }
+    }
+    // Angular acceleration of every local rotation against the previous two frames.
+    if o.sigma_angular_accel > 0.0 && input.rotation_history.len() >= 2 {
+        let h = input.rotation_history;
+        let (r1, r2) = (&h[h.len() - 1], &h[h.len() - 2]);
+        let w = 1.0 / (o.sigma_angular_accel * o.sigma_angular_accel);
+        for k in 0..SMPL_JOINTS.min(r1.len()).min(r2.len()) {
+            let now = matrix_to_axis_angle(&(r1[k].transpose() * state.rotations[k]));
+            let before = matrix_to_axis_angle(&(r2[k].transpose() * r1[k]));
+            let r = now - before;
+            e += w * r.norm_squared();
+            if let Some(nm) = normal.as_deref_mut() {
+                nm.add_block(k, &right_jacobian_inv(&now), &r, w);
             }
         }
     }

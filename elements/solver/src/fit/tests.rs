@@ -176,6 +176,9 @@ fn normal_equations_are_half_the_energy_gradient() {
     let hist: Vec<Vec<Vector3<f64>>> = (0..2)
         .map(|_| sm.pose(&random_state(&mut rng, sm.betas())).joints)
         .collect();
+    let rot_hist: Vec<Vec<Matrix3<f64>>> = (0..2)
+        .map(|_| random_state(&mut rng, sm.betas()).rotations)
+        .collect();
     let track = vec![0.5; sm.betas()];
     let k = intrinsics();
     let input = FitInput {
@@ -187,8 +190,12 @@ fn normal_equations_are_half_the_energy_gradient() {
         beta_track: Some(&track),
         translation_prior: Some(s.translation + Vector3::new(0.1, 0.2, -0.3)),
         history: &hist,
+        rotation_history: &rot_hist,
     };
-    let o = FitOptions::default();
+    let o = FitOptions {
+        sigma_angular_accel: 0.1,
+        ..FitOptions::default()
+    };
     let n = sm.parameters();
     let mut nm = Normal::new(n);
     energy_and_normal(&sm, &input, &s, &o, Some(&mut nm));
@@ -260,6 +267,7 @@ fn recovery(noise_px: f64, n: usize) -> (f64, f64) {
             beta_track: None,
             translation_prior: None,
             history: &[],
+            rotation_history: &[],
         };
         let o = FitOptions {
             iterations: 30,
@@ -318,6 +326,7 @@ fn joint_limits_stop_a_hyperextended_knee() {
         beta_track: None,
         translation_prior: None,
         history: &[],
+        rotation_history: &[],
     };
     let r = fit(&sm, &input, &s, &FitOptions::default()).expect("fit");
     let a = matrix_to_axis_angle(&r.state.rotations[4]);
@@ -342,6 +351,7 @@ fn bad_keypoints_are_refused() {
             beta_track: None,
             translation_prior: None,
             history: &[],
+            rotation_history: &[],
         };
         fit(&sm, &input, &s, &FitOptions::default())
     };

@@ -36,6 +36,8 @@ struct Track {
     state: BodyState,
     /// Camera-frame joints of the last frames, oldest first.
     history: VecDeque<Vec<Vector3<f64>>>,
+    /// Local rotations of the last frames, oldest first.
+    rotation_history: VecDeque<Vec<Matrix3<f64>>>,
     beta_sum: Vec<f64>,
     frames: f64,
     last_frame: u64,
@@ -204,6 +206,11 @@ impl Bodies {
             .filter(fresh)
             .map(|t| t.history.iter().cloned().collect())
             .unwrap_or_default();
+        let rotation_history: Vec<Vec<Matrix3<f64>>> = track
+            .as_ref()
+            .filter(fresh)
+            .map(|t| t.rotation_history.iter().cloned().collect())
+            .unwrap_or_default();
         let beta_track: Option<Vec<f64>> = track
             .as_ref()
             .map(|t| t.beta_sum.iter().map(|b| b / t.frames.max(1.0)).collect());
@@ -219,6 +226,7 @@ impl Bodies {
             // After a repair the IK translation is still right: the labels do not move the root.
             translation_prior: Some(ik.translation),
             history: &history,
+            rotation_history: &rotation_history,
         };
         let height = extent(&kps.iter().map(|k| k.uv).collect::<Vec<_>>());
         let start = track.as_ref().map_or(ik, |t| &t.state);
@@ -234,6 +242,7 @@ impl Bodies {
         if astray {
             let fresh_input = FitInput {
                 history: &[],
+                rotation_history: &[],
                 beta_track: None,
                 ..input
             };
@@ -250,17 +259,23 @@ impl Bodies {
         let t = self.tracks.entry(p.track_id).or_insert_with(|| Track {
             state: r.state.clone(),
             history: VecDeque::new(),
+            rotation_history: VecDeque::new(),
             beta_sum: vec![0.0; r.state.beta.len()],
             frames: 0.0,
             last_frame: frame,
         });
         if t.last_frame + 1 != frame || restarted {
             t.history.clear();
+            t.rotation_history.clear();
         }
         t.state = r.state.clone();
         t.history.push_back(r.joints.clone());
+        t.rotation_history.push_back(r.state.rotations.clone());
         while t.history.len() > 2 {
             t.history.pop_front();
+        }
+        while t.rotation_history.len() > 2 {
+            t.rotation_history.pop_front();
         }
         // Running shape over the last ~50 frames.
         let keep = if t.frames >= 50.0 { 49.0 / 50.0 } else { 1.0 };

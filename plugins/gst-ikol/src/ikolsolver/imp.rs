@@ -85,7 +85,7 @@ impl Default for Settings {
 }
 
 /// The `fit-*` properties: (name, blurb, maximum), each a field of [`FitOptions`].
-const FIT_PROPERTIES: [(&str, &str, f64); 7] = [
+const FIT_PROPERTIES: [(&str, &str, f64); 8] = [
     (
         "fit-sigma-2d",
         "method=fit: pixel noise of a keypoint of confidence 1 (smaller: follow the 2D keypoints more)",
@@ -112,6 +112,11 @@ const FIT_PROPERTIES: [(&str, &str, f64); 7] = [
         100.0,
     ),
     (
+        "fit-sigma-angular",
+        "method=fit: angular acceleration of each joint in radians per frame squared (0: off)",
+        100.0,
+    ),
+    (
         "fit-sigma-translation",
         "method=fit: metres the root may leave the IK layer's translation (0: free)",
         100.0,
@@ -132,6 +137,7 @@ fn fit_field<'a>(o: &'a mut FitOptions, name: &str) -> Option<&'a mut f64> {
         "fit-sigma-accel" => &mut o.sigma_accel,
         "fit-sigma-shape" => &mut o.sigma_beta_track,
         "fit-sigma-translation" => &mut o.sigma_translation,
+        "fit-sigma-angular" => &mut o.sigma_angular_accel,
         _ => return None,
     })
 }
