@@ -326,3 +326,109 @@ impl Bodies {
 /// The points used for the box stop at the eyes and ears: the top of the head is this fraction
 /// of the body's height above them (SMPL: the head top is ~8 % of the height above the eyes).
 const HEAD_MARGIN: f64 = 0.08;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ikol_types::rotation::axis_angle_to_matrix;
+
+    /// A body 3 m in front of the camera, facing it, arms out; its landmarks as the front end
+    /// would give them (the anchors projected, visibility 1; world landmarks about the hips).
+    fn scene() -> (Bodies, BodyState, Intrinsics, Person) {
+        let model = BodyModel::embedded_default().expect("model");
+        let bodies = Bodies::new(&model).expect("bodies");
+        let mut rotations = vec![Matrix3::identity(); SMPL_JOINTS];
+        rotations[0] = axis_angle_to_matrix(&Vector3::new(std::f64::consts::PI, 0.0, 0.0));
+        rotations[16] = axis_angle_to_matrix(&Vector3::new(0.0, 0.0, -0.4));
+        rotations[4] = axis_angle_to_matrix(&Vector3::new(0.5, 0.0, 0.0));
+        let s = BodyState {
+            rotations,
+            translation: Vector3::new(0.1, 0.0, 3.0),
+            beta: vec![0.0; bodies.betas()],
+        };
+        let k = Intrinsics {
+            fx: 1000.0,
+            fy: 1000.0,
+            cx: 540.0,
+            cy: 960.0,
+        };
+        let posed = bodies.surface.pose(&s);
+        let hips = (posed.points[23] + posed.points[24]) / 2.0;
+        let mut p = Person::new(
+            1,
+            ikol_types::BBox::from_xyxy(0.0, 0.0, 1080.0, 1920.0),
+            1.0,
+        );
+        for x in &posed.points[..LANDMARKS] {
+            let uv = k.project(x).expect("in front");
+            p.landmarks_2d.push([uv[0] as f32, uv[1] as f32, 1.0]);
+            let w = x - hips;
+            p.landmarks_3d.push([w.x as f32, w.y as f32, w.z as f32]);
+        }
+        (bodies, s, k, p)
+    }
+
+    #[test]
+    fn swapped_labels_are_repaired_and_true_ones_kept() {
+        let (bodies, s, k, p) = scene();
+        let track = Track {
+            state: s.clone(),
+            history: VecDeque::new(),
+            rotation_history: VecDeque::new(),
+            beta_sum: vec![0.0; s.beta.len()],
+            frames: 1.0,
+            last_frame: 1,
+        };
+        let mut same = p.clone();
+        assert!(
+            !bodies.repair_swap(&mut same, &track, &k),
+            "true labels kept"
+        );
+        assert_eq!(same.landmarks_2d, p.landmarks_2d);
+        let mut swapped = p.clone();
+        swap_left_right(&mut swapped.landmarks_2d);
+        swap_left_right(&mut swapped.landmarks_3d);
+        assert!(
+            bodies.repair_swap(&mut swapped, &track, &k),
+            "swap detected"
+        );
+        assert_eq!(swapped.landmarks_2d, p.landmarks_2d);
+        assert_eq!(swapped.landmarks_3d, p.landmarks_3d);
+    }
+
+    #[test]
+    fn a_track_is_fitted_and_remembered() {
+        let (mut bodies, s, k, mut p) = scene();
+        // Start from the body with every joint a little off, as an IK solution would be.
+        let mut ik = s.clone();
+        for r in ik.rotations.iter_mut().skip(1) {
+            *r *= axis_angle_to_matrix(&Vector3::new(0.05, -0.04, 0.03));
+        }
+        ik.translation += Vector3::new(0.05, 0.0, 0.2);
+        let o = FitOptions::default();
+        for frame in 1..=3 {
+            let f = bodies.fit(&mut p, &ik, &k, frame, &o).expect("fit");
+            assert!(!f.repaired);
+            assert!(f.error_2d < 2.0, "frame {frame}: {} px", f.error_2d);
+        }
+        let t = &bodies.tracks[&1];
+        assert_eq!(
+            (t.history.len(), t.rotation_history.len(), t.last_frame),
+            (2, 2, 3)
+        );
+        bodies.write(&mut p, &t.state.clone(), Some(&k), Some((1080, 1920)));
+        assert_eq!(
+            (
+                p.theta.len(),
+                p.mesh_joints.len(),
+                p.surface_landmarks.len()
+            ),
+            (24, 24, 33)
+        );
+        let b = p.person_box.expect("a box");
+        assert!(b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= 1080.0 && b.y + b.h <= 1920.0);
+        // A discontinuity forgets the track.
+        bodies.reset();
+        assert!(bodies.tracks.is_empty());
+    }
+}
