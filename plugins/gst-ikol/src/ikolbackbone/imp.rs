@@ -15,7 +15,8 @@
 //! `make models` into `$IKOL_MODELS`) runs instead, in the square region of each box (as
 //! `ikolcrop detector=blazepose` gives them); its 33 landmarks become SMPL-24 joints by a map
 //! fitted on `body-model` (see ikol-detect's `landmarks_smpl`), the shape is fitted to the bone
-//! lengths, confidences come from landmark visibility, and twist is left at zero. The box sent
+//! lengths, confidences come from landmark visibility, and twist is left at zero (`ikolsolver
+//! method=fit` observes it from the landmarks themselves, which are passed on). The box sent
 //! upstream is then mediapipe's next region of interest from the tracking landmarks.
 //!
 //! ## Example launch line
