@@ -70,6 +70,25 @@ impl std::str::FromStr for PropertySet {
     }
 }
 
+/// Whether a numeric value lies in its property's range (GLib would abort on one that does
+/// not); other kinds were validated by deserialising.
+fn in_range(pspec: &gst::glib::ParamSpec, v: &gst::glib::Value) -> bool {
+    use gst::glib::{
+        ParamSpecDouble, ParamSpecFloat, ParamSpecInt, ParamSpecInt64, ParamSpecUInt,
+        ParamSpecUInt64,
+    };
+    macro_rules! check {
+        ($($spec:ty => $t:ty),*) => {
+            $(if let Some(p) = pspec.downcast_ref::<$spec>() {
+                return v.get::<$t>().is_ok_and(|x| x >= p.minimum() && x <= p.maximum());
+            })*
+        };
+    }
+    check!(ParamSpecDouble => f64, ParamSpecFloat => f32, ParamSpecInt => i32,
+           ParamSpecUInt => u32, ParamSpecInt64 => i64, ParamSpecUInt64 => u64);
+    true
+}
+
 /// Applies `--set`s to a built pipeline: an unknown element or property, or a value the
 /// property cannot take, is an error naming it.
 fn apply_sets(pipeline: &gst::Pipeline, sets: &[PropertySet]) -> Result<()> {
@@ -106,6 +125,20 @@ fn apply_sets(pipeline: &gst::Pipeline, sets: &[PropertySet]) -> Result<()> {
                     pspec.value_type()
                 )
             })?;
+            let flags = pspec.flags();
+            if !flags.contains(gst::glib::ParamFlags::WRITABLE)
+                || flags.contains(gst::glib::ParamFlags::CONSTRUCT_ONLY)
+            {
+                bail!("--set: {}.{} cannot be set", e.name(), set.property);
+            }
+            if !in_range(&pspec, &v) {
+                bail!(
+                    "--set: {}.{}: {:?} is out of the property's range",
+                    e.name(),
+                    set.property,
+                    set.value
+                );
+            }
             e.set_property_from_value(&set.property, &v);
         }
     }

@@ -427,6 +427,9 @@ fn runner_errors_are_clear() {
             "cannot take the value \"abc\"",
         ),
         ("ikolsolver", "expected ELEMENT.PROPERTY=VALUE"),
+        ("ikolsolver.fit-iterations=0", "out of the property's range"),
+        ("ikolsolver.fit-sigma-2d=0", "out of the property's range"),
+        ("filesink.stats=s", "cannot be set"),
     ] {
         let r = ikol(&run_args(
             "video-to-overlay.pipeline",

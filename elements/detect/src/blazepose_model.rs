@@ -164,8 +164,20 @@ fn tile_sides(width: usize, height: usize) -> Vec<usize> {
 /// Smallest tile searched: a little over the detector's input size (224).
 const MIN_TILE: usize = 256;
 
-/// Regions of interest of the same person: their boxes overlap this much.
-const SAME_PERSON_IOU: f64 = 0.4;
+/// Two regions of interest are the same person when their centres are closer than this
+/// fraction of the smaller one's side and their sides differ by less than [`SAME_SIZE`]: two
+/// people side by side (regions ~1.25 body heights wide) stay apart from about a third of a
+/// body height on.
+const SAME_CENTRE: f64 = 0.25;
+/// Largest ratio of the two sides of regions of the same person.
+const SAME_SIZE: f64 = 1.5;
+
+fn same_person(a: &BBox, b: &BBox) -> bool {
+    let ([ax, ay], [bx, by]) = (a.center(), b.center());
+    let (sa, sb) = (a.w.max(a.h), b.w.max(b.h));
+    let (small, large) = (sa.min(sb), sa.max(sb));
+    (ax - bx).hypot(ay - by) < SAME_CENTRE * small && large < SAME_SIZE * small
+}
 
 /// The axis-aligned box around a region of interest (the body, where the detection box is the
 /// face).
@@ -178,7 +190,8 @@ impl BlazePoseDetector {
     /// its input letterboxed to 224 x 224, where a person at the back of a 1080 x 1920 frame is
     /// a few pixels tall (the face it keys on, one or two). Regions of the same person are
     /// merged (best score kept); best first. Costs one detector run per tile (18 at 1080 x
-    /// 1920, with the whole frame 19), which `ikolcrop` spends every `detect-interval` frames.
+    /// 1920, with the whole frame 19), which `ikolcrop` spends every `detect-interval` frames,
+    /// and on every frame while it follows nobody.
     pub fn detect_people(&self, image: &RgbImage<'_>) -> Result<Vec<Detection>, DetectError> {
         let mut found: Vec<Detection> = Vec::new();
         let mut add = |dets: Vec<(PoseDetection, RotatedRect)>, dx: usize, dy: usize| {
@@ -210,7 +223,7 @@ impl BlazePoseDetector {
         found.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut kept: Vec<Detection> = Vec::new();
         for d in found {
-            if !kept.iter().any(|k| k.bbox.iou(&d.bbox) > SAME_PERSON_IOU) {
+            if !kept.iter().any(|k| same_person(&k.bbox, &d.bbox)) {
                 kept.push(d);
             }
         }

@@ -14,8 +14,8 @@ use crate::crop::BBox;
 pub struct PersonResult {
     /// Stable identity across frames (0 when untracked).
     pub track_id: u64,
-    /// The person's tight box in frame pixels, clipped to the frame: the solved body's projection
-    /// (or, before a solver ran, the box around the front end's keypoints).
+    /// The person's tight box in frame pixels, clipped to the frame: the solved body's projection.
+    /// Where no body was placed (no solver, or its fit failed) it is the region of `roi`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bbox: Option<BBox>,
     /// The region the front end looked at (the detector's or tracker's box; may extend past the

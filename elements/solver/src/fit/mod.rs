@@ -277,6 +277,12 @@ pub fn fit(
     o: &FitOptions,
 ) -> Result<FitResult, SolverError> {
     validate(model, input, init)?;
+    if !(o.sigma_2d > 0.0 && o.robust_2d > 0.0) {
+        return Err(SolverError::InvalidOption {
+            option: "sigma_2d / robust_2d",
+            reason: "must be positive",
+        });
+    }
     let n = model.parameters();
     let mut state = init.clone();
     let mut lambda = 1e-3;
@@ -348,7 +354,11 @@ pub fn fit(
         points: posed.points,
         energy,
         iterations: accepted,
-        mean_error_2d: err / wsum.max(1e-12),
+        mean_error_2d: if wsum > 0.0 {
+            err / wsum
+        } else {
+            f64::INFINITY
+        },
     })
 }
 
@@ -371,7 +381,7 @@ fn validate(
             "the starting body is malformed or not finite".into(),
         ));
     }
-    if init.translation.z <= 0.0 {
+    if init.translation.z < MIN_ROOT_DEPTH {
         return Err(SolverError::NothingToFit(
             "the starting body is not in front of the camera".into(),
         ));

@@ -176,7 +176,8 @@ impl IkolBackbone {
     /// BlazePose landmarks in the square region of every box, mapped to SMPL-24; returns
     /// mediapipe's next regions of interest as tracking boxes. People without a pose are dropped
     /// (no person without a body leaves the element), and so is a person whose landmarks are
-    /// those of an older track ([`same_body`]: a detection of part of someone already followed).
+    /// those of an older track ([`same_body`]) or, for a new track, part of an older track's
+    /// body ([`part_of`]: a detection of part of someone already followed).
     fn blazepose(
         &self,
         landmarker: &BlazePoseLandmarker,
@@ -231,7 +232,7 @@ impl IkolBackbone {
             let new = !rois.contains_key(&p.track_id);
             if let Some(old) = kept.iter().find(|k| {
                 same_body(&k.landmarks_2d, &p.landmarks_2d)
-                    || (new && overlap(&k.landmarks_2d, &p.landmarks_2d) > NEW_BODY_OVERLAP)
+                    || (new && part_of(&k.landmarks_2d, &p.landmarks_2d))
             }) {
                 gst::debug!(
                     CAT,
@@ -566,32 +567,63 @@ fn parse_point(text: &str) -> Result<Option<[f64; 2]>, String> {
 
 /// Landmarks seen (visibility over this) in both bodies are compared.
 const SAME_BODY_VISIBILITY: f32 = 0.5;
-/// Two landmarks coincide when closer than this fraction of the first body's height.
+/// Two landmarks coincide when closer than this fraction of the smaller body's height.
 const SAME_BODY_DISTANCE: f32 = 0.06;
-/// Two landmark sets are one body when this many landmarks coincide: a landmark model run on
-/// part of someone (a detection of their upper body) still places that part right, while two
-/// people never share several landmarks within a few centimetres.
+/// Two landmark sets are one body when this many landmarks coincide, one of them off the face: a
+/// landmark model run on part of someone (a detection of their upper body) still places that
+/// part right, while two people never share several landmarks within a few centimetres.
 const SAME_BODY_SHARED: usize = 5;
+/// First landmark below the face (the shoulders).
+const FIRST_BODY_LANDMARK: usize = 11;
+/// A new person overlapping an older one (see [`overlap`]) is part of it when at least this
+/// many landmarks lie within [`PART_DISTANCE`] of the older one's.
+const PART_SHARED: usize = 2;
+/// Looser than [`SAME_BODY_DISTANCE`]: a hallucinated body from a partial view places the part
+/// it sees roughly right.
+const PART_DISTANCE: f32 = 0.15;
 
-/// Whether two sets of 33 landmarks (x, y, visibility) are the same person.
-fn same_body(a: &[[f32; 3]], b: &[[f32; 3]]) -> bool {
-    let (lo, hi) = a.iter().fold((f32::MAX, f32::MIN), |(lo, hi), l| {
-        (lo.min(l[1]), hi.max(l[1]))
-    });
-    let near = SAME_BODY_DISTANCE * (hi - lo).max(1.0);
-    a.iter()
+fn height(l: &[[f32; 3]]) -> f32 {
+    let (lo, hi) = l
+        .iter()
+        .filter(|p| p[2] > SAME_BODY_VISIBILITY)
+        .fold((f32::MAX, f32::MIN), |(lo, hi), p| {
+            (lo.min(p[1]), hi.max(p[1]))
+        });
+    (hi - lo).max(1.0)
+}
+
+/// Landmarks seen in both sets and closer than `fraction` of the smaller body's height: how
+/// many, and whether one of them is below the face.
+fn shared(a: &[[f32; 3]], b: &[[f32; 3]], fraction: f32) -> (usize, bool) {
+    let near = fraction * height(a).min(height(b));
+    let close: Vec<usize> = a
+        .iter()
         .zip(b)
-        .filter(|(p, q)| {
+        .enumerate()
+        .filter(|(_, (p, q))| {
             p[2] > SAME_BODY_VISIBILITY
                 && q[2] > SAME_BODY_VISIBILITY
                 && (p[0] - q[0]).hypot(p[1] - q[1]) < near
         })
-        .count()
-        >= SAME_BODY_SHARED
+        .map(|(i, _)| i)
+        .collect();
+    (close.len(), close.iter().any(|&i| i >= FIRST_BODY_LANDMARK))
+}
+
+/// Whether two sets of 33 landmarks (x, y, visibility) are the same person.
+fn same_body(a: &[[f32; 3]], b: &[[f32; 3]]) -> bool {
+    let (n, body) = shared(a, b, SAME_BODY_DISTANCE);
+    n >= SAME_BODY_SHARED && body
+}
+
+/// Whether a new person's landmarks `b` are part of an older person's `a`: their landmark boxes
+/// overlap and some of the landmarks roughly coincide.
+fn part_of(a: &[[f32; 3]], b: &[[f32; 3]]) -> bool {
+    overlap(a, b) > NEW_BODY_OVERLAP && shared(a, b, PART_DISTANCE).0 >= PART_SHARED
 }
 
 /// A new person whose landmark box overlaps an older person's by more than this (intersection
-/// over union) is taken for part of the older one.
+/// over union) may be part of the older one ([`part_of`]).
 const NEW_BODY_OVERLAP: f64 = 0.3;
 
 /// Intersection over union of the boxes around two bodies' visible landmarks.

@@ -4,9 +4,12 @@
 //! Writes the `IkolFrameMeta` of every frame as one JSON object per line (JSON Lines) to
 //! `location`, or to stdout when `location` is unset. Each line is an `ikol_types::FrameResult`:
 //! `frame` (buffer index from the start of the stream), `pts_ns` (when the buffer has a
-//! timestamp) and `people`, each with `track_id`, `bbox`, `score` and whatever upstream elements
-//! filled (`joints_3d`, `joints_2d`, `theta`, `beta`, `translation`, `residual`; `vertices` only
-//! with `vertices=true`). With `post-messages=true` the same line is also posted on the bus as an
+//! timestamp) and `people`, each with `track_id`, `bbox` (the tight box of the solved body),
+//! `roi` (the region the front end looked at), `score` and whatever upstream elements filled:
+//! the solved body (`joints_3d`: its 24 joints in camera metres, `joints_2d`: their projection,
+//! `surface_landmarks_3d`, `theta`, `beta`, `translation`, `residual`; `vertices` only with
+//! `vertices=true`) and the front end's measurements (`targets_3d`, `keypoints_2d`,
+//! `confidence`, `landmarks_2d`, `landmarks_3d`). With `post-messages=true` the same line is also posted on the bus as an
 //! element message `ikol-frame` with fields `frame` (u64), `pts` (u64 nanoseconds, when known),
 //! `people` (u32) and `json` (string), so applications can read results without a file. Video
 //! buffers pass through unchanged (the element works in pass-through mode).

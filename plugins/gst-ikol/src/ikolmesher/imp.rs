@@ -99,8 +99,8 @@ fn mesh_person(
             ]
         })
         .collect();
-    // The tight box: the posed mesh's projection clipped to the frame.
-    if let Some(k) = k {
+    // The tight box: the posed mesh's projection clipped to the frame (only for a placed body).
+    if let Some(k) = k.filter(|_| p.translation.or(p.root).is_some()) {
         let uv: Vec<[f64; 2]> = posed
             .vertices
             .iter()

@@ -189,16 +189,22 @@ impl Bodies {
 
     /// Fits one person of frame `frame`; `ik` is the IK solution (start of a new track, and the
     /// pose prior). The track's memory is updated.
+    /// `ik_translation_known`: whether `ik.translation` was measured (else it is no prior).
     pub fn fit(
         &mut self,
         p: &mut Person,
         ik: &BodyState,
+        ik_translation_known: bool,
         k: &Intrinsics,
         frame: u64,
         o: &FitOptions,
     ) -> Result<Solved, String> {
         let track = self.tracks.get(&p.track_id).cloned();
-        let repaired = track.as_ref().is_some_and(|t| self.repair_swap(p, t, k));
+        // Only against the last frame's body: a body seen a while ago may have turned round.
+        let repaired = track
+            .as_ref()
+            .filter(|t| t.last_frame + 1 == frame)
+            .is_some_and(|t| self.repair_swap(p, t, k));
         let (kps, p3, centre) = Self::observations(p);
         let fresh = |t: &&Track| t.last_frame + 1 == frame;
         let history: Vec<Vec<Vector3<f64>>> = track
@@ -224,7 +230,7 @@ impl Bodies {
             pose_prior: prior,
             beta_track: beta_track.as_deref(),
             // After a repair the IK translation is still right: the labels do not move the root.
-            translation_prior: Some(ik.translation),
+            translation_prior: ik_translation_known.then_some(ik.translation),
             history: &history,
             rotation_history: &rotation_history,
         };
@@ -407,7 +413,7 @@ mod tests {
         ik.translation += Vector3::new(0.05, 0.0, 0.2);
         let o = FitOptions::default();
         for frame in 1..=3 {
-            let f = bodies.fit(&mut p, &ik, &k, frame, &o).expect("fit");
+            let f = bodies.fit(&mut p, &ik, true, &k, frame, &o).expect("fit");
             assert!(!f.repaired);
             assert!(f.error_2d < 2.0, "frame {frame}: {} px", f.error_2d);
         }

@@ -18,8 +18,8 @@
 //!
 //! Every method writes the solved body's joints (`mesh-joints`, camera metres), its surface at
 //! the landmarks (`surface-landmarks`, with BlazePose) and the tight box around its projection
-//! (`person-box`). A person whose solve or fit fails (non-finite keypoints, no visible keypoint,
-//! a person a few pixels wide) is left without a body and a warning says why.
+//! (`person-box`). A person whose solve or fit fails (for the fit: non-finite keypoints, no
+//! visible keypoint, a person a few pixels wide) is left without a body and a warning says why.
 //!
 //! ## Example launch line
 //! ```sh
@@ -276,7 +276,8 @@ impl IkolSolver {
                 );
                 return;
             };
-            match state.bodies.fit(p, &ik, k, state.frame, &s.fit) {
+            let known = t.or(root).is_some();
+            match state.bodies.fit(p, &ik, known, k, state.frame, &s.fit) {
                 Ok(f) => {
                     gst::trace!(
                         CAT,
@@ -303,7 +304,11 @@ impl IkolSolver {
         } else {
             ik
         };
-        state.bodies.write(p, &body, k, state.size);
+        // Without a translation the body cannot be placed: no joints, no box.
+        let placed = s.method == SolverMethod::Fit || t.or(root).is_some();
+        state
+            .bodies
+            .write(p, &body, k.filter(|_| placed), state.size);
         // The residual stays the IK layer's (targets vs its joints); for a fit, the distance of
         // the fitted joints to the targets, both root-relative.
         p.residual = if s.method == SolverMethod::Fit {
@@ -380,10 +385,12 @@ impl ObjectImpl for IkolSolver {
             let mut defaults = FitOptions::default();
             for (name, blurb, max) in FIT_PROPERTIES {
                 let d = fit_field(&mut defaults, name).map_or(0.0, |v| *v);
+                // The keypoint noise and its robust scale divide: they cannot be 0.
+                let min = if name.ends_with("-2d") { 0.1 } else { 0.0 };
                 v.push(
                     glib::ParamSpecDouble::builder(name)
                         .blurb(blurb)
-                        .minimum(0.0)
+                        .minimum(min)
                         .maximum(max)
                         .default_value(d)
                         .mutable_playing()
