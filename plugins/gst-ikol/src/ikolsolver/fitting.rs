@@ -11,7 +11,7 @@ use ikol_detect::blazepose::landmarks::swap_left_right;
 use ikol_detect::landmarks_smpl::{self, LANDMARKS};
 use ikol_solver::fit::{self, BodyState, FitInput, FitOptions, Keypoint, Point3, SurfaceModel};
 use ikol_types::Intrinsics;
-use ikol_types::joints::SMPL_JOINTS;
+use ikol_types::joints::{SMPL_JOINTS, SMPL24_FLIP_PAIRS};
 
 use crate::meta::Person;
 
@@ -181,6 +181,19 @@ impl Bodies {
         if other < SWAP_GAIN * now && now > SWAP_MIN_ERROR * extent(&prev) {
             swap_left_right(&mut p.landmarks_2d);
             swap_left_right(&mut p.landmarks_3d);
+            // The SMPL joints mapped from the landmarks carry the same swap (their supports are
+            // left/right symmetric): swap their rows too.
+            if p.joints_3d.len() == SMPL_JOINTS {
+                for (l, r) in SMPL24_FLIP_PAIRS {
+                    p.joints_3d.swap(l, r);
+                    if p.joints_2d.len() == SMPL_JOINTS {
+                        p.joints_2d.swap(l, r);
+                    }
+                    if p.confidence.len() == SMPL_JOINTS {
+                        p.confidence.swap(l, r);
+                    }
+                }
+            }
             true
         } else {
             false
@@ -371,6 +384,9 @@ mod tests {
             let w = x - hips;
             p.landmarks_3d.push([w.x as f32, w.y as f32, w.z as f32]);
         }
+        // The front end's joints: distinct rows, so that a swap of their labels shows.
+        p.joints_3d = (0..SMPL_JOINTS).map(|j| [j as f32, 0.0, 0.0]).collect();
+        p.joints_2d = (0..SMPL_JOINTS).map(|j| [j as f32, 1.0]).collect();
         (bodies, s, k, p)
     }
 
@@ -394,12 +410,19 @@ mod tests {
         let mut swapped = p.clone();
         swap_left_right(&mut swapped.landmarks_2d);
         swap_left_right(&mut swapped.landmarks_3d);
+        for (l, r) in SMPL24_FLIP_PAIRS {
+            swapped.joints_3d.swap(l, r);
+            swapped.joints_2d.swap(l, r);
+        }
         assert!(
             bodies.repair_swap(&mut swapped, &track, &k),
             "swap detected"
         );
         assert_eq!(swapped.landmarks_2d, p.landmarks_2d);
         assert_eq!(swapped.landmarks_3d, p.landmarks_3d);
+        // The front end's joints, mapped from the swapped landmarks, are swapped back too.
+        assert_eq!(swapped.joints_3d, p.joints_3d);
+        assert_eq!(swapped.joints_2d, p.joints_2d);
     }
 
     #[test]
