@@ -130,6 +130,21 @@ fn run_args(file: &str, vars: &[(&str, String)], extra: &[&str]) -> Vec<String> 
     a
 }
 
+/// A 320x240 H.264 MP4 of `frames` frames of a moving ball, in the test folder.
+fn ball_clip(name: &str, frames: u64) -> PathBuf {
+    let mp4 = tmp(name);
+    gst_run(
+        &format!(
+            "videotestsrc num-buffers={frames} pattern=ball \
+             ! video/x-raw,width=320,height=240,framerate=25/1 \
+             ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location={}",
+            s(&mp4)
+        ),
+        None,
+    );
+    mp4
+}
+
 /// Runs a gst-launch description in this process to end-of-stream; returns the number of
 /// buffers that reached the element named `count` (its sink pad), if given.
 fn gst_run(description: &str, count: Option<&str>) -> u64 {
@@ -225,16 +240,7 @@ fn every_file_documents_its_variables() {
 #[test]
 fn every_pipeline_runs_to_eos() {
     let frames = 10u64;
-    let mp4 = tmp("in.mp4");
-    gst_run(
-        &format!(
-            "videotestsrc num-buffers={frames} pattern=ball \
-             ! video/x-raw,width=320,height=240,framerate=25/1 \
-             ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location={}",
-            s(&mp4)
-        ),
-        None,
-    );
+    let mp4 = ball_clip("in.mp4", frames);
     let png_dir = tmp("frames");
     std::fs::create_dir_all(&png_dir).unwrap();
     gst_run(
@@ -446,16 +452,7 @@ fn runner_errors_are_clear() {
 #[test]
 fn fit_runs_on_network_joints() {
     let frames = 6u64;
-    let mp4 = tmp("fit-in.mp4");
-    gst_run(
-        &format!(
-            "videotestsrc num-buffers={frames} pattern=ball \
-             ! video/x-raw,width=320,height=240,framerate=25/1 \
-             ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location={}",
-            s(&mp4)
-        ),
-        None,
-    );
+    let mp4 = ball_clip("fit-in.mp4", frames);
     let json = tmp("fit.jsonl");
     let r = ikol(&run_args(
         "video-to-overlay.pipeline",

@@ -299,33 +299,35 @@ impl Person {
         })
     }
 
+    /// The solved body's joints (`mesh_joints`) projected with `k`; `None` when there are none
+    /// or one is not in front of the camera.
+    pub fn solved_joints_2d(&self, k: &Intrinsics) -> Option<Vec<[f32; 2]>> {
+        if self.mesh_joints.is_empty() {
+            return None;
+        }
+        self.mesh_joints
+            .iter()
+            .map(|m| {
+                let v = ikol_types::nalgebra::Vector3::new(m[0].into(), m[1].into(), m[2].into());
+                k.project(&v).map(|q| [q[0] as f32, q[1] as f32])
+            })
+            .collect()
+    }
+
     /// This person as `ikolexport` writes it; `vertices` only when asked. `joints_3d` /
     /// `joints_2d` are the solved body's (projected with `intrinsics`), the front end's joints
     /// go to `targets_3d` / `keypoints_2d`; `bbox` is the tight box (the region looked at goes to
     /// `roi`).
     pub fn to_result(&self, with_vertices: bool, intrinsics: Option<&Intrinsics>) -> PersonResult {
-        let v3 = |v: &[f32; 3]| {
-            ikol_types::nalgebra::Vector3::new(v[0].into(), v[1].into(), v[2].into())
-        };
-        let joints_2d = match intrinsics {
-            Some(k) => self
-                .mesh_joints
-                .iter()
-                .filter_map(|j| k.project(&v3(j)).map(|p| [p[0] as f32, p[1] as f32]))
-                .collect(),
-            None => Vec::new(),
-        };
         PersonResult {
             track_id: self.track_id,
             bbox: Some(self.person_box.unwrap_or(self.bbox)),
             roi: Some(self.bbox),
             score: Some(self.score as f32),
             joints_3d: self.mesh_joints.clone(),
-            joints_2d: if joints_2d.len() == self.mesh_joints.len() {
-                joints_2d
-            } else {
-                Vec::new()
-            },
+            joints_2d: intrinsics
+                .and_then(|k| self.solved_joints_2d(k))
+                .unwrap_or_default(),
             targets_3d: self.joints_3d.clone(),
             keypoints_2d: self.joints_2d.clone(),
             confidence: self.confidence.clone(),

@@ -89,7 +89,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use ikol_detect::RgbImage;
 use ikol_detect::blazepose::RotatedRect;
+use ikol_detect::blazepose::landmarks::{BODY_LANDMARKS, LEFT_RIGHT_PAIRS};
 use ikol_detect::blazepose_model::{BlazePoseDetector, BlazePoseLandmarker, models_dir};
+use ikol_eval::metrics::{mean_distance, procrustes_align};
 use ikol_types::nalgebra::{DMatrix, Matrix3, Vector3};
 use ikol_types::{FrameResult, PersonResult};
 use serde_json::{Value, json};
@@ -97,30 +99,11 @@ use serde_json::{Value, json};
 /// Frames in each clip.
 const FRAMES: usize = 100;
 /// BlazePose landmarks.
-const NL: usize = 33;
+const NL: usize = BODY_LANDMARKS;
 /// Views, in the calibration's order.
 const VIEWS: [&str; 4] = ["cam01", "cam02", "cam03", "cam04"];
 /// The evaluated view.
 const EVAL_VIEW: usize = 0;
-/// BlazePose's left/right landmark pairs.
-const LR_PAIRS: [(usize, usize); 16] = [
-    (1, 4),
-    (2, 5),
-    (3, 6),
-    (7, 8),
-    (9, 10),
-    (11, 12),
-    (13, 14),
-    (15, 16),
-    (17, 18),
-    (19, 20),
-    (21, 22),
-    (23, 24),
-    (25, 26),
-    (27, 28),
-    (29, 30),
-    (31, 32),
-];
 /// First landmark of the legs group (hips down); 0..LEGS is the upper body with face and hands.
 const LEGS: usize = 23;
 /// The 12 limb landmarks: L/R shoulder, elbow, wrist, hip, knee, ankle.
@@ -135,7 +118,7 @@ const FLEXION: [(usize, usize, usize); 4] = [(0, 2, 4), (1, 3, 5), (6, 8, 10), (
 
 /// The left/right partner of a landmark (itself for the nose).
 fn mirror(l: usize) -> usize {
-    LR_PAIRS
+    LEFT_RIGHT_PAIRS
         .iter()
         .find_map(|&(a, b)| {
             if a == l {
@@ -452,41 +435,6 @@ fn triangulate(obs: &[(&Camera, [f64; 2], f64)]) -> Option<Vector3<f64>> {
 }
 
 /// Mean of points.
-fn centroid(p: &[Vector3<f64>]) -> Vector3<f64> {
-    p.iter().sum::<Vector3<f64>>() / p.len().max(1) as f64
-}
-
-/// `pred` mapped onto `gt` by the best similarity transform s R p + t (Umeyama, no reflection).
-fn procrustes_align(pred: &[Vector3<f64>], gt: &[Vector3<f64>]) -> Vec<Vector3<f64>> {
-    let (mp, mg) = (centroid(pred), centroid(gt));
-    let mut cov = Matrix3::zeros();
-    let mut var_p = 0.0;
-    for (p, g) in pred.iter().zip(gt) {
-        let (a, b) = (p - mp, g - mg);
-        cov += b * a.transpose();
-        var_p += a.norm_squared();
-    }
-    let svd = cov.svd(true, true);
-    let (Some(u), Some(vt)) = (svd.u, svd.v_t) else {
-        return pred.to_vec();
-    };
-    let mut d = Matrix3::identity();
-    if (u * vt).determinant() < 0.0 {
-        d[(2, 2)] = -1.0;
-    }
-    let r = u * d * vt;
-    let s = if var_p > 0.0 {
-        (Matrix3::from_diagonal(&svd.singular_values) * d).trace() / var_p
-    } else {
-        1.0
-    };
-    pred.iter().map(|p| s * r * (p - mp) + mg).collect()
-}
-
-fn mean_distance(a: &[Vector3<f64>], b: &[Vector3<f64>]) -> f64 {
-    a.iter().zip(b).map(|(p, q)| (p - q).norm()).sum::<f64>() / a.len().max(1) as f64
-}
-
 /// The angle at `b` between b->a and b->c, degrees.
 fn angle_deg(a: &Vector3<f64>, b: &Vector3<f64>, c: &Vector3<f64>) -> f64 {
     let (u, v) = (a - b, c - b);

@@ -165,11 +165,6 @@ const LIMITS: [(usize, [[f64; 2]; 3]); 4] = [
     (19, [[-1.57, 1.57], [-0.087, 2.62], [-0.26, 0.26]]),
 ];
 
-/// The hinge limits as (joint, per-component [lo, hi]) (for tests and documentation).
-pub fn joint_limits() -> &'static [(usize, [[f64; 2]; 3])] {
-    &LIMITS
-}
-
 /// Inverse right Jacobian of SO(3) at `phi`: `log(exp(phi) exp(d)) = phi + Jr^-1(phi) d + O(d^2)`.
 pub fn right_jacobian_inv(phi: &Vector3<f64>) -> Matrix3<f64> {
     let th = phi.norm();

@@ -204,11 +204,6 @@ impl SurfaceModel {
         &self.basis
     }
 
-    /// Parent of each joint (-1 for the root).
-    pub fn parents(&self) -> &[i8; SMPL_JOINTS] {
-        &self.parents
-    }
-
     /// Poses the body: joints and anchors in the camera frame.
     pub fn pose(&self, s: &BodyState) -> Posed {
         let rest = self.basis.rest_joints(&s.beta);

@@ -258,23 +258,9 @@ impl IkolOverlay {
 
     /// The joints to draw: the solved body's, projected, when a solver ran; else the front end's.
     fn skeleton_of(p: &Person, k: Option<&ikol_types::Intrinsics>) -> Vec<[f32; 2]> {
-        if let Some(k) = k
-            && p.mesh_joints.len() == SMPL_JOINTS
-        {
-            let uv: Vec<[f32; 2]> = p
-                .mesh_joints
-                .iter()
-                .filter_map(|m| {
-                    let v =
-                        ikol_types::nalgebra::Vector3::new(m[0].into(), m[1].into(), m[2].into());
-                    k.project(&v).map(|q| [q[0] as f32, q[1] as f32])
-                })
-                .collect();
-            if uv.len() == SMPL_JOINTS {
-                return uv;
-            }
-        }
-        p.joints_2d.clone()
+        k.filter(|_| p.mesh_joints.len() == SMPL_JOINTS)
+            .and_then(|k| p.solved_joints_2d(k))
+            .unwrap_or_else(|| p.joints_2d.clone())
     }
 
     fn draw_skeleton(f: &mut Frame<'_>, j: &[[f32; 2]], color: [u8; 3], s: &Scale) {
