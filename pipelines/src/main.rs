@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 mod backbone;
 mod eval;
+mod mocap;
 mod run;
 mod solve;
 
@@ -107,6 +108,9 @@ enum Cli {
     /// not comparable. Ctrl-C ends the stream early and scores the frames played so far.
     #[command(name = "eval-3dpw")]
     Eval3dpw(eval::EvalArgs),
+    /// Motion capture: a video in, a BVH / glTF (.glb) / TRC / NPZ file per tracked person out
+    /// (BlazePose front end, the body fitted per track, a Y-up world with the floor at y = 0).
+    Mocap(mocap::MocapArgs),
     /// Run a pipeline file (`pipelines/*.pipeline`) with NAME=value variables.
     Run {
         /// The pipeline file.
@@ -337,6 +341,7 @@ fn main() -> Result<()> {
             sets,
         })?,
         Cli::Eval3dpw(args) => eval::main(&args)?,
+        Cli::Mocap(args) => mocap::main(&args)?,
         Cli::InspectModel { model: spec } => {
             let m = BodyModel::from_spec(&spec)
                 .with_context(|| format!("loading body model `{spec}`"))?;

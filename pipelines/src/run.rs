@@ -612,6 +612,9 @@ fn build(file: &Path, description: &str) -> Result<gst::Pipeline> {
                     missing.join(", ")
                 );
             }
+            if let Some(values) = valid_values(e.message()) {
+                let _ = write!(msg, "\nvalid values: {values}");
+            }
             let _ = write!(msg, "\npipeline: {description}");
             bail!(msg);
         }
@@ -624,6 +627,26 @@ fn build(file: &Path, description: &str) -> Result<gst::Pipeline> {
             Ok(p)
         }
     }
+}
+
+/// For GStreamer's `could not set property "P" in element "E" to "V"`: the values an enum or
+/// boolean property P takes (E's factory is its default name without the trailing number).
+fn valid_values(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("could not set property \"")?;
+    let (property, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(" in element \"")?;
+    let (element, _) = rest.split_once('"')?;
+    let factory = element.trim_end_matches(|c: char| c.is_ascii_digit());
+    let e = gst::ElementFactory::make(factory).build().ok()?;
+    let pspec = e.find_property(property)?;
+    if let Some(en) = pspec.downcast_ref::<gst::glib::ParamSpecEnum>() {
+        let class = en.enum_class();
+        let nicks: Vec<&str> = class.values().iter().map(|v| v.nick()).collect();
+        return Some(nicks.join(", "));
+    }
+    pspec
+        .downcast_ref::<gst::glib::ParamSpecBoolean>()
+        .map(|_| "true, false".to_owned())
 }
 
 /// The pad where frames are counted: the src pad of the most downstream `ikol*` element, else
@@ -787,6 +810,20 @@ struct Attempt<'a> {
     tables: &'a mut Vec<String>,
 }
 
+/// Name of the message `ikolexport` posts for each motion file.
+const TAKE_MESSAGE: &str = "ikol-take";
+
+/// "wrote FILE (track N, F frames)" for an `ikol-take` message.
+fn take_line(msg: &gst::message::Element) -> Option<String> {
+    let s = msg.structure().filter(|s| s.name() == TAKE_MESSAGE)?;
+    Some(format!(
+        "wrote {} (track {}, {} frames)\n",
+        s.get::<String>("location").ok()?,
+        s.get::<u64>("track").ok()?,
+        s.get::<u32>("frames").ok()?
+    ))
+}
+
 /// Name of the message `ikoleval` posts at end of stream.
 const EVAL_MESSAGE: &str = "ikol-eval";
 
@@ -919,7 +956,7 @@ impl Attempt<'_> {
                         }
                     }
                     MessageView::Element(e) => {
-                        if let Some(t) = eval_table(e) {
+                        if let Some(t) = eval_table(e).or_else(|| take_line(e)) {
                             self.tables.push(t);
                         }
                     }

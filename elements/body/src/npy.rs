@@ -19,6 +19,10 @@ use std::fs;
 use std::io::{Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// Longest string element (`U<n>`) accepted: numpy has no limit, a body model or motion file
+/// needs a few dozen characters.
+const MAX_STR_CHARS: u32 = 1 << 16;
+
 /// Element type of an [`NdArray`] (stored little-endian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -47,6 +51,9 @@ pub enum DType {
     U8,
     /// `b1`: one byte per element, 0 = false, anything else = true.
     Bool,
+    /// `U<n>`: numpy's fixed-width `str_`, n UTF-32 code points per element, shorter strings
+    /// padded with NUL (little-endian only).
+    Unicode(u32),
 }
 
 impl DType {
@@ -57,12 +64,13 @@ impl DType {
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::I16 | DType::U16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::Unicode(n) => 4 * n as usize,
         }
     }
 
-    /// numpy's short code without byte order, e.g. `"f8"`, `"b1"`.
-    pub fn code(self) -> &'static str {
-        match self {
+    /// numpy's short code without byte order, e.g. `"f8"`, `"b1"`, `"U7"`.
+    pub fn code(self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match self {
             DType::F64 => "f8",
             DType::F32 => "f4",
             DType::F16 => "f2",
@@ -75,12 +83,13 @@ impl DType {
             DType::U16 => "u2",
             DType::U8 => "u1",
             DType::Bool => "b1",
-        }
+            DType::Unicode(n) => return std::borrow::Cow::Owned(format!("U{n}")),
+        })
     }
 
     /// The `.npy` `descr` string numpy writes for this dtype (`"<f8"`, `"|u1"`, `"|b1"`).
     pub fn descr(self) -> String {
-        if self.itemsize() == 1 {
+        if self.itemsize() == 1 && !matches!(self, DType::Unicode(_)) {
             format!("|{}", self.code())
         } else {
             format!("<{}", self.code())
@@ -112,6 +121,11 @@ impl DType {
             "u2" | "H" | "uint16" => DType::U16,
             "u1" | "B" | "uint8" => DType::U8,
             "b1" | "?" | "bool" => DType::Bool,
+            // Strings: little-endian only (big-endian swaps per code point, not per element).
+            u if u.starts_with('U') && !big => match u[1..].parse::<u32>() {
+                Ok(n) if (1..=MAX_STR_CHARS).contains(&n) => DType::Unicode(n),
+                _ => return Err(unsupported()),
+            },
             _ => return Err(unsupported()),
         };
         Ok((dt, big && dt.itemsize() > 1))
@@ -125,7 +139,7 @@ impl DType {
 
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
+        f.write_str(&self.code())
     }
 }
 
@@ -331,6 +345,48 @@ impl NdArray {
     from_vec!(from_u32, u32, DType::U32);
     from_vec!(from_u8, u8, DType::U8);
 
+    /// A 0-d string array (numpy `np.array("neutral")`, dtype `<U7`).
+    pub fn from_str_scalar(s: &str) -> Result<NdArray> {
+        let n = u32::try_from(s.chars().count().max(1)).map_err(|_| NpyError::ShapeOverflow {
+            shape: vec![s.len()],
+        })?;
+        let mut data = Vec::with_capacity(4 * n as usize);
+        for c in s.chars() {
+            data.extend_from_slice(&u32::from(c).to_le_bytes());
+        }
+        data.resize(4 * n as usize, 0);
+        NdArray::new(Vec::new(), DType::Unicode(n), false, data)
+    }
+
+    /// The strings of a `U<n>` array, C order, trailing NULs removed.
+    pub fn to_strings(&self) -> Result<Vec<String>> {
+        self.validate()?;
+        let DType::Unicode(n) = self.dtype else {
+            return Err(NpyError::Convert {
+                from: self.dtype,
+                to: "String",
+                reason: "not a string array".into(),
+            });
+        };
+        let c = self.to_c_order()?;
+        c.data
+            .chunks_exact(4 * n as usize)
+            .map(|item| {
+                item.chunks_exact(4)
+                    .map(|b| u32::from_le_bytes(le4(b)))
+                    .take_while(|&u| u != 0)
+                    .map(|u| {
+                        char::from_u32(u).ok_or_else(|| NpyError::Convert {
+                            from: self.dtype,
+                            to: "String",
+                            reason: format!("code point {u:#x} is not a character"),
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// A C-order bool array.
     pub fn from_bool(shape: &[usize], values: &[bool]) -> Result<NdArray> {
         NdArray::new(
@@ -408,6 +464,13 @@ impl NdArray {
 
     fn convert<T>(&self, mut f: impl FnMut(&[u8]) -> Result<T>) -> Result<Vec<T>> {
         self.validate()?;
+        if let DType::Unicode(_) = self.dtype {
+            return Err(NpyError::Convert {
+                from: self.dtype,
+                to: "a number",
+                reason: "string array where numbers are expected".into(),
+            });
+        }
         let w = self.dtype.itemsize();
         match self.storage_order() {
             None => self.data.chunks_exact(w).map(&mut f).collect(),
@@ -544,6 +607,8 @@ fn elem_i64(dt: DType, b: &[u8]) -> i64 {
         DType::U8 => i64::from(b[0]),
         DType::Bool => i64::from(b[0] != 0),
         DType::F64 | DType::F32 | DType::F16 => elem_f64(dt, b) as i64,
+        // `convert` refuses string arrays before any element is read.
+        DType::Unicode(_) => 0,
     }
 }
 

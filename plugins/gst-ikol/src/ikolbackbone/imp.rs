@@ -43,7 +43,7 @@ use ikol_backbone::preprocess::RgbFrame;
 use ikol_backbone::{Backbone, DeviceChoice, PersonBox, open_device};
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
 
-use super::{BackboneModel, BackboneVariant};
+use super::{BackboneDevice, BackboneModel, BackboneVariant};
 use crate::common;
 use crate::meta::{self, FrameMeta, Person};
 use ikol_detect::RgbImage;
@@ -58,7 +58,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_DEVICE: &str = "cpu";
+const DEFAULT_DEVICE_INDEX: u32 = 0;
 const DEFAULT_FLIP_TEST: bool = false;
 const DEFAULT_FOCAL: f64 = 0.0;
 /// The box sent back to `ikolcrop` is the joints' extent enlarged by this factor (the joints
@@ -75,7 +75,8 @@ struct Settings {
     body_model: String,
     checkpoint: Option<PathBuf>,
     variant: BackboneVariant,
-    device: String,
+    device: BackboneDevice,
+    device_index: u32,
     flip_test: bool,
     focal_length: f64,
     fov: f64,
@@ -90,7 +91,8 @@ impl Default for Settings {
             body_model: DEFAULT_BODY_MODEL.into(),
             checkpoint: None,
             variant: BackboneVariant::default(),
-            device: DEFAULT_DEVICE.into(),
+            device: BackboneDevice::default(),
+            device_index: DEFAULT_DEVICE_INDEX,
             flip_test: DEFAULT_FLIP_TEST,
             focal_length: DEFAULT_FOCAL,
             fov: DEFAULT_HFOV_DEG,
@@ -291,10 +293,16 @@ impl ObjectImpl for IkolBackbone {
                     .blurb("Network variant: ikol24 or hybrik29")
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecString::builder("device")
+                glib::ParamSpecEnum::builder_with_default("device", BackboneDevice::default())
                     .nick("Device")
-                    .blurb("cpu, cuda or cuda:N (CUDA needs a build with the cuda feature)")
-                    .default_value(Some(DEFAULT_DEVICE))
+                    .blurb("cpu or cuda (CUDA needs a build with the cuda feature)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("device-index")
+                    .nick("Device index")
+                    .blurb("device=cuda: which GPU (CUDA ordinal)")
+                    .maximum(63)
+                    .default_value(DEFAULT_DEVICE_INDEX)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("flip-test")
@@ -345,9 +353,8 @@ impl ObjectImpl for IkolBackbone {
                     .map(PathBuf::from)
             }
             "variant" => s.variant = value.get().unwrap_or_default(),
-            "device" => {
-                s.device = common::string_value(value).unwrap_or_else(|| DEFAULT_DEVICE.into())
-            }
+            "device" => s.device = value.get().unwrap_or_default(),
+            "device-index" => s.device_index = value.get().unwrap_or(DEFAULT_DEVICE_INDEX),
             "flip-test" => s.flip_test = value.get().unwrap_or(DEFAULT_FLIP_TEST),
             "focal-length" => s.focal_length = value.get().unwrap_or(DEFAULT_FOCAL),
             "fov" => s.fov = value.get().unwrap_or(DEFAULT_HFOV_DEG),
@@ -370,6 +377,7 @@ impl ObjectImpl for IkolBackbone {
                 .to_value(),
             "variant" => s.variant.to_value(),
             "device" => s.device.to_value(),
+            "device-index" => s.device_index.to_value(),
             "flip-test" => s.flip_test.to_value(),
             "focal-length" => s.focal_length.to_value(),
             "principal-point" => s.principal_point.to_value(),
@@ -444,10 +452,10 @@ impl BaseTransformImpl for IkolBackbone {
                             .into(),
                     )
                 })?;
-                let choice: DeviceChoice = s
-                    .device
-                    .parse()
-                    .map_err(|e| settings_err(format!("ikolbackbone: device: {e}")))?;
+                let choice = match s.device {
+                    BackboneDevice::Cpu => DeviceChoice::Cpu,
+                    BackboneDevice::Cuda => DeviceChoice::Cuda(s.device_index as usize),
+                };
                 let device =
                     open_device(choice).map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
                 let net = Backbone::load(&path, s.variant.into(), &device)

@@ -49,6 +49,19 @@ pub enum BackboneModel {
     BlazePose,
 }
 
+/// The `device` property: where the network runs (`device-index` picks the GPU).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstIkolBackboneDevice")]
+pub enum BackboneDevice {
+    #[default]
+    #[enum_value(name = "CPU", nick = "cpu")]
+    Cpu,
+    /// An NVIDIA GPU through candle's CUDA backend (a build with the `cuda` feature).
+    #[enum_value(name = "CUDA GPU (build with the cuda feature)", nick = "cuda")]
+    Cuda,
+}
+
 glib::wrapper! {
     pub struct IkolBackbone(ObjectSubclass<imp::IkolBackbone>) @extends gst_base::BaseTransform, gst::Element, gst::Object;
 }

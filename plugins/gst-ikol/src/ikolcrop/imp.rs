@@ -36,6 +36,7 @@ use gst_video::VideoFormat;
 use ikol_detect::{Detection, PersonDetector, RgbImage, Tracker, TrackerConfig, create_detector};
 use ikol_types::{BBox, BOX_SCALE_MULT, CROP_SIZE, Crop};
 
+use super::CropDetector;
 use crate::common;
 use crate::meta::{self, FrameMeta, Person};
 
@@ -47,7 +48,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_DETECTOR: &str = "none";
 const DEFAULT_MAX_PEOPLE: u32 = 4;
 const DEFAULT_DETECT_INTERVAL: u32 = 30;
 const DEFAULT_TRACKING: bool = true;
@@ -58,7 +58,7 @@ const SAME_PERSON_IOU: f64 = 0.5;
 struct Settings {
     roi: Vec<BBox>,
     roi_text: String,
-    detector: String,
+    detector: CropDetector,
     max_people: u32,
     detect_interval: u32,
     tracking: bool,
@@ -69,7 +69,7 @@ impl Default for Settings {
         Self {
             roi: Vec::new(),
             roi_text: String::new(),
-            detector: DEFAULT_DETECTOR.into(),
+            detector: CropDetector::default(),
             max_people: DEFAULT_MAX_PEOPLE,
             detect_interval: DEFAULT_DETECT_INTERVAL,
             tracking: DEFAULT_TRACKING,
@@ -151,10 +151,12 @@ impl ObjectImpl for IkolCrop {
                     )
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecString::builder("detector")
+                glib::ParamSpecEnum::builder_with_default("detector", CropDetector::default())
                     .nick("Detector")
-                    .blurb("Person detector: none (boxes from metas, roi and tracking)")
-                    .default_value(Some(DEFAULT_DETECTOR))
+                    .blurb(
+                        "Person detector: none (boxes from metas, roi and tracking) or \
+                         blazepose (pretrained; `make models` fetches it)",
+                    )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("max-people")
@@ -199,9 +201,7 @@ impl ObjectImpl for IkolCrop {
                 }
                 s.roi_text = text;
             }
-            "detector" => {
-                s.detector = common::string_value(value).unwrap_or_else(|| DEFAULT_DETECTOR.into())
-            }
+            "detector" => s.detector = value.get().unwrap_or_default(),
             "max-people" => s.max_people = value.get().unwrap_or(DEFAULT_MAX_PEOPLE),
             "detect-interval" => s.detect_interval = value.get().unwrap_or(DEFAULT_DETECT_INTERVAL),
             "tracking" => s.tracking = value.get().unwrap_or(DEFAULT_TRACKING),
@@ -254,7 +254,7 @@ impl BaseTransformImpl for IkolCrop {
         let s = common::lock(&self.settings).clone();
         common::parse_boxes(&s.roi_text)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("ikolcrop: roi: {e}")))?;
-        let detector = create_detector(&s.detector)
+        let detector = create_detector(s.detector.name())
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("ikolcrop: {e}")))?;
         let tracker = Tracker::new(TrackerConfig {
             max_people: s.max_people as usize,

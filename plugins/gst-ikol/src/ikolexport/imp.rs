@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! SECTION:element-ikolexport
 //!
-//! Writes the `IkolFrameMeta` of every frame as one JSON object per line (JSON Lines) to
-//! `location`, or to stdout when `location` is unset. Each line is an `ikol_types::FrameResult`:
+//! With `format=jsonl` (the default) writes the `IkolFrameMeta` of every frame as one JSON
+//! object per line (JSON Lines) to `location`, or to stdout when `location` is unset. Each line is an `ikol_types::FrameResult`:
 //! `frame` (buffer index from the start of the stream), `pts_ns` (when the buffer has a
 //! timestamp) and `people`, each with `track_id`, `bbox` (the tight box of the solved body),
 //! `roi` (the region the front end looked at), `score` and whatever upstream elements filled:
@@ -14,18 +14,35 @@
 //! `people` (u32) and `json` (string), so applications can read results without a file. Video
 //! buffers pass through unchanged (the element works in pass-through mode).
 //!
+//! With `format=bvh|glb|trc|npz` it collects every track's solved bodies (`theta`, `beta`,
+//! `translation`) and, at end of stream (also on Ctrl-C when the application sends EOS, as
+//! `ikol run` and `gst-launch-1.0 -e` do; else when the element stops), writes one motion file per
+//! track with at least `min-frames` solved frames to `location`, where `%t` stands for the track id
+//! (without `%t`, `-<id>` goes before the extension). The formats, the Y-up world they share and
+//! the timeline (gaps interpolated, `frame-rate` resampling) are documented in the `ikol-export`
+//! crate. For each file an element message `ikol-take` is posted with fields `track` (u64),
+//! `location` (string), `format` (string) and `frames` (u32).
+//!
 //! ## Example launch line
 //! ```sh
 //! gst-launch-1.0 filesrc location=walk.mp4 ! decodebin ! videoconvert ! video/x-raw,format=RGB \
 //!   ! ikolcrop ! ikolbackbone checkpoint=ikol.safetensors ! ikolsolver \
 //!   ! ikolexport location=walk.jsonl ! fakesink
+//! gst-launch-1.0 -e filesrc location=walk.mp4 ! decodebin ! videoconvert ! video/x-raw,format=RGB \
+//!   ! ikolcrop detector=blazepose ! ikolbackbone model=blazepose ! ikolsolver method=fit \
+//!   ! ikolexport format=glb location=walk-%t.glb ! fakesink
 //! ```
 //!
 //! Since: 0.1
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Stdout, Write};
-use std::sync::{LazyLock, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use ikol_export::{Marker, Take, TrackSample};
+use ikol_types::joints::SMPL_JOINTS;
 
 use gst::glib;
 use gst::prelude::*;
@@ -39,21 +56,71 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "ikolexport",
         gst::DebugColorFlags::empty(),
-        Some("ikol JSON-lines export"),
+        Some("ikol JSON-lines and motion-file export"),
     )
 });
 
 const DEFAULT_LOCATION: Option<&str> = None;
 const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_VERTICES: bool = false;
+const DEFAULT_BODY_MODEL: &str = "default";
+const DEFAULT_FRAME_RATE: f64 = 0.0;
+const DEFAULT_MIN_FRAMES: u32 = 10;
+/// Frame rate assumed when the caps carry none (variable-rate streams).
+const FALLBACK_FPS: f64 = 30.0;
 /// Name of the element messages posted with `post-messages=true`.
 const MESSAGE_NAME: &str = "ikol-frame";
+/// Name of the element message posted for each motion file written.
+const TAKE_MESSAGE: &str = "ikol-take";
+
+/// What `ikolexport` writes.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstIkolExportFormat")]
+pub enum ExportFormat {
+    #[enum_value(
+        name = "JSON lines: one object per frame (every person)",
+        nick = "jsonl"
+    )]
+    Jsonl = 0,
+    #[enum_value(
+        name = "BVH motion per track (skeleton + Euler channels, cm)",
+        nick = "bvh"
+    )]
+    Bvh = 1,
+    #[enum_value(
+        name = "glTF 2.0 binary per track (skinned mesh + animation)",
+        nick = "glb"
+    )]
+    Glb = 2,
+    #[enum_value(name = "TRC markers per track (OpenSim / Pose2Sim, mm)", nick = "trc")]
+    Trc = 3,
+    #[enum_value(name = "NPZ SMPL parameters per track (AMASS layout)", nick = "npz")]
+    Npz = 4,
+}
+
+impl ExportFormat {
+    /// The motion-file format; `None` for JSON lines.
+    fn motion(self) -> Option<ikol_export::Format> {
+        match self {
+            ExportFormat::Jsonl => None,
+            ExportFormat::Bvh => Some(ikol_export::Format::Bvh),
+            ExportFormat::Glb => Some(ikol_export::Format::Glb),
+            ExportFormat::Trc => Some(ikol_export::Format::Trc),
+            ExportFormat::Npz => Some(ikol_export::Format::Npz),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Settings {
     location: Option<String>,
     post_messages: bool,
     vertices: bool,
+    format: ExportFormat,
+    body_model: String,
+    frame_rate: f64,
+    min_frames: u32,
 }
 
 impl Default for Settings {
@@ -62,8 +129,49 @@ impl Default for Settings {
             location: DEFAULT_LOCATION.map(str::to_owned),
             post_messages: DEFAULT_POST_MESSAGES,
             vertices: DEFAULT_VERTICES,
+            format: ExportFormat::Jsonl,
+            body_model: DEFAULT_BODY_MODEL.to_owned(),
+            frame_rate: DEFAULT_FRAME_RATE,
+            min_frames: DEFAULT_MIN_FRAMES,
         }
     }
+}
+
+/// The per-track motion of a stream, written at its end.
+#[derive(Debug)]
+struct Takes {
+    format: ikol_export::Format,
+    /// Location pattern (`%t` = track id).
+    pattern: String,
+    model: Arc<ikol_body::BodyModel>,
+    /// Surface markers for TRC (BlazePose's 33 landmarks on the mesh).
+    markers: Vec<Marker>,
+    tracks: BTreeMap<u64, Vec<TrackSample>>,
+    /// The stream's frame rate from the caps.
+    fps: Option<f64>,
+    frame_rate: Option<f64>,
+    min_frames: usize,
+    /// Index of the next buffer.
+    frame: u64,
+    /// Files were written (at EOS): not again at stop.
+    written: bool,
+}
+
+/// The file of track `id`: `%t` replaced, or `-<id>` inserted before the extension.
+fn take_path(pattern: &str, id: u64) -> PathBuf {
+    if pattern.contains("%t") {
+        return PathBuf::from(pattern.replace("%t", &id.to_string()));
+    }
+    let p = std::path::Path::new(pattern);
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match p.extension() {
+        Some(e) => format!("{stem}-{id}.{}", e.to_string_lossy()),
+        None => format!("{stem}-{id}"),
+    };
+    p.with_file_name(name)
 }
 
 /// Where the lines go.
@@ -89,7 +197,13 @@ impl Write for Output {
 }
 
 #[derive(Debug)]
-struct State {
+enum State {
+    Lines(Lines),
+    Takes(Box<Takes>),
+}
+
+#[derive(Debug)]
+struct Lines {
     out: Output,
     /// The destination as error messages name it: `` `path` `` or `stdout`.
     name: String,
@@ -99,7 +213,7 @@ struct State {
     failed: bool,
 }
 
-impl State {
+impl Lines {
     fn flush(&mut self) -> Result<(), String> {
         if self.failed {
             return Ok(());
@@ -128,8 +242,8 @@ impl IkolExport {
     fn flush(&self) -> Result<(), String> {
         let mut guard = common::lock(&self.state);
         match guard.as_mut() {
-            Some(state) => state.flush(),
-            None => Ok(()),
+            Some(State::Lines(l)) => l.flush(),
+            _ => Ok(()),
         }
     }
 
@@ -141,7 +255,7 @@ impl IkolExport {
         vertices: bool,
     ) -> Result<(u64, usize, String), Failure> {
         let mut guard = common::lock(&self.state);
-        let Some(state) = guard.as_mut() else {
+        let Some(State::Lines(state)) = guard.as_mut() else {
             return Err(Failure::Flow(gst::FlowError::Flushing));
         };
         if state.failed {
@@ -181,7 +295,10 @@ impl ObjectImpl for IkolExport {
             vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Location")
-                    .blurb("File to write the JSON lines to (created or truncated); unset: stdout")
+                    .blurb(
+                        "File to write to (created or truncated). jsonl: unset = stdout; motion \
+                         formats: required, `%t` = track id (else -<id> before the extension)",
+                    )
                     .default_value(DEFAULT_LOCATION)
                     .mutable_ready()
                     .build(),
@@ -200,6 +317,44 @@ impl ObjectImpl for IkolExport {
                     .default_value(DEFAULT_VERTICES)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("format", ExportFormat::Jsonl)
+                    .nick("Format")
+                    .blurb(
+                        "jsonl: a JSON line per frame; bvh, glb, trc, npz: a motion file per \
+                         track, written at end of stream",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("body-model")
+                    .nick("Body model")
+                    .blurb(
+                        "Motion formats: the body model the solver used (default, small, or a \
+                         model file): skeleton, mesh and markers",
+                    )
+                    .default_value(Some(DEFAULT_BODY_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("frame-rate")
+                    .nick("Frame rate")
+                    .blurb(
+                        "Motion formats: frames per second of the files (resampled by \
+                         interpolation); 0 = the stream's",
+                    )
+                    .minimum(0.0)
+                    .maximum(1000.0)
+                    .default_value(DEFAULT_FRAME_RATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-frames")
+                    .nick("Minimum frames")
+                    .blurb(
+                        "Motion formats: tracks with fewer solved frames are not written \
+                         (spurious detections)",
+                    )
+                    .minimum(1)
+                    .default_value(DEFAULT_MIN_FRAMES)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -211,6 +366,13 @@ impl ObjectImpl for IkolExport {
             "location" => s.location = common::string_value(value).filter(|l| !l.is_empty()),
             "post-messages" => s.post_messages = value.get().unwrap_or(DEFAULT_POST_MESSAGES),
             "vertices" => s.vertices = value.get().unwrap_or(DEFAULT_VERTICES),
+            "format" => s.format = value.get().unwrap_or(ExportFormat::Jsonl),
+            "body-model" => {
+                s.body_model =
+                    common::string_value(value).unwrap_or_else(|| DEFAULT_BODY_MODEL.to_owned());
+            }
+            "frame-rate" => s.frame_rate = value.get().unwrap_or(DEFAULT_FRAME_RATE),
+            "min-frames" => s.min_frames = value.get().unwrap_or(DEFAULT_MIN_FRAMES),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -220,6 +382,10 @@ impl ObjectImpl for IkolExport {
         match pspec.name() {
             "location" => s.location.to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "format" => s.format.to_value(),
+            "body-model" => s.body_model.to_value(),
+            "frame-rate" => s.frame_rate.to_value(),
+            "min-frames" => s.min_frames.to_value(),
             _ => s.vertices.to_value(),
         }
     }
@@ -231,10 +397,11 @@ impl ElementImpl for IkolExport {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
-                "ikol JSON export",
+                "ikol export",
                 "Filter/Analyzer/Video",
                 "Writes each frame's ikol results (boxes, joints, rotations, shape, translation) \
-                 as a JSON line to a file or stdout, optionally as bus messages",
+                 as a JSON line to a file or stdout, optionally as bus messages, or each \
+                 track's motion as BVH, glTF (.glb), TRC or NPZ",
                 "ikol developers",
             )
         });
@@ -256,8 +423,48 @@ impl BaseTransformImpl for IkolExport {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = true;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let location = common::lock(&self.settings).location.clone();
-        let (out, name) = match location {
+        let settings = common::lock(&self.settings).clone();
+        if let Some(format) = settings.format.motion() {
+            let Some(pattern) = settings.location else {
+                return Err(gst::error_msg!(
+                    gst::ResourceError::NotFound,
+                    (
+                        "ikolexport: format={} writes a file per track: set location (with %t \
+                         for the track id)",
+                        format.extension()
+                    )
+                ));
+            };
+            let model = common::body_model("ikolexport", &settings.body_model)?;
+            let markers = surface_markers(&model).unwrap_or_else(|e| {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "no surface markers on this body model: {e}"
+                );
+                Vec::new()
+            });
+            gst::debug!(
+                CAT,
+                imp = self,
+                "writing {} per track to {pattern}",
+                format.extension()
+            );
+            *common::lock(&self.state) = Some(State::Takes(Box::new(Takes {
+                format,
+                pattern,
+                model,
+                markers,
+                tracks: BTreeMap::new(),
+                fps: None,
+                frame_rate: (settings.frame_rate > 0.0).then_some(settings.frame_rate),
+                min_frames: settings.min_frames.max(1) as usize,
+                frame: 0,
+                written: false,
+            })));
+            return Ok(());
+        }
+        let (out, name) = match settings.location {
             None => (
                 Output::Stdout(BufWriter::new(std::io::stdout())),
                 "stdout".to_owned(),
@@ -273,29 +480,57 @@ impl BaseTransformImpl for IkolExport {
             }
         };
         gst::debug!(CAT, imp = self, "writing JSON lines to {name}");
-        *common::lock(&self.state) = Some(State {
+        *common::lock(&self.state) = Some(State::Lines(Lines {
             out,
             name,
             frame: 0,
             failed: false,
-        });
+        }));
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         let state = common::lock(&self.state).take();
         // Reported, but the element still stops: an application must be able to shut down.
-        if let Some(Err(msg)) = state.map(|mut s| s.flush()) {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
+        match state {
+            Some(State::Lines(mut l)) => {
+                if let Err(msg) = l.flush() {
+                    gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
+                }
+            }
+            // Stopped without end of stream (an error upstream, a state change): what was
+            // collected is still written.
+            Some(State::Takes(mut t)) if !t.written => self.write_takes(&mut t),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let fps = incaps
+            .structure(0)
+            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .map(|f| f64::from(f.numer()) / f64::from(f.denom()));
+        if let Some(State::Takes(t)) = common::lock(&self.state).as_mut() {
+            t.fps = fps;
         }
         Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::Eos(_) = event.view()
-            && let Err(msg) = self.flush()
-        {
-            gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
+        if let gst::EventView::Eos(_) = event.view() {
+            if let Err(msg) = self.flush() {
+                gst::element_imp_error!(self, gst::ResourceError::Write, ("{msg}"));
+            }
+            // Files are complete before EOS goes on, so an application that sees EOS on the
+            // bus finds them written.
+            let mut guard = common::lock(&self.state);
+            if let Some(State::Takes(t)) = guard.as_mut()
+                && !t.written
+            {
+                self.write_takes(t);
+            }
         }
         self.parent_sink_event(event)
     }
@@ -322,6 +557,9 @@ impl IkolExport {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("{msg}"));
             gst::FlowError::Error
         })?;
+        if settings.format.motion().is_some() {
+            return self.collect(&m);
+        }
         let pts_ns = buf.pts().map(gst::ClockTime::nseconds);
         let (frame, people, line) = match self.write_frame(&m, pts_ns, settings.vertices) {
             Ok(r) => r,
@@ -346,5 +584,103 @@ impl IkolExport {
             }
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+/// BlazePose's 33 landmarks at their anchors on `model`'s surface, as TRC markers.
+fn surface_markers(model: &ikol_body::BodyModel) -> Result<Vec<Marker>, String> {
+    let anchors = ikol_detect::landmarks_smpl::anchors(model)?;
+    Ok(ikol_detect::blazepose::landmarks::LANDMARK_NAMES
+        .iter()
+        .zip(anchors)
+        .map(|(n, anchor)| Marker {
+            name: (*n).to_owned(),
+            anchor,
+        })
+        .collect())
+}
+
+impl IkolExport {
+    /// Keeps the solved bodies of one frame, per track.
+    fn collect(&self, m: &meta::FrameMeta) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut guard = common::lock(&self.state);
+        let Some(State::Takes(t)) = guard.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let frame = t.frame;
+        t.frame += 1;
+        let f64s = |v: &[f32; 3]| v.map(f64::from);
+        for p in &m.people {
+            // Only solved bodies: a person the solver left without one (no pose, a failed fit)
+            // is a gap, filled by interpolation when the track goes on.
+            let Some(tr) = p.translation.filter(|_| p.theta.len() == SMPL_JOINTS) else {
+                continue;
+            };
+            let samples = t.tracks.entry(p.track_id).or_default();
+            if samples.len() >= ikol_export::take::MAX_FRAMES {
+                continue;
+            }
+            samples.push(TrackSample {
+                frame,
+                theta: p.theta.iter().map(f64s).collect(),
+                translation: f64s(&tr),
+                beta: p.beta.iter().map(|&b| f64::from(b)).collect(),
+            });
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Writes every long-enough track (errors are posted; the others are still written).
+    fn write_takes(&self, t: &mut Takes) {
+        t.written = true;
+        let fps = t.fps.unwrap_or_else(|| {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "the caps carry no frame rate: motion files assume {FALLBACK_FPS} fps"
+            );
+            FALLBACK_FPS
+        });
+        for (&id, samples) in &t.tracks {
+            if samples.len() < t.min_frames {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "track {id}: {} solved frames, fewer than min-frames={}: not written",
+                    samples.len(),
+                    t.min_frames
+                );
+                continue;
+            }
+            let path = take_path(&t.pattern, id);
+            let result = Take::new(id, samples, fps, t.frame_rate, &t.model).and_then(|take| {
+                t.format
+                    .write(&take, &t.model, &t.markers, &path)
+                    .map(|()| take.len())
+            });
+            match result {
+                Ok(frames) => {
+                    gst::info!(CAT, imp = self, "track {id}: wrote {}", path.display());
+                    let s = gst::Structure::builder(TAKE_MESSAGE)
+                        .field("track", id)
+                        .field("location", path.display().to_string())
+                        .field("format", t.format.extension())
+                        .field("frames", u32::try_from(frames).unwrap_or(u32::MAX))
+                        .build();
+                    let msg = gst::message::Element::builder(s).src(&*self.obj()).build();
+                    if self.obj().post_message(msg).is_err() {
+                        gst::debug!(CAT, imp = self, "track {id}: no bus to post on");
+                    }
+                }
+                Err(e) => gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "ikolexport: track {id}: cannot write `{}`: {e}",
+                        path.display()
+                    )
+                ),
+            }
+        }
     }
 }
