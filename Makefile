@@ -15,7 +15,7 @@ APT_PACKAGES := pkg-config build-essential \
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup models test demo fmt lint body-model body-fixtures
+.PHONY: help setup models media validators test demo fmt lint body-model body-fixtures
 
 help:
 	@echo "make demo   - set up, build, and run the most complete job available (writes $(OUT)/)"
@@ -51,12 +51,33 @@ ifneq ($(CI),)
 export CARGO_INCREMENTAL := 0
 endif
 
-test: setup models fmt lint
+# Independent readers for the motion files (issue 18): the Khronos glTF validator (npm) and a
+# Python venv with numpy, bvh, pygltflib and safetensors (tests/tools/requirements-validators.txt).
+VALIDATORS ?= $(HOME)/.cache/ikol/validators
+export IKOL_VALIDATORS := $(VALIDATORS)
+GLTF_VALIDATOR_VERSION := 2.0.0-dev.3.10
+validators: setup
+	@command -v npm >/dev/null || { echo "validators: installing nodejs npm"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@mkdir -p $(VALIDATORS)
+	@grep -qs '"version": "$(GLTF_VALIDATOR_VERSION)"' $(VALIDATORS)/node_modules/gltf-validator/package.json || \
+		(cd $(VALIDATORS) && npm install --no-audit --no-fund --silent gltf-validator@$(GLTF_VALIDATOR_VERSION))
+	@[ -x $(VALIDATORS)/py/bin/python ] || python3 -m venv $(VALIDATORS)/py
+	@cmp -s tests/tools/requirements-validators.txt $(VALIDATORS)/py/requirements.txt || \
+		{ $(VALIDATORS)/py/bin/pip install -q -r tests/tools/requirements-validators.txt && \
+		  cp tests/tools/requirements-validators.txt $(VALIDATORS)/py/requirements.txt; }
+
+# The real clip of the demo and of the mocap test (pose2sim 0.10.49 on PyPI, BSD-3-Clause).
+MEDIA ?= $(HOME)/.cache/ikol/media
+export IKOL_MEDIA := $(MEDIA)
+media:
+	pipelines/tools/fetch_demo_media.sh $(MEDIA) >/dev/null
+
+test: setup models media validators fmt lint
 	$(CARGO) test --workspace --locked
 	@du -sh target 2>/dev/null | sed 's/^/test: build directory /' || true
 
-# The real clip of the demo (pose2sim 0.10.49 on PyPI, BSD-3-Clause), fetched and checked once.
-MEDIA ?= $(HOME)/.cache/ikol/media
+# The real clip of the demo, fetched and checked once (see `media`).
 DEMO_CLIP := $(MEDIA)/pose2sim/cam01.mp4
 
 # The main job: the real clip through the whole chain with the pretrained BlazePose front end

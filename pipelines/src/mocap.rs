@@ -19,7 +19,8 @@ pub struct MocapArgs {
     pub video: PathBuf,
     /// Output file; the extension picks the format (.bvh, .glb, .trc, .npz). One file per
     /// track: `%t` in the name is the track id, else `-<id>` goes before the extension.
-    /// Repeat for several formats in one pass.
+    /// Repeat for several formats in one pass. `.jsonl`: every frame's results as `ikol run`
+    /// writes them (one file).
     #[arg(long, required = true)]
     pub output: Vec<PathBuf>,
     /// `default`, `small`, or a body model file (our .safetensors, SMPL .npz or .pkl).
@@ -31,7 +32,8 @@ pub struct MocapArgs {
     /// Tracks with fewer solved frames are not written.
     #[arg(long, default_value_t = 10)]
     pub min_frames: u32,
-    /// Only the first N frames of the video.
+    /// Stop after about N frames of the video: end of stream follows the Nth decoded frame
+    /// (frames the decoder already had in flight still arrive).
     #[arg(long)]
     pub frames: Option<u64>,
     /// Focal length in pixels from a calibration (default: a 60-degree horizontal view).
@@ -91,12 +93,17 @@ pub fn description(a: &MocapArgs) -> Result<String> {
         quoted(a.principal.as_deref().unwrap_or("")),
     );
     for out in &a.output {
-        let format = Format::from_path(out).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--output {}: the extension must be one of .bvh, .glb, .trc, .npz",
+        let jsonl = out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
+        let format = match Format::from_path(out) {
+            Some(f) => f.extension(),
+            None if jsonl => "jsonl",
+            None => bail!(
+                "--output {}: the extension must be one of .bvh, .glb, .trc, .npz, .jsonl",
                 out.display()
-            )
-        })?;
+            ),
+        };
         let loc = out
             .to_str()
             .ok_or_else(|| anyhow::anyhow!("{}: the path is not valid UTF-8", out.display()))?;
@@ -108,7 +115,7 @@ pub fn description(a: &MocapArgs) -> Result<String> {
         let _ = write!(
             d,
             " ! ikolexport format={} location={} body-model={bm} frame-rate={} min-frames={}",
-            format.extension(),
+            format,
             quoted(loc),
             a.fps_out.unwrap_or(0.0),
             a.min_frames

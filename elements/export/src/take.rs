@@ -66,6 +66,10 @@ pub struct Take {
     pub fps: f64,
     /// Stream frame index of the take's first frame.
     pub first_frame: u64,
+    /// The stream's frame rate.
+    pub source_fps: f64,
+    /// Stream frames the take spans (first to last solved frame, inclusive).
+    pub source_frames: u64,
     /// The take's shape (mean of the track's), as many coefficients as the body model has.
     pub beta: Vec<f64>,
     /// Rest joints of that shape (model frame: y up, facing +z), metres.
@@ -208,6 +212,8 @@ impl Take {
             track_id,
             fps: fps_out,
             first_frame,
+            source_fps: fps,
+            source_frames: last.frame - first_frame + 1,
             beta,
             rest_joints,
             rotations,

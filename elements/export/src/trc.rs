@@ -37,13 +37,17 @@ pub fn encode(
         "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\t\
          OrigNumFrames\n",
     );
+    // Orig*: the video the take comes from (its rate, the take's first frame, 1-based, and
+    // how many video frames it spans).
     let _ = writeln!(
         s,
-        "{:.2}\t{:.2}\t{n}\t{}\tmm\t{:.2}\t1\t{n}",
+        "{:.2}\t{:.2}\t{n}\t{}\tmm\t{:.2}\t{}\t{}",
         take.fps,
         take.fps,
         markers.len(),
-        take.fps
+        take.source_fps,
+        take.first_frame + 1,
+        take.source_frames
     );
     s.push_str("Frame#\tTime");
     for m in markers {
@@ -91,7 +95,7 @@ mod tests {
         let t = encode(&take, &model, &markers, "a.trc").unwrap();
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "PathFileType\t4\t(X/Y/Z)\ta.trc");
-        assert_eq!(lines[2], "50.00\t50.00\t1\t25\tmm\t50.00\t1\t1");
+        assert_eq!(lines[2], "50.00\t50.00\t1\t25\tmm\t50.00\t5\t1");
         assert!(lines[3].starts_with("Frame#\tTime\tpelvis\t\t\tleft_hip"));
         assert!(lines[4].ends_with("X25\tY25\tZ25"));
         assert_eq!(lines[5], "");
