@@ -327,3 +327,20 @@ fn solve_fit_places_the_body_on_its_keypoints() {
         assert!(!ok && msg.contains(says), "{msg}");
     }
 }
+
+#[test]
+fn run_names_the_valid_values_of_a_mistyped_enum() {
+    let file = tmp("typo.pipeline");
+    std::fs::write(
+        &file,
+        "videotestsrc num-buffers=1 ! video/x-raw,format=RGB ! ikolcrop detector=blazpose \
+         ! fakesink\n",
+    )
+    .unwrap();
+    let (ok, msg) = ikol(&["run", s(&file)]);
+    assert!(!ok, "{msg}");
+    assert!(
+        msg.contains("detector") && msg.contains("valid values: none, blazepose"),
+        "{msg}"
+    );
+}

@@ -106,7 +106,13 @@ fn buffer(meta: Option<&FrameMeta>, pts: Option<gst::ClockTime>) -> Result<gst::
 fn harness(props: &[(&str, glib::Value)]) -> Result<(Harness, gst::Bus)> {
     let el = gst::ElementFactory::make("ikolexport").build()?;
     for (name, value) in props {
-        el.set_property_from_value(name, value);
+        // Strings for non-string properties (enums) as a launch line gives them.
+        match (value.get::<&str>(), el.find_property(name)) {
+            (Ok(v), Some(p)) if p.value_type() != String::static_type() => {
+                el.set_property_from_str(name, v)
+            }
+            _ => el.set_property_from_value(name, value),
+        }
     }
     let bus = gst::Bus::new();
     el.set_bus(Some(&bus));
@@ -316,5 +322,191 @@ fn defaults() -> Result<()> {
     assert_eq!(el.property::<Option<String>>("location"), None);
     assert!(!el.property::<bool>("post-messages"));
     assert!(!el.property::<bool>("vertices"));
+    Ok(())
+}
+
+/// A solved person for the motion formats: upright in the camera (root a half turn about x),
+/// left knee bent by `knee`, root at `t` (camera metres).
+fn solved(track_id: u64, knee: f32, t: [f32; 3]) -> Person {
+    let mut theta = vec![[0.0f32; 3]; 24];
+    theta[0] = [std::f32::consts::PI, 0.0, 0.0];
+    theta[4] = [knee, 0.0, 0.0];
+    Person {
+        track_id,
+        theta,
+        beta: vec![0.3; 10],
+        translation: Some(t),
+        ..Default::default()
+    }
+}
+
+/// Pelvis (the first marker) of every TRC row, mm, and the header's DataRate and NumFrames.
+fn trc_pelvis(path: &std::path::Path) -> Result<(f64, usize, Vec<[f64; 3]>)> {
+    let text = std::fs::read_to_string(path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let head: Vec<&str> = lines[2].split('\t').collect();
+    let rows = lines[5..]
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: Vec<f64> = l
+                .split('\t')
+                .map(|x| x.parse().unwrap_or(f64::NAN))
+                .collect();
+            [v[2], v[3], v[4]]
+        })
+        .collect();
+    Ok((head[0].parse()?, head[2].parse()?, rows))
+}
+
+#[test]
+fn motion_files_per_track_at_end_of_stream() -> Result<()> {
+    init();
+    let dir = std::env::temp_dir().join(format!("ikolexport-takes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let pattern = dir.join("take-%t.trc");
+    for (rate, frames) in [(0.0, 12usize), (50.0, 23)] {
+        let (mut h, bus) = harness(&[
+            ("format", "trc".to_value()),
+            ("location", pattern.to_str().context("utf-8")?.to_value()),
+            ("body-model", "small".to_value()),
+            ("min-frames", 2u32.to_value()),
+            ("frame-rate", rate.to_value()),
+        ])?;
+        let t = |i: u64| [0.1 * i as f32, 0.2, 3.0 + 0.05 * i as f32];
+        for i in 0..12u64 {
+            let mut m = frame_meta(0);
+            // Track 7 in every frame but 5; track 9 once (fewer than min-frames).
+            m.people = if i == 5 {
+                Vec::new()
+            } else {
+                vec![solved(7, 0.1 * i as f32, t(i))]
+            };
+            if i == 0 {
+                m.people.push(solved(9, 0.0, t(0)));
+            }
+            h.push(buffer(
+                Some(&m),
+                Some(gst::ClockTime::from_mseconds(40 * i)),
+            )?)
+            .map_err(|e| anyhow!("push {i}: {e:?}"))?;
+        }
+        ensure!(h.push_event(gst::event::Eos::new()), "EOS handled");
+        // Written before EOS went on.
+        let (data_rate, n, pelvis) = trc_pelvis(&dir.join("take-7.trc"))?;
+        assert!(
+            !dir.join("take-9.trc").exists(),
+            "track 9 is under min-frames"
+        );
+        assert_eq!((n, pelvis.len()), (frames, frames));
+        assert_eq!(data_rate, if rate > 0.0 { rate } else { 25.0 });
+        // The root moves as the camera translation does, turned into the Y-up world
+        // (x, -y, -z), in mm; the missing frame 5 is halfway between 4 and 6.
+        let step = if rate > 0.0 { 25.0 / rate } else { 1.0 };
+        let last = (frames - 1) as f64 * step;
+        let world = |i: f64| [100.0 * i, -200.0, -(3000.0 + 50.0 * i)];
+        for (k, p) in [(0usize, 0.0), (frames - 1, last)] {
+            for c in [0, 2] {
+                let d = (pelvis[k][c] - pelvis[0][c]) - (world(p)[c] - world(0.0)[c]);
+                assert!(d.abs() < 0.01, "frame {k} axis {c}: {:?}", pelvis[k]);
+            }
+        }
+        if rate == 0.0 {
+            for c in 0..3 {
+                let mid = 0.5 * (pelvis[4][c] + pelvis[6][c]);
+                assert!((pelvis[5][c] - mid).abs() < 0.01, "{:?}", pelvis[5]);
+            }
+        }
+        let mut takes = Vec::new();
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Element]) {
+            let s = msg.structure().context("structure")?;
+            if s.name() == "ikol-take" {
+                takes.push((s.get::<u64>("track")?, s.get::<u32>("frames")?));
+                assert_eq!(s.get::<String>("format")?, "trc");
+            }
+        }
+        assert_eq!(takes, vec![(7, frames as u32)]);
+        drop(h);
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn motion_format_needs_a_location() -> Result<()> {
+    init();
+    let el = gst::ElementFactory::make("ikolexport")
+        .property_from_str("format", "bvh")
+        .build()?;
+    let bus = gst::Bus::new();
+    el.set_bus(Some(&bus));
+    assert!(el.set_state(gst::State::Paused).is_err());
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .context("an error message")?;
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(
+        e.error().message().contains("set location"),
+        "{}",
+        e.error()
+    );
+    el.set_state(gst::State::Null)?;
+    Ok(())
+}
+
+/// Every closed set is a GEnum listing its values (what gst-inspect-1.0 prints); launch lines
+/// set them by nick; a typo fails at parse time.
+#[test]
+fn closed_sets_are_enums() -> Result<()> {
+    init();
+    let sets: [(&str, &str, &[&str]); 8] = [
+        ("ikolcrop", "detector", &["none", "blazepose"]),
+        ("ikolbackbone", "model", &["heatmap", "blazepose"]),
+        ("ikolbackbone", "variant", &["ikol24", "hybrik29"]),
+        ("ikolbackbone", "device", &["cpu", "cuda"]),
+        (
+            "ikolsolver",
+            "method",
+            &["ikol", "hybrik", "hybrik-naive", "fit"],
+        ),
+        ("ikolsolver", "init", &["zero", "analytic"]),
+        ("ikoloverlay", "mode", &["all", "mesh", "skeleton", "boxes"]),
+        (
+            "ikolexport",
+            "format",
+            &["jsonl", "bvh", "glb", "trc", "npz"],
+        ),
+    ];
+    for (factory, prop, values) in sets {
+        let el = gst::ElementFactory::make(factory).build()?;
+        let pspec = el.find_property(prop).context("property")?;
+        let en = pspec
+            .downcast_ref::<glib::ParamSpecEnum>()
+            .with_context(|| format!("{factory}.{prop} is not an enum"))?;
+        let nicks: Vec<String> = en
+            .enum_class()
+            .values()
+            .iter()
+            .map(|v| v.nick().to_owned())
+            .collect();
+        for v in values {
+            assert!(nicks.iter().any(|n| n == v), "{factory}.{prop}: {nicks:?}");
+            el.set_property_from_str(prop, v);
+        }
+        let ok = gst::parse::launch(&format!(
+            "fakesrc ! {factory} {prop}={} ! fakesink",
+            values[1]
+        ));
+        assert!(ok.is_ok(), "{factory} {prop}={}", values[1]);
+        let typo = gst::parse::launch(&format!(
+            "fakesrc ! {factory} {prop}=no-such-value ! fakesink"
+        ));
+        let err = typo
+            .err()
+            .with_context(|| format!("{factory}.{prop}: typo accepted"))?;
+        assert!(err.to_string().contains(prop), "{err}");
+    }
     Ok(())
 }
