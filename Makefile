@@ -93,10 +93,23 @@ demo: setup models
 	pipelines/tools/fetch_demo_media.sh $(MEDIA)
 	target/release/ikol run pipelines/video-to-overlay.pipeline INPUT=$(DEMO_CLIP) \
 		OUTPUT=$(OUT)/demo-overlay.mp4 JSON=$(OUT)/demo.jsonl FOCAL=1681.2 PRINCIPAL=533.0,948.1
+	target/release/ikol mocap $(DEMO_CLIP) --focal 1681.2 --principal 533.0,948.1 \
+		--output $(OUT)/demo-take.bvh --output $(OUT)/demo-take.glb \
+		--output $(OUT)/demo-take.trc --output $(OUT)/demo-take.npz
 	gst-launch-1.0 -q filesrc location=$(OUT)/demo-overlay.mp4 ! qtdemux ! h264parse ! avdec_h264 \
 		! videoconvert ! videoscale ! video/x-raw,width=540,height=960 ! jpegenc snapshot=true \
 		! filesink location=$(OUT)/demo-frame.jpg
-	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}, $(OUT)/demo-overlay.mp4, $(OUT)/demo.jsonl, $(OUT)/demo-frame.jpg"
+	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}, $(OUT)/demo-overlay.mp4, $(OUT)/demo.jsonl, $(OUT)/demo-frame.jpg, $(OUT)/demo-take-<track>.{bvh,glb,trc,npz}"
+
+# The picture of the demo take's .glb in a real viewer: Debian's Blender 3.4 (its own glTF
+# importer; it needs python3-numpy, which the package does not pull in), Cycles on the CPU.
+# Run after `make demo`.
+.PHONY: mocap-picture
+mocap-picture: setup
+	@for p in blender python3-numpy; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends blender python3-numpy; break; }; done
+	blender -b --factory-startup --python-exit-code 2 --python docs/tools/render_glb.py -- \
+		$(OUT)/demo-take-1.glb docs/mocap-blender.png 20 720x960
 
 # Python tools: only for talking to the Python ecosystem; their outputs are committed, so neither
 # `make test` nor `make demo` needs them.

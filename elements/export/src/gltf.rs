@@ -49,7 +49,7 @@ impl Builder {
         count: usize,
         min_max: Option<(Vec<f32>, Vec<f32>)>,
     ) -> usize {
-        while self.bin.len() % 4 != 0 {
+        while !self.bin.len().is_multiple_of(4) {
             self.bin.push(0);
         }
         let mut view =
@@ -258,7 +258,7 @@ pub fn encode(take: &Take, model: &BodyModel) -> Result<Vec<u8>, ExportError> {
         ));
     }
     nodes.push(json!({"name": format!("body_{}", take.track_id), "mesh": 0, "skin": 0}));
-    while b.bin.len() % 4 != 0 {
+    while !b.bin.len().is_multiple_of(4) {
         b.bin.push(0);
     }
     let doc = json!({
@@ -285,7 +285,7 @@ pub fn encode(take: &Take, model: &BodyModel) -> Result<Vec<u8>, ExportError> {
     });
     let mut text = serde_json::to_vec(&doc)
         .map_err(|e| ExportError::Input(format!("glTF: cannot encode JSON: {e}")))?;
-    while text.len() % 4 != 0 {
+    while !text.len().is_multiple_of(4) {
         text.push(b' ');
     }
     let total = 12 + 8 + text.len() + 8 + b.bin.len();
