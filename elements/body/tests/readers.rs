@@ -407,16 +407,37 @@ fn bad_npz_variants_name_key_and_problem() {
 }
 
 #[test]
+fn string_members_as_numpy_writes_them() {
+    // python3 -c "import numpy as np, io; b = io.BytesIO(); np.save(b, np.array('neutral'));
+    //             print(b.getvalue())"
+    // -> header {'descr': '<U7', 'fortran_order': False, 'shape': (), } then 7 UTF-32LE chars
+    let mut npy = b"\x93NUMPY\x01\x00v\x00".to_vec();
+    npy.extend_from_slice(b"{'descr': '<U7', 'fortran_order': False, 'shape': (), }");
+    npy.resize(127, b' ');
+    npy.push(b'\n');
+    for c in "neutral".chars() {
+        npy.extend_from_slice(&u32::from(c).to_le_bytes());
+    }
+    let a = ikol_body::npy::read_npy(&npy).unwrap();
+    assert_eq!(a.to_strings().unwrap(), vec!["neutral".to_owned()]);
+    assert!(a.to_f64().is_err(), "strings are not numbers");
+    // Our writer gives numpy's bytes exactly.
+    let ours = ikol_body::npy::npy_bytes(&NdArray::from_str_scalar("neutral").unwrap()).unwrap();
+    assert_eq!(ours, npy);
+}
+
+#[test]
 fn unreadable_npz_member_names_the_key() {
-    // a string array member ('<U3', which this reader does not parse) breaks only its own key
+    // a big-endian string array member ('>U3', which this reader does not parse; '<U3' it
+    // does) breaks only its own key
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    let dict = b"{'descr': '<U3', 'fortran_order': False, 'shape': (), }";
+    let dict = b"{'descr': '>U3', 'fortran_order': False, 'shape': (), }";
     let total = (10 + dict.len() + 1).div_ceil(64) * 64;
     npy.extend_from_slice(&((total - 10) as u16).to_le_bytes());
     npy.extend_from_slice(dict);
     npy.resize(total - 1, b' ');
     npy.push(b'\n');
-    npy.extend_from_slice(&[b'l', 0, 0, 0, b'b', 0, 0, 0, b's', 0, 0, 0]);
+    npy.extend_from_slice(&[0, 0, 0, b'l', 0, 0, 0, b'b', 0, 0, 0, b's']);
     let good = read_npz(data("random_smpl.npz")).unwrap();
     let path = tmp("with_string.npz");
     {
@@ -439,7 +460,7 @@ fn unreadable_npz_member_names_the_key() {
     // the strict reader refuses the archive, naming the member and dtype
     let msg = read_npz(&path).unwrap_err().to_string();
     assert!(
-        msg.contains("bs_style.npy") && msg.contains("unsupported dtype '<U3'"),
+        msg.contains("bs_style.npy") && msg.contains("unsupported dtype '>U3'"),
         "{msg}"
     );
 }

@@ -510,3 +510,42 @@ fn closed_sets_are_enums() -> Result<()> {
     }
     Ok(())
 }
+
+/// Stopped without end of stream (an upstream error, an application tearing down): what was
+/// collected is still written.
+#[test]
+fn motion_files_written_when_stopped_without_eos() -> Result<()> {
+    init();
+    let dir = std::env::temp_dir().join(format!("ikolexport-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let loc = dir.join("t.npz");
+    let (mut h, _bus) = harness(&[
+        ("format", "npz".to_value()),
+        ("location", loc.to_str().context("utf-8")?.to_value()),
+        ("body-model", "small".to_value()),
+        ("min-frames", 3u32.to_value()),
+    ])?;
+    for i in 0..3u64 {
+        let mut m = frame_meta(0);
+        m.people = vec![solved(4, 0.2, [0.0, 0.1, 2.5])];
+        h.push(buffer(
+            Some(&m),
+            Some(gst::ClockTime::from_mseconds(40 * i)),
+        )?)
+        .map_err(|e| anyhow!("push {i}: {e:?}"))?;
+    }
+    let written = dir.join("t-4.npz");
+    assert!(!written.exists(), "nothing before the end");
+    drop(h); // the harness stops the element (no EOS)
+    let arrays = ikol_body::npy::read_npz(&written)?;
+    assert_eq!(arrays["poses"].shape, vec![3, 72]);
+    // The knee as given (left knee, joint 4, x component); the root upright in the world.
+    let poses = arrays["poses"].to_f64()?;
+    assert!(
+        (poses[12] - 0.2).abs() < 1e-6 && poses[0].abs() < 1e-6,
+        "{:?}",
+        &poses[..15]
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
