@@ -300,13 +300,13 @@ pub fn main(a: &EvalArgs) -> Result<()> {
     } else {
         a.method.clone()
     };
-    println!(
-        "3DPW {}: {} sequence(s) under {}; {front} -> {solver}; body model {}",
+    run::say(&format!(
+        "3DPW {}: {} sequence(s) under {}; {front} -> {solver}; body model {}\n",
         a.split,
         files.len(),
         a.root.display(),
         a.body_model
-    );
+    ));
 
     let run_args = RunArgs {
         file: file.path.clone(),
@@ -326,13 +326,13 @@ pub fn main(a: &EvalArgs) -> Result<()> {
         .filter(|c| c.is_file())
         .filter_map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    println!(
-        "wrote {} and {} per-sequence CSV(s) in {}: {}",
+    run::say(&format!(
+        "wrote {} and {} per-sequence CSV(s) in {}: {}\n",
         summary.display(),
         written.len(),
         a.output.display(),
         written.join(", ")
-    );
+    ));
     if let Some((samples, missing)) = totals(&summary)
         && samples == 0
     {

@@ -41,19 +41,30 @@ enum Cli {
         /// JSON input (schema in the README).
         #[arg(long)]
         input: PathBuf,
-        /// `ikol` (Gauss-Newton), `hybrik` (adaptive analytic), `hybrik-naive`, or `fit` (the
-        /// body fitted to each person's `keypoints_2d` with its `intrinsics`).
+        /// `ikol` (Gauss-Newton), `hybrik` (adaptive analytic), `hybrik-2021` (adaptive without
+        /// the naive-bone fallback, as released in 2021), `hybrik-naive`, or `fit` (the body
+        /// fitted to each person's `keypoints_2d` with its `intrinsics`).
         #[arg(long, default_value = "ikol")]
         method: String,
-        /// Gauss-Newton iterations (ikol; default 5).
+        /// Gauss-Newton iterations (ikol; default 5, at most 10000).
         #[arg(long)]
         iterations: Option<usize>,
         /// Gauss-Newton damping sigma (ikol; default 0.1).
         #[arg(long)]
         damping: Option<f64>,
-        /// Starting swing angles (ikol): `zero` (the paper) or `analytic` (from HybrIK).
-        #[arg(long, default_value = "zero")]
-        init: String,
+        /// Starting swing angles (ikol): `zero` (the paper; default) or `analytic` (from HybrIK).
+        #[arg(long)]
+        init: Option<String>,
+        /// Levenberg-Marquardt damping (ikol): a step that does not lower the cost is rejected
+        /// and the damping raised.
+        #[arg(long)]
+        lm: bool,
+        /// Stop early when the largest step is below this many radians (ikol).
+        #[arg(long)]
+        tolerance: Option<f64>,
+        /// Refuse inputs with |beta| above this.
+        #[arg(long, default_value_t = solve::DEFAULT_MAX_BETA)]
+        max_beta: f64,
         /// `default`, `small`, or a model file: gives the rest skeleton for the shape.
         #[arg(long, default_value = "default")]
         body_model: String,
@@ -230,7 +241,14 @@ fn render_front(vertices: &[[f32; 3]], faces: &[[u32; 3]], path: &std::path::Pat
 }
 
 fn main() -> Result<()> {
-    match Cli::parse() {
+    let cli = Cli::parse();
+    // One-shot commands die of SIGPIPE on a closed pipe like Unix tools (`| head`); the
+    // streaming ones keep it ignored so a closed stdout cannot kill a pipeline before its
+    // files are finalised (they print through `run::say`, which ignores a closed stdout).
+    if !matches!(cli, Cli::Run { .. } | Cli::Mocap(_) | Cli::Eval3dpw(_)) {
+        sigpipe::reset();
+    }
+    match cli {
         Cli::Mesh {
             body_model,
             params,
@@ -281,6 +299,9 @@ fn main() -> Result<()> {
             iterations,
             damping,
             init,
+            lm,
+            tolerance,
+            max_beta,
             body_model,
             output,
         } => {
@@ -293,6 +314,9 @@ fn main() -> Result<()> {
                     iterations,
                     damping,
                     init,
+                    lm,
+                    tolerance,
+                    max_beta,
                 },
             )?;
             println!("wrote {}", output.display());

@@ -129,7 +129,7 @@ pub fn description(a: &MocapArgs) -> Result<String> {
 pub fn main(a: &MocapArgs) -> Result<()> {
     let d = description(a)?;
     if a.dry_run {
-        println!("{d}");
+        crate::run::say(&format!("{d}\n"));
         return Ok(());
     }
     let file = PipelineFile::parse(Path::new("ikol mocap"), &d)?;

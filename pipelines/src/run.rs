@@ -1018,6 +1018,14 @@ impl Attempt<'_> {
     }
 }
 
+/// Writes to stdout; a closed stdout (`ikol run ... | head`) is not an error: the pipeline's
+/// own files are what matters, and SIGPIPE stays ignored in the streaming commands.
+pub fn say(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+}
+
 /// The whole command: `--list-vars`, `--dry-run` or a run.
 pub fn main(a: &RunArgs) -> Result<()> {
     let file = PipelineFile::read(&a.file)?;
@@ -1029,7 +1037,7 @@ pub fn main(a: &RunArgs) -> Result<()> {
 pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
     let path = file.path.as_path();
     if a.list_vars {
-        print!("{}", file.describe_vars());
+        say(&file.describe_vars());
         return Ok(());
     }
     let values = parse_assignments(&a.vars)?;
@@ -1042,7 +1050,7 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
         .substitute(&values)
         .with_context(|| format!("pipeline file {}", path.display()))?;
     if a.dry_run {
-        println!("{description}");
+        say(&format!("{description}\n"));
         return Ok(());
     }
     if a.reconnect_delay.is_nan() || a.reconnect_delay < 0.0 {
@@ -1127,9 +1135,9 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
         attempts: attempt,
         counted_at,
     };
-    println!("{summary}");
+    say(&format!("{summary}\n"));
     for t in &tables {
-        print!("\n{t}");
+        say(&format!("\n{t}"));
     }
     result
 }

@@ -7,7 +7,10 @@ use ikol_body::Anchor;
 use ikol_body::BodyModel;
 use ikol_body::nalgebra::{Vector3, Vector4};
 use ikol_solver::fit::{self, BodyState, FitInput, FitOptions, Keypoint, Point3, SurfaceModel};
-use ikol_solver::{IkInput, IkSolution, IkolInit, IkolOptions, Method, Rest, TWIST_PAIRS};
+use ikol_solver::{
+    AnalyticOptions, DampingMode, IkInput, IkSolution, IkolInit, IkolOptions, Method, Rest,
+    TWIST_PAIRS, Tolerance,
+};
 use ikol_types::Intrinsics;
 use ikol_types::joints::SMPL_JOINTS;
 use serde::{Deserialize, Serialize};
@@ -83,43 +86,153 @@ struct SolveOut {
     people: Vec<PersonOut>,
 }
 
+/// Most Gauss-Newton iterations `ikol solve` runs (the solver converges in tens).
+pub const MAX_ITERATIONS: usize = 10_000;
+/// Most people in one input file.
+pub const MAX_PEOPLE: usize = 10_000;
+/// Joints farther than this from the origin (metres) are refused: no body is that far from
+/// its own root.
+pub const MAX_JOINT_DISTANCE_M: f64 = 100.0;
+/// Default bound on |beta| (shape coefficients are in standard deviations; SMPL's fits stay
+/// within about 5).
+pub const DEFAULT_MAX_BETA: f64 = 10.0;
+
 /// Options of `ikol solve` beyond the method's defaults.
 #[derive(Debug, Clone)]
 pub struct SolveArgs {
     pub method: String,
     pub iterations: Option<usize>,
     pub damping: Option<f64>,
-    pub init: String,
+    /// `None`: the method's default (ikol: zero).
+    pub init: Option<String>,
+    /// ikol: Levenberg-Marquardt damping instead of the fixed sigma.
+    pub lm: bool,
+    /// ikol: stop when the largest step falls below this (radians).
+    pub tolerance: Option<f64>,
+    /// Largest |beta| accepted in the input.
+    pub max_beta: f64,
+}
+
+impl Default for SolveArgs {
+    fn default() -> Self {
+        Self {
+            method: "ikol".into(),
+            iterations: None,
+            damping: None,
+            init: None,
+            lm: false,
+            tolerance: None,
+            max_beta: DEFAULT_MAX_BETA,
+        }
+    }
 }
 
 pub fn method(a: &SolveArgs) -> Result<Method> {
     // The fit starts from (and is pulled toward) adaptive HybrIK.
-    let name = if a.method == "fit" {
-        "hybrik"
-    } else {
-        &a.method
-    };
-    let mut m = Method::from_name(name).with_context(|| {
+    let mut m = match a.method.as_str() {
+        "fit" => Method::from_name("hybrik"),
+        // The 2021 release: no fallback to the naive bone (ikol_solver::AnalyticOptions).
+        "hybrik-2021" => Some(Method::Hybrik(AnalyticOptions {
+            fallback: None,
+            ..AnalyticOptions::default()
+        })),
+        name => Method::from_name(name),
+    }
+    .with_context(|| {
         format!(
-            "unknown method `{}`: use ikol, hybrik, hybrik-naive or fit",
+            "unknown method `{}`: use ikol, hybrik, hybrik-2021, hybrik-naive or fit",
             a.method
         )
     })?;
     if let Method::Ikol(o) = &mut m {
+        let iterations = a.iterations.unwrap_or(o.iterations);
+        if !(1..=MAX_ITERATIONS).contains(&iterations) {
+            bail!("--iterations {iterations}: must be 1 to {MAX_ITERATIONS}");
+        }
+        let damping = a.damping.unwrap_or(o.damping);
+        if !(damping.is_finite() && damping >= 0.0) {
+            bail!("--damping {damping}: must be a finite number >= 0");
+        }
+        let tolerance = match a.tolerance {
+            Some(t) if t.is_finite() && t > 0.0 => Some(Tolerance {
+                step: t,
+                ..Tolerance::default()
+            }),
+            Some(t) => bail!("--tolerance {t}: must be a positive number (radians)"),
+            None => o.tolerance,
+        };
         *o = IkolOptions {
-            iterations: a.iterations.unwrap_or(o.iterations),
-            damping: a.damping.unwrap_or(o.damping),
-            init: match a.init.as_str() {
+            iterations,
+            damping,
+            init: match a.init.as_deref().unwrap_or("zero") {
                 "zero" => IkolInit::Zero,
                 "analytic" => IkolInit::Analytic { fallback: None },
                 other => bail!("unknown init `{other}`: use zero or analytic"),
             },
+            damping_mode: if a.lm {
+                DampingMode::Adaptive
+            } else {
+                o.damping_mode
+            },
+            tolerance,
             ..o.clone()
         };
-    } else if a.iterations.is_some() || a.damping.is_some() {
-        bail!("--iterations and --damping apply to --method ikol only");
+    } else {
+        let ikol_only = [
+            ("--iterations", a.iterations.is_some()),
+            ("--damping", a.damping.is_some()),
+            ("--init", a.init.is_some()),
+            ("--lm", a.lm),
+            ("--tolerance", a.tolerance.is_some()),
+        ];
+        if let Some((flag, _)) = ikol_only.iter().find(|(_, given)| *given) {
+            bail!("{flag} applies to --method ikol only (not {})", a.method);
+        }
     }
     Ok(m)
+}
+
+/// Refuses values no body has: non-finite or far-away joints, extreme shapes, bad rotations.
+fn check_person(p: &PersonIn, max_beta: f64) -> Result<()> {
+    if let Some((j, v)) = p
+        .joints
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.iter().all(|x| x.is_finite() && x.abs() <= MAX_JOINT_DISTANCE_M))
+    {
+        bail!("joint {j} = {v:?}: not finite or farther than {MAX_JOINT_DISTANCE_M} m");
+    }
+    if let Some((k, b)) = p
+        .beta
+        .iter()
+        .enumerate()
+        .find(|(_, b)| !(b.is_finite() && b.abs() <= max_beta))
+    {
+        bail!("beta[{k}] = {b}: outside [-{max_beta}, {max_beta}] (--max-beta sets the bound)");
+    }
+    fn finite<'a>(name: &str, mut v: impl Iterator<Item = &'a f64>) -> Result<()> {
+        if v.any(|x| !x.is_finite()) {
+            bail!("`{name}` holds a non-finite number");
+        }
+        Ok(())
+    }
+    finite("twist", p.twist.iter().flatten().flatten())?;
+    finite("leaf_rotations", p.leaf_rotations.iter().flatten().flatten())?;
+    finite("keypoints_2d", p.keypoints_2d.iter().flatten().flatten())?;
+    if let Some(c) = p.confidence.iter().flatten().find(|c| !(0.0..=1.0).contains(*c)) {
+        bail!("confidence {c}: outside [0, 1]");
+    }
+    Ok(())
+}
+
+/// Every number of a result is finite (a solve that diverged is not a result).
+fn is_finite(p: &PersonOut) -> bool {
+    let rows = p.theta.iter().flatten().chain(p.joints.iter().flatten());
+    let mats = p.rotations.iter().flatten().flatten();
+    let rest = p.residual.iter().chain(&p.beta).chain(p.translation.iter().flatten());
+    rows.chain(mats).chain(rest).all(|x| x.is_finite())
+        && p.mean_residual_mm.is_finite()
+        && p.mean_error_2d_px.is_none_or(f64::is_finite)
 }
 
 pub fn run(input: &Path, output: &Path, model_spec: &str, args: &SolveArgs) -> Result<()> {
@@ -140,6 +253,16 @@ pub fn run(input: &Path, output: &Path, model_spec: &str, args: &SolveArgs) -> R
             input.display()
         )
     })?;
+    if people.len() > MAX_PEOPLE {
+        bail!(
+            "{}: {} people, more than {MAX_PEOPLE}",
+            input.display(),
+            people.len()
+        );
+    }
+    if !(args.max_beta.is_finite() && args.max_beta > 0.0) {
+        bail!("--max-beta {}: must be a positive number", args.max_beta);
+    }
     let model = BodyModel::from_spec(model_spec)
         .with_context(|| format!("loading body model `{model_spec}`"))?;
     let fitting = args.method == "fit";
@@ -157,8 +280,10 @@ pub fn run(input: &Path, output: &Path, model_spec: &str, args: &SolveArgs) -> R
         body_model: model.name.clone(),
         people: Vec::new(),
     };
+    let mut dropped = 0;
     for (i, p) in people.iter().enumerate() {
         let ctx = || format!("{}: person {i}", input.display());
+        check_person(p, args.max_beta).with_context(ctx)?;
         let basis = model
             .joint_shape_basis(p.joints.len() == 29)
             .with_context(ctx)?;
@@ -184,12 +309,10 @@ pub fn run(input: &Path, output: &Path, model_spec: &str, args: &SolveArgs) -> R
             &method,
         )
         .with_context(ctx)?;
-        if let Some(surface) = &surface {
-            out.people
-                .push(fit_person(surface, p, &sol, &targets).with_context(ctx)?);
-            continue;
-        }
-        out.people.push(PersonOut {
+        let person = if let Some(surface) = &surface {
+            fit_person(surface, p, &sol, &targets).with_context(ctx)?
+        } else {
+            PersonOut {
             theta: sol.axis_angle.iter().map(|v| [v.x, v.y, v.z]).collect(),
             rotations: sol
                 .local_rotations
@@ -203,7 +326,20 @@ pub fn run(input: &Path, output: &Path, model_spec: &str, args: &SolveArgs) -> R
             beta: sol.beta.unwrap_or_else(|| p.beta.clone()),
             translation: None,
             mean_error_2d_px: None,
-        });
+            }
+        };
+        if is_finite(&person) {
+            out.people.push(person);
+        } else {
+            eprintln!("warning: {}: the solve diverged (non-finite result): dropped", ctx());
+            dropped += 1;
+        }
+    }
+    if out.people.is_empty() && dropped > 0 {
+        bail!(
+            "{}: every person's solve diverged; nothing written",
+            input.display()
+        );
     }
     let json = serde_json::to_string_pretty(&out)?;
     std::fs::write(output, json).with_context(|| format!("writing {}", output.display()))?;
