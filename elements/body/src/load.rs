@@ -129,7 +129,9 @@ fn from_smpl(a: SmplArrays, path: &Path) -> Result<BodyModel> {
                 .chunks_exact(3)
                 .map(|f| [f[0], f[1], f[2]])
                 .collect(),
-            leaf_vertices: (a.num_vertices == SMPL_VERTICES).then_some(SMPL_LEAF_VERTICES),
+            leaf_vertices: a
+                .leaf_vertices
+                .or((a.num_vertices == SMPL_VERTICES).then_some(SMPL_LEAF_VERTICES)),
             j_regressor_h36m: None,
             joint_names: None,
             licence: format!(

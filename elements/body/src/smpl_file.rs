@@ -84,6 +84,10 @@ pub struct SmplArrays {
     pub parents: Vec<i64>,
     /// Triangles `[F*3]`.
     pub faces: Vec<u32>,
+    /// HybrIK's 5 leaf vertices (head top, left/right middle fingertip, left/right big toe)
+    /// from the optional key `leaf_vertex_ids` (or `leaf_vertices`), for models whose vertex
+    /// ids are not SMPL's.
+    pub leaf_vertices: Option<[usize; 5]>,
     /// `bs_style` (`"lbs"` in SMPL files), if present.
     pub bs_style: Option<String>,
     /// `bs_type` (`"lrotmin"` in SMPL files), if present.
@@ -688,6 +692,28 @@ fn extract(
             Some(values)
         }
     };
+    // ---- HybrIK leaf vertices (optional)
+    let mut leaf_vertices = None;
+    for key in ["leaf_vertex_ids", "leaf_vertices"] {
+        if leaf_vertices.is_some() || rd.entry(key)?.is_none() {
+            continue;
+        }
+        let (shape, ids) = rd.ints(key)?;
+        let ids: Vec<usize> = ids
+            .iter()
+            .map(|&i| usize::try_from(i).ok().filter(|&i| i < nv))
+            .collect::<Option<_>>()
+            .ok_or_else(|| rd.bad(key, format!("a vertex id outside 0..{nv}")))?;
+        leaf_vertices = Some(<[usize; 5]>::try_from(ids).map_err(|_| {
+            rd.bad(
+                key,
+                format!(
+                    "shape {}, expected [5] (head top, fingertips, big toes)",
+                    shape_str(&shape)
+                ),
+            )
+        })?);
+    }
     let bs_style = rd.string("bs_style");
     let bs_type = rd.string("bs_type");
     if let Some(s) = &bs_style
@@ -712,6 +738,7 @@ fn extract(
         weights,
         parents,
         faces,
+        leaf_vertices,
         bs_style,
         bs_type,
         warnings,

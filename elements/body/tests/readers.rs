@@ -581,3 +581,34 @@ fn lbs_reference_fixtures_are_consistent() {
         ]
     );
 }
+
+#[test]
+fn npz_leaf_vertex_ids_for_models_that_are_not_smpl() {
+    // A 32-vertex model (not SMPL's 6890): without the key no leaves, with it these.
+    let mut m = read_npz(data("random_smpl.npz")).unwrap();
+    let plain = tmp("leafless.npz");
+    write_npz(&plain, m.iter().map(|(k, v)| (k.as_str(), v))).unwrap();
+    assert_eq!(ikol_body::BodyModel::from_spec(plain.to_str().unwrap()).unwrap().leaf_vertices, None);
+    m.insert(
+        "leaf_vertex_ids".into(),
+        NdArray::from_i64(&[5], &[31, 4, 9, 17, 0]).unwrap(),
+    );
+    let path = tmp("leaves.npz");
+    write_npz(&path, m.iter().map(|(k, v)| (k.as_str(), v))).unwrap();
+    let model = ikol_body::BodyModel::from_spec(path.to_str().unwrap()).unwrap();
+    assert_eq!(model.leaf_vertices, Some([31, 4, 9, 17, 0]));
+    // 29-joint targets need the leaves: the rest skeleton has them now.
+    assert_eq!(model.rest_joints29(&[0.0; 10]).unwrap().len(), 29);
+    let msg = variant(
+        "leaf_out_of_range.npz",
+        "leaf_vertex_ids",
+        Some(NdArray::from_i64(&[5], &[1, 2, 3, 4, 32]).unwrap()),
+    );
+    assert!(msg.contains("leaf_vertex_ids") && msg.contains("outside 0..32"), "{msg}");
+    let msg = variant(
+        "leaf_four.npz",
+        "leaf_vertex_ids",
+        Some(NdArray::from_i64(&[4], &[1, 2, 3, 4]).unwrap()),
+    );
+    assert!(msg.contains("expected [5]"), "{msg}");
+}

@@ -176,13 +176,13 @@ impl Ikol3dpwSrc {
                     .iter()
                     .map(|t| [t[0] as f32, t[1] as f32])
                     .collect();
-                if model.leaf_vertices.is_some() {
-                    person.leaf = truth
-                        .leaf_rotations
-                        .iter()
-                        .map(|q| q.map(|x| x as f32).into())
-                        .collect();
-                }
+                // The leaf joints' rotations are part of the pose whatever the model's leaf
+                // vertices (IKOL-24 takes them as given).
+                person.leaf = truth
+                    .leaf_rotations
+                    .iter()
+                    .map(|q| q.map(|x| x as f32).into())
+                    .collect();
                 person.beta = beta.iter().map(|&b| b as f32).collect();
                 person.root = person.gt_root;
             }

@@ -47,6 +47,9 @@ struct Track {
 #[derive(Debug)]
 pub struct Bodies {
     surface: SurfaceModel,
+    /// The model has the 33 landmark anchors (a model whose surface the landmark rules cannot
+    /// read, e.g. a random test mesh, has only its joints: landmarks are then not used).
+    landmarks: bool,
     tracks: HashMap<u64, Track>,
 }
 
@@ -73,13 +76,22 @@ fn extent(uv: &[[f64; 2]]) -> f64 {
 }
 
 impl Bodies {
-    pub fn new(model: &BodyModel) -> Result<Self, String> {
-        let mut anchors: Vec<Anchor> = landmarks_smpl::anchors(model)?.to_vec();
+    /// The bodies of `model`, and why its landmark anchors are missing, if they are.
+    pub fn new(model: &BodyModel) -> Result<(Self, Option<String>), String> {
+        let (mut anchors, missing) = match landmarks_smpl::anchors(model) {
+            Ok(a) => (a.to_vec(), None),
+            // Placeholders keep the joint rows at JOINT0; they are never observed.
+            Err(e) => (vec![Anchor::Joint(0); LANDMARKS], Some(e)),
+        };
         anchors.extend((0..SMPL_JOINTS).map(Anchor::Joint));
-        Ok(Self {
-            surface: SurfaceModel::new(model, &anchors).map_err(|e| e.to_string())?,
-            tracks: HashMap::new(),
-        })
+        Ok((
+            Self {
+                surface: SurfaceModel::new(model, &anchors).map_err(|e| e.to_string())?,
+                landmarks: missing.is_none(),
+                tracks: HashMap::new(),
+            },
+            missing,
+        ))
     }
 
     /// Forgets every track (a discontinuity).
@@ -100,8 +112,8 @@ impl Bodies {
 
     /// The keypoints, 3D points and 3D centre of a person: the 33 landmarks when the front end
     /// gave them, else its joints.
-    fn observations(p: &Person) -> (Vec<Keypoint>, Vec<Point3>, Vec<usize>) {
-        if p.landmarks_2d.len() == LANDMARKS {
+    fn observations(&self, p: &Person) -> (Vec<Keypoint>, Vec<Point3>, Vec<usize>) {
+        if self.landmarks && p.landmarks_2d.len() == LANDMARKS {
             let kps = p
                 .landmarks_2d
                 .iter()
@@ -153,7 +165,7 @@ impl Bodies {
     /// Repairs swapped left/right landmark labels against the track's last body: `true` when
     /// it swapped them.
     fn repair_swap(&self, p: &mut Person, track: &Track, k: &Intrinsics) -> bool {
-        if p.landmarks_2d.len() != LANDMARKS {
+        if !self.landmarks || p.landmarks_2d.len() != LANDMARKS {
             return false;
         }
         let last = self.surface.pose(&track.state);
@@ -218,7 +230,7 @@ impl Bodies {
             .as_ref()
             .filter(|t| t.last_frame + 1 == frame)
             .is_some_and(|t| self.repair_swap(p, t, k));
-        let (kps, p3, centre) = Self::observations(p);
+        let (kps, p3, centre) = self.observations(p);
         let fresh = |t: &&Track| t.last_frame + 1 == frame;
         let history: Vec<Vec<Vector3<f64>>> = track
             .as_ref()
@@ -330,7 +342,7 @@ impl Bodies {
         p.beta = s.beta.iter().map(|&b| b as f32).collect();
         p.translation = Some(f(&s.translation));
         p.mesh_joints = posed.points[JOINT0..].iter().map(f).collect();
-        p.surface_landmarks = if p.landmarks_2d.len() == LANDMARKS {
+        p.surface_landmarks = if self.landmarks && p.landmarks_2d.len() == LANDMARKS {
             posed.points[..LANDMARKS].iter().map(f).collect()
         } else {
             Vec::new()
@@ -355,7 +367,8 @@ mod tests {
     /// would give them (the anchors projected, visibility 1; world landmarks about the hips).
     fn scene() -> (Bodies, BodyState, Intrinsics, Person) {
         let model = BodyModel::embedded_default().expect("model");
-        let bodies = Bodies::new(&model).expect("bodies");
+        let (bodies, missing) = Bodies::new(&model).expect("bodies");
+        assert_eq!(missing, None);
         let mut rotations = vec![Matrix3::identity(); SMPL_JOINTS];
         rotations[0] = axis_angle_to_matrix(&Vector3::new(std::f64::consts::PI, 0.0, 0.0));
         rotations[16] = axis_angle_to_matrix(&Vector3::new(0.0, 0.0, -0.4));

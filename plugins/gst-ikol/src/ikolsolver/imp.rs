@@ -483,12 +483,19 @@ impl BaseTransformImpl for IkolSolver {
             )
         })?;
         let basis29 = model.joint_shape_basis(true).ok();
-        let bodies = Bodies::new(&model).map_err(|e| {
+        let (bodies, missing) = Bodies::new(&model).map_err(|e| {
             gst::error_msg!(
                 gst::LibraryError::Settings,
                 ("ikolsolver: body-model `{spec}`: {e}")
             )
         })?;
+        if let Some(why) = missing {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "body-model `{spec}`: no landmark anchors ({why}): the fit uses the joints only"
+            );
+        }
         *common::lock(&self.state) = Some(State {
             basis24,
             basis29,
