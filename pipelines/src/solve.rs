@@ -194,12 +194,10 @@ pub fn method(a: &SolveArgs) -> Result<Method> {
 
 /// Refuses values no body has: non-finite or far-away joints, extreme shapes, bad rotations.
 fn check_person(p: &PersonIn, max_beta: f64) -> Result<()> {
-    if let Some((j, v)) = p
-        .joints
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !v.iter().all(|x| x.is_finite() && x.abs() <= MAX_JOINT_DISTANCE_M))
-    {
+    if let Some((j, v)) = p.joints.iter().enumerate().find(|(_, v)| {
+        !v.iter()
+            .all(|x| x.is_finite() && x.abs() <= MAX_JOINT_DISTANCE_M)
+    }) {
         bail!("joint {j} = {v:?}: not finite or farther than {MAX_JOINT_DISTANCE_M} m");
     }
     if let Some((k, b)) = p
@@ -217,9 +215,17 @@ fn check_person(p: &PersonIn, max_beta: f64) -> Result<()> {
         Ok(())
     }
     finite("twist", p.twist.iter().flatten().flatten())?;
-    finite("leaf_rotations", p.leaf_rotations.iter().flatten().flatten())?;
+    finite(
+        "leaf_rotations",
+        p.leaf_rotations.iter().flatten().flatten(),
+    )?;
     finite("keypoints_2d", p.keypoints_2d.iter().flatten().flatten())?;
-    if let Some(c) = p.confidence.iter().flatten().find(|c| !(0.0..=1.0).contains(*c)) {
+    if let Some(c) = p
+        .confidence
+        .iter()
+        .flatten()
+        .find(|c| !(0.0..=1.0).contains(*c))
+    {
         bail!("confidence {c}: outside [0, 1]");
     }
     Ok(())
@@ -229,7 +235,11 @@ fn check_person(p: &PersonIn, max_beta: f64) -> Result<()> {
 fn is_finite(p: &PersonOut) -> bool {
     let rows = p.theta.iter().flatten().chain(p.joints.iter().flatten());
     let mats = p.rotations.iter().flatten().flatten();
-    let rest = p.residual.iter().chain(&p.beta).chain(p.translation.iter().flatten());
+    let rest = p
+        .residual
+        .iter()
+        .chain(&p.beta)
+        .chain(p.translation.iter().flatten());
     rows.chain(mats).chain(rest).all(|x| x.is_finite())
         && p.mean_residual_mm.is_finite()
         && p.mean_error_2d_px.is_none_or(f64::is_finite)
@@ -313,25 +323,28 @@ pub fn run(input: &Path, output: &Path, model_spec: &str, args: &SolveArgs) -> R
             fit_person(surface, p, &sol, &targets).with_context(ctx)?
         } else {
             PersonOut {
-            theta: sol.axis_angle.iter().map(|v| [v.x, v.y, v.z]).collect(),
-            rotations: sol
-                .local_rotations
-                .iter()
-                .map(|r| std::array::from_fn(|a| std::array::from_fn(|b| r[(a, b)])))
-                .collect(),
-            joints: sol.joints.iter().map(|v| [v.x, v.y, v.z]).collect(),
-            mean_residual_mm: 1e3 * sol.mean_residual(),
-            residual: sol.residual,
-            iterations: sol.iterations,
-            beta: sol.beta.unwrap_or_else(|| p.beta.clone()),
-            translation: None,
-            mean_error_2d_px: None,
+                theta: sol.axis_angle.iter().map(|v| [v.x, v.y, v.z]).collect(),
+                rotations: sol
+                    .local_rotations
+                    .iter()
+                    .map(|r| std::array::from_fn(|a| std::array::from_fn(|b| r[(a, b)])))
+                    .collect(),
+                joints: sol.joints.iter().map(|v| [v.x, v.y, v.z]).collect(),
+                mean_residual_mm: 1e3 * sol.mean_residual(),
+                residual: sol.residual,
+                iterations: sol.iterations,
+                beta: sol.beta.unwrap_or_else(|| p.beta.clone()),
+                translation: None,
+                mean_error_2d_px: None,
             }
         };
         if is_finite(&person) {
             out.people.push(person);
         } else {
-            eprintln!("warning: {}: the solve diverged (non-finite result): dropped", ctx());
+            eprintln!(
+                "warning: {}: the solve diverged (non-finite result): dropped",
+                ctx()
+            );
             dropped += 1;
         }
     }

@@ -379,14 +379,26 @@ fn solve_lm_tolerance_2021_and_bounds() {
     let (fixed_mm, _, _) = fixed.unwrap_or_else(|| panic!("{msg}"));
     let (lm, msg) = solve(&["--lm", "--iterations", "200", "--tolerance", "1e-10"]);
     let (lm_mm, lm_it, _) = lm.unwrap_or_else(|| panic!("{msg}"));
-    assert!(fixed_mm > 1.0, "5 fixed-damping iterations from zero: {fixed_mm} mm");
-    assert!(lm_mm < 1e-3 && lm_it < 200, "LM: {lm_mm} mm after {lm_it} iterations");
+    assert!(
+        fixed_mm > 1.0,
+        "5 fixed-damping iterations from zero: {fixed_mm} mm"
+    );
+    assert!(
+        lm_mm < 1e-3 && lm_it < 200,
+        "LM: {lm_mm} mm after {lm_it} iterations"
+    );
     let (h, msg) = solve(&["--method", "hybrik-2021"]);
     let (h_mm, _, name) = h.unwrap_or_else(|| panic!("{msg}"));
     assert!(h_mm < 1e-3 && name == "hybrik-2021", "{h_mm} {name}");
     for (extra, expect) in [
-        (&["--method", "hybrik", "--init", "analytic"][..], "--init applies to --method ikol only"),
-        (&["--method", "hybrik-2021", "--lm"][..], "--lm applies to --method ikol only"),
+        (
+            &["--method", "hybrik", "--init", "analytic"][..],
+            "--init applies to --method ikol only",
+        ),
+        (
+            &["--method", "hybrik-2021", "--lm"][..],
+            "--lm applies to --method ikol only",
+        ),
         (&["--iterations", "1000000000"][..], "must be 1 to 10000"),
         (&["--tolerance=-1"][..], "--tolerance -1"),
         (&["--damping", "inf"][..], "--damping inf"),
@@ -396,7 +408,10 @@ fn solve_lm_tolerance_2021_and_bounds() {
     }
     // Values no body has: a beta of 1e308, joints 1e300 m away.
     for (person, expect) in [
-        (serde_json::json!({ "joints": joints, "beta": [1e308] }), "beta[0] = 100000000"),
+        (
+            serde_json::json!({ "joints": joints, "beta": [1e308] }),
+            "beta[0] = 100000000",
+        ),
         (
             serde_json::json!({ "joints": vec![[1e300, 0.0, 0.0]; 24] }),
             "farther than 100 m",
@@ -404,7 +419,10 @@ fn solve_lm_tolerance_2021_and_bounds() {
     ] {
         std::fs::write(&input, person.to_string()).unwrap();
         let (v, msg) = solve(&[]);
-        assert!(v.is_none() && msg.contains(expect) && msg.contains("person 0"), "{msg}");
+        assert!(
+            v.is_none() && msg.contains(expect) && msg.contains("person 0"),
+            "{msg}"
+        );
     }
 }
 

@@ -93,7 +93,7 @@ impl BodyModel {
                 format!("{} values is not [V, 3]", p.v_template.len()),
             ));
         }
-        check_finite(path, "v_template", &p.v_template)?;
+        check_bounded(path, "v_template", &p.v_template, MAX_VERTEX_M)?;
         if p.shapedirs.len() != nv * 3 * p.num_betas {
             return Err(BodyError::bad(
                 path,
@@ -105,7 +105,7 @@ impl BodyModel {
                 ),
             ));
         }
-        check_finite(path, "shapedirs", &p.shapedirs)?;
+        check_bounded(path, "shapedirs", &p.shapedirs, MAX_BLEND_SHAPE_M)?;
         let posedirs = match p.posedirs {
             Some(pd) => {
                 if pd.len() != nv * 3 * POSE_FEATURES {
@@ -115,7 +115,7 @@ impl BodyModel {
                         format!("{} values, expected [V={nv}, 3, {POSE_FEATURES}]", pd.len()),
                     ));
                 }
-                check_finite(path, "posedirs", &pd)?;
+                check_bounded(path, "posedirs", &pd, MAX_BLEND_SHAPE_M)?;
                 // Transpose to feature-major for the skinning loop.
                 let mut t = vec![0f32; pd.len()];
                 for i in 0..nv * 3 {
@@ -128,6 +128,7 @@ impl BodyModel {
             None => None,
         };
         check_csr(path, "J_regressor", &p.j_regressor, SMPL_JOINTS, nv)?;
+        check_regressor(path, "J_regressor", &p.j_regressor)?;
         check_csr(path, "weights", &p.weights, nv, SMPL_JOINTS)?;
         if let Some(h) = &p.j_regressor_h36m {
             check_csr(
@@ -137,8 +138,20 @@ impl BodyModel {
                 ikol_types::joints::H36M_JOINTS,
                 nv,
             )?;
+            check_regressor(path, "J_regressor_h36m", h)?;
         }
         for v in 0..nv {
+            if let Some((j, w)) = p
+                .weights
+                .row(v)
+                .find(|&(_, w)| !(-1e-6..=1.0 + 1e-6).contains(&w))
+            {
+                return Err(BodyError::bad(
+                    path,
+                    "weights",
+                    format!("vertex {v}, joint {j}: weight {w} is outside [0, 1]"),
+                ));
+            }
             let s: f64 = p.weights.row(v).map(|(_, w)| w).sum();
             if (s - 1.0).abs() > 1e-3 {
                 return Err(BodyError::bad(
@@ -425,15 +438,68 @@ impl BodyModel {
     }
 }
 
+/// Physical bounds of a body model's arrays: a human body fits in a 10 m box around its
+/// origin; one unit of a shape or pose blend shape moves a vertex by centimetres (SMPL's are
+/// below 0.1 m), so a metre is already absurd; joint regressor rows are convex-ish combinations
+/// of vertices (weights summing to 1; SMPL's lie in [0, 1], ours in about [-0.3, 1.4]).
+pub const MAX_VERTEX_M: f32 = 10.0;
+/// See [`MAX_VERTEX_M`].
+pub const MAX_BLEND_SHAPE_M: f32 = 1.0;
+/// See [`MAX_VERTEX_M`].
+pub const MAX_REGRESSOR_WEIGHT: f64 = 10.0;
+/// Largest deviation of a joint regressor row's sum from 1.
+pub const REGRESSOR_SUM_TOLERANCE: f64 = 0.01;
+
 fn check_finite(path: &Path, key: &str, v: &[f32]) -> Result<()> {
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(i) => Err(BodyError::bad(
+    check_bounded(path, key, v, f32::MAX)
+}
+
+/// Every value finite and within +-`max`.
+fn check_bounded(path: &Path, key: &str, v: &[f32], max: f32) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite() || x.abs() > max) {
+        Some(i) if !v[i].is_finite() => Err(BodyError::bad(
             path,
             key,
             format!("value {i} is {} (NaN or infinity)", v[i]),
         )),
+        Some(i) => Err(BodyError::bad(
+            path,
+            key,
+            format!(
+                "value {i} is {} m, beyond the {max} m a human body model can have",
+                v[i]
+            ),
+        )),
         None => Ok(()),
     }
+}
+
+/// Joint regressor rows: weights finite, bounded, summing to 1 (each joint is a weighted
+/// average of vertices).
+fn check_regressor(path: &Path, key: &str, m: &Csr) -> Result<()> {
+    for r in 0..m.rows {
+        let mut sum = 0.0;
+        for (c, w) in m.row(r) {
+            if !(w.is_finite() && w.abs() <= MAX_REGRESSOR_WEIGHT) {
+                return Err(BodyError::bad(
+                    path,
+                    key,
+                    format!(
+                        "row {r}, column {c}: weight {w} is not within +-{MAX_REGRESSOR_WEIGHT}"
+                    ),
+                ));
+            }
+            sum += w;
+        }
+        if (sum - 1.0).abs() > REGRESSOR_SUM_TOLERANCE {
+            return Err(BodyError::bad(
+                path,
+                key,
+                format!("row {r} sums to {sum}, not 1 (a joint is a weighted average of vertices)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_csr(path: &Path, key: &str, m: &Csr, rows: usize, cols: usize) -> Result<()> {

@@ -588,7 +588,12 @@ fn npz_leaf_vertex_ids_for_models_that_are_not_smpl() {
     let mut m = read_npz(data("random_smpl.npz")).unwrap();
     let plain = tmp("leafless.npz");
     write_npz(&plain, m.iter().map(|(k, v)| (k.as_str(), v))).unwrap();
-    assert_eq!(ikol_body::BodyModel::from_spec(plain.to_str().unwrap()).unwrap().leaf_vertices, None);
+    assert_eq!(
+        ikol_body::BodyModel::from_spec(plain.to_str().unwrap())
+            .unwrap()
+            .leaf_vertices,
+        None
+    );
     m.insert(
         "leaf_vertex_ids".into(),
         NdArray::from_i64(&[5], &[31, 4, 9, 17, 0]).unwrap(),
@@ -604,11 +609,51 @@ fn npz_leaf_vertex_ids_for_models_that_are_not_smpl() {
         "leaf_vertex_ids",
         Some(NdArray::from_i64(&[5], &[1, 2, 3, 4, 32]).unwrap()),
     );
-    assert!(msg.contains("leaf_vertex_ids") && msg.contains("outside 0..32"), "{msg}");
+    assert!(
+        msg.contains("leaf_vertex_ids") && msg.contains("outside 0..32"),
+        "{msg}"
+    );
     let msg = variant(
         "leaf_four.npz",
         "leaf_vertex_ids",
         Some(NdArray::from_i64(&[4], &[1, 2, 3, 4]).unwrap()),
     );
     assert!(msg.contains("expected [5]"), "{msg}");
+}
+
+/// Finite but absurd numbers are refused at the boundary, naming the key (issue 19: a
+/// J_regressor entry of 3e38 gave vertices 2e38 m away, with exit 0).
+#[test]
+fn physically_absurd_models_are_refused() {
+    let good = read_npz(data("random_smpl.npz")).unwrap();
+    let scaled = |k: &str, i: usize, v: f64| {
+        let mut a = good[k].to_f64().unwrap();
+        a[i] = v;
+        NdArray::from_f64(&good[k].shape, &a).unwrap()
+    };
+    let load = |name: &str, key: &str, arr: NdArray| {
+        let mut m = good.clone();
+        m.insert(key.to_owned(), arr);
+        let path = tmp(name);
+        write_npz(&path, m.iter().map(|(k, v)| (k.as_str(), v))).unwrap();
+        ikol_body::BodyModel::from_spec(path.to_str().unwrap())
+            .expect_err("must not load")
+            .to_string()
+    };
+    let msg = load("jreg3e38.npz", "J_regressor", scaled("J_regressor", 5, 3e38));
+    assert!(msg.contains("J_regressor") && msg.contains("not within"), "{msg}");
+    // A row that no longer sums to 1.
+    let msg = load("jreg_sum.npz", "J_regressor", scaled("J_regressor", 0, 0.5));
+    assert!(msg.contains("J_regressor") && msg.contains("not 1"), "{msg}");
+    let msg = load("vt100.npz", "v_template", scaled("v_template", 7, 100.0));
+    assert!(msg.contains("v_template") && msg.contains("beyond the 10 m"), "{msg}");
+    let msg = load("sd5.npz", "shapedirs", scaled("shapedirs", 3, 5.0));
+    assert!(msg.contains("shapedirs"), "{msg}");
+    // Weights of one vertex 2 and -1 (still summing to 1).
+    let mut w = good["weights"].to_f64().unwrap();
+    w[..24].fill(0.0);
+    w[0] = 2.0;
+    w[1] = -1.0;
+    let msg = load("w2.npz", "weights", NdArray::from_f64(&[32, 24], &w).unwrap());
+    assert!(msg.contains("weights") && msg.contains("outside [0, 1]"), "{msg}");
 }
