@@ -51,6 +51,12 @@ pub fn parse_box(s: &str) -> Result<BBox> {
     if !(v.iter().all(|a| a.is_finite()) && w > 0.0 && h > 0.0) {
         bail!("--box {s:?}: width and height must be positive and all values finite");
     }
+    if v.iter().any(|a| a.abs() > ikol_types::MAX_BOX_PX) {
+        bail!(
+            "--box {s:?}: reaches beyond {} px (no image is that large)",
+            ikol_types::MAX_BOX_PX
+        );
+    }
     Ok(BBox { x, y, w, h })
 }
 
@@ -58,6 +64,13 @@ pub fn parse_box(s: &str) -> Result<BBox> {
 pub fn run(a: &BackboneArgs) -> Result<usize> {
     let variant: Variant = a.variant.parse()?;
     let device_choice: DeviceChoice = a.device.parse()?;
+    if a.boxes.len() > ikol_types::MAX_BOXES {
+        bail!(
+            "{} --box flags, more than {}",
+            a.boxes.len(),
+            ikol_types::MAX_BOXES
+        );
+    }
     let boxes = a
         .boxes
         .iter()

@@ -93,9 +93,8 @@ pub const MAX_PEOPLE: usize = 10_000;
 /// Joints farther than this from the origin (metres) are refused: no body is that far from
 /// its own root.
 pub const MAX_JOINT_DISTANCE_M: f64 = 100.0;
-/// Default bound on |beta| (shape coefficients are in standard deviations; SMPL's fits stay
-/// within about 5).
-pub const DEFAULT_MAX_BETA: f64 = 10.0;
+/// Default bound on |beta| (see [`ikol_body::MAX_ABS_BETA`]).
+pub const DEFAULT_MAX_BETA: f64 = ikol_body::MAX_ABS_BETA;
 
 /// Options of `ikol solve` beyond the method's defaults.
 #[derive(Debug, Clone)]

@@ -286,6 +286,20 @@ fn bad_files_are_named() {
         let (ok, msg) = ikol(&args);
         assert!(!ok, "{extra:?}: {msg}");
     }
+    // Bounded: a box of 1e30 px, 300 boxes (issue 19: 1000 boxes reached 10 GB).
+    let mut args = vec!["backbone", "--checkpoint", s(&ck), "--image", s(&png)];
+    args.extend_from_slice(&["--output", s(&out), "--box", "0,0,1e30,10"]);
+    let (ok, msg) = ikol(&args);
+    assert!(!ok && msg.contains("beyond 100000 px"), "{msg}");
+    args.truncate(7);
+    for _ in 0..300 {
+        args.extend_from_slice(&["--box", "0,0,8,8"]);
+    }
+    let (ok, msg) = ikol(&args);
+    assert!(
+        !ok && msg.contains("300 --box flags, more than 256"),
+        "{msg}"
+    );
     // The IKOL-24 weights are not a HybrIK-29 network.
     let (ok, msg) = ikol(&[
         "backbone",

@@ -29,5 +29,5 @@ pub use error::BodyError;
 pub use ikol_types::nalgebra;
 pub use joint_basis::JointShapeBasis;
 pub use kinematics::forward_kinematics;
-pub use model::{BodyModel, BodyModelParts, POSE_FEATURES, Posed};
+pub use model::{BodyModel, BodyModelParts, MAX_ABS_BETA, POSE_FEATURES, Posed};
 pub use sparse::Csr;

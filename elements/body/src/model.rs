@@ -438,6 +438,11 @@ impl BodyModel {
     }
 }
 
+/// Largest |beta| the elements and commands accept by default: shape coefficients are in
+/// standard deviations of the training bodies (SMPL's fits stay within about 5), so 10 is
+/// already no human.
+pub const MAX_ABS_BETA: f64 = 10.0;
+
 /// Physical bounds of a body model's arrays: a human body fits in a 10 m box around its
 /// origin; one unit of a shape or pose blend shape moves a vertex by centimetres (SMPL's are
 /// below 0.1 m), so a metre is already absurd; joint regressor rows are convex-ish combinations
@@ -449,10 +454,6 @@ pub const MAX_BLEND_SHAPE_M: f32 = 1.0;
 pub const MAX_REGRESSOR_WEIGHT: f64 = 10.0;
 /// Largest deviation of a joint regressor row's sum from 1.
 pub const REGRESSOR_SUM_TOLERANCE: f64 = 0.01;
-
-fn check_finite(path: &Path, key: &str, v: &[f32]) -> Result<()> {
-    check_bounded(path, key, v, f32::MAX)
-}
 
 /// Every value finite and within +-`max`.
 fn check_bounded(path: &Path, key: &str, v: &[f32], max: f32) -> Result<()> {

@@ -640,13 +640,26 @@ fn physically_absurd_models_are_refused() {
             .expect_err("must not load")
             .to_string()
     };
-    let msg = load("jreg3e38.npz", "J_regressor", scaled("J_regressor", 5, 3e38));
-    assert!(msg.contains("J_regressor") && msg.contains("not within"), "{msg}");
+    let msg = load(
+        "jreg3e38.npz",
+        "J_regressor",
+        scaled("J_regressor", 5, 3e38),
+    );
+    assert!(
+        msg.contains("J_regressor") && msg.contains("not within"),
+        "{msg}"
+    );
     // A row that no longer sums to 1.
     let msg = load("jreg_sum.npz", "J_regressor", scaled("J_regressor", 0, 0.5));
-    assert!(msg.contains("J_regressor") && msg.contains("not 1"), "{msg}");
+    assert!(
+        msg.contains("J_regressor") && msg.contains("not 1"),
+        "{msg}"
+    );
     let msg = load("vt100.npz", "v_template", scaled("v_template", 7, 100.0));
-    assert!(msg.contains("v_template") && msg.contains("beyond the 10 m"), "{msg}");
+    assert!(
+        msg.contains("v_template") && msg.contains("beyond the 10 m"),
+        "{msg}"
+    );
     let msg = load("sd5.npz", "shapedirs", scaled("shapedirs", 3, 5.0));
     assert!(msg.contains("shapedirs"), "{msg}");
     // Weights of one vertex 2 and -1 (still summing to 1).
@@ -654,6 +667,13 @@ fn physically_absurd_models_are_refused() {
     w[..24].fill(0.0);
     w[0] = 2.0;
     w[1] = -1.0;
-    let msg = load("w2.npz", "weights", NdArray::from_f64(&[32, 24], &w).unwrap());
-    assert!(msg.contains("weights") && msg.contains("outside [0, 1]"), "{msg}");
+    let msg = load(
+        "w2.npz",
+        "weights",
+        NdArray::from_f64(&[32, 24], &w).unwrap(),
+    );
+    assert!(
+        msg.contains("weights") && msg.contains("outside [0, 1]"),
+        "{msg}"
+    );
 }

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 pub const CROP_SIZE: u32 = 256;
 /// HybrIK's box enlargement (`scale_mult`).
 pub const BOX_SCALE_MULT: f64 = 1.25;
+/// Most person boxes one frame or command takes (each is a crop through the network): the bound
+/// on what a `roi` list or `--box` flags may ask to allocate.
+pub const MAX_BOXES: usize = 256;
+/// Largest box coordinate or size in pixels: a few times an 8K frame.
+pub const MAX_BOX_PX: f64 = 100_000.0;
 
 /// An axis-aligned box in frame pixels: top-left corner and size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

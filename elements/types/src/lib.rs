@@ -11,6 +11,6 @@ pub mod result;
 pub mod rotation;
 
 pub use camera::{DEFAULT_HFOV_DEG, Intrinsics};
-pub use crop::{Affine2, BBox, BOX_SCALE_MULT, CROP_SIZE, Crop};
+pub use crop::{Affine2, BBox, BOX_SCALE_MULT, CROP_SIZE, Crop, MAX_BOX_PX, MAX_BOXES};
 pub use nalgebra;
 pub use result::{FrameResult, PersonResult};

@@ -31,6 +31,11 @@ pub fn video_formats(formats: &[VideoFormat]) -> gst::Caps {
 
 /// Parses `"x,y,w,h[;x,y,w,h...]"` into boxes (the `roi` property).
 pub fn parse_boxes(s: &str) -> Result<Vec<ikol_types::BBox>, String> {
+    use ikol_types::{MAX_BOX_PX, MAX_BOXES};
+    let n = s.split(';').filter(|b| !b.trim().is_empty()).count();
+    if n > MAX_BOXES {
+        return Err(format!("{n} boxes, more than {MAX_BOXES}"));
+    }
     s.split(';')
         .map(str::trim)
         .filter(|b| !b.is_empty())
@@ -47,10 +52,14 @@ pub fn parse_boxes(s: &str) -> Result<Vec<ikol_types::BBox>, String> {
                 ));
             };
             let bb = ikol_types::BBox { x, y, w, h };
-            if bb.is_valid() {
-                Ok(bb)
-            } else {
+            if !bb.is_valid() {
                 Err(format!("box `{b}` has a non-positive size"))
+            } else if [x, y, w, h].iter().any(|v| v.abs() > MAX_BOX_PX) {
+                Err(format!(
+                    "box `{b}` reaches beyond {MAX_BOX_PX} px (no frame is that large)"
+                ))
+            } else {
+                Ok(bb)
             }
         })
         .collect()

@@ -180,3 +180,21 @@ fn meta_survives_videoconvert_and_videoscale() {
     p.set_state(gst::State::Null).unwrap();
     assert_eq!(n, 3);
 }
+
+/// `roi` is bounded: at most 256 boxes, coordinates within 100000 px (issue 19: 1000 boxes with
+/// max-people=0 asked for 6.2 GB; a box of 1e30 became a person).
+#[test]
+fn roi_is_bounded() {
+    init();
+    let many = vec!["0,0,10,10"; 300].join(";");
+    for (roi, expect) in [
+        (many.as_str(), "300 boxes, more than 256"),
+        ("0,0,1e30,10", "beyond 100000 px"),
+    ] {
+        let (e, bus) = element("ikolcrop", &[("roi", roi)]);
+        assert!(e.set_state(gst::State::Paused).is_err());
+        let msg = error_text(&bus).unwrap();
+        assert!(msg.contains(expect) && msg.contains("ikolcrop"), "{msg}");
+        e.set_state(gst::State::Null).unwrap();
+    }
+}

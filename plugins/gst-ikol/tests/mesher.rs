@@ -127,3 +127,28 @@ fn missing_solver_and_bad_model() {
     );
     e.set_state(gst::State::Null).unwrap();
 }
+
+/// Extreme upstream values (a beta of 1e38 overflows f32 vertices) give no mesh, never
+/// non-finite vertices in the meta (issue 19).
+#[test]
+fn non_finite_mesh_is_no_mesh() {
+    let (mut h, bus) = harness("ikolmesher", &[("body-model", "small")], &rgb_caps(64, 48));
+    let mut m = solved(vec![[0.0; 3]; 24], [0.0, 0.0, 3.0]);
+    m.people[0].beta = vec![1e38, -1e38];
+    let out = meta_of(&h.push_and_pull(frame(64, 48, 0, Some(&m))).unwrap());
+    assert!(error_text(&bus).is_none(), "a warning, not an error");
+    let p = &out.people[0];
+    assert!(p.vertices.is_empty() && p.mesh_joints.is_empty());
+    // The same element still meshes the next, sane person.
+    let ok = meta_of(
+        &h.push_and_pull(frame(
+            64,
+            48,
+            1,
+            Some(&solved(vec![[0.0; 3]; 24], [0.0, 0.0, 3.0])),
+        ))
+        .unwrap(),
+    );
+    let p = &ok.people[0];
+    assert!(!p.vertices.is_empty() && p.vertices.iter().flatten().all(|x| x.is_finite()));
+}

@@ -304,6 +304,22 @@ impl IkolSolver {
         } else {
             ik
         };
+        // A diverged solve (non-finite numbers) is no body: the person stays without one.
+        let finite = body
+            .rotations
+            .iter()
+            .all(|r| r.iter().all(|x| x.is_finite()))
+            && body.translation.iter().all(|x| x.is_finite())
+            && body.beta.iter().all(|x| x.is_finite());
+        if !finite {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "track {}: the solve diverged (non-finite result): no body",
+                p.track_id
+            );
+            return;
+        }
         // Without a translation the body cannot be placed: no joints, no box.
         let placed = s.method == SolverMethod::Fit || t.or(root).is_some();
         state
