@@ -95,6 +95,7 @@ pub mod layers;
 pub mod net;
 pub mod ops;
 pub mod preprocess;
+pub mod pth;
 pub mod weights;
 
 pub use backbone::{Backbone, Output, PersonBox, PersonEstimate};

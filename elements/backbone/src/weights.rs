@@ -17,12 +17,12 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use candle_core::pickle::{Object, Stack};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{BlockKind, Config, ResNetConfig, Variant};
 use crate::net::HeatmapNet;
+use crate::pth::PthDType;
 use crate::{Error, Result};
 
 /// Safetensors metadata key holding the JSON [`Config`].
@@ -100,111 +100,27 @@ fn normalise_names(t: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
         .collect()
 }
 
-/// Picks the state dict out of the unpickled top-level object.
-fn state_dict(obj: Object) -> Option<Vec<(Object, Object)>> {
-    let Object::Dict(entries) = obj else {
-        return None;
-    };
-    for key in WRAPPER_KEYS {
-        if let Some((_, Object::Dict(inner))) = entries
-            .iter()
-            .find(|(k, _)| *k == Object::Unicode(key.to_string()))
-        {
-            return Some(inner.clone());
-        }
-    }
-    Some(entries)
-}
-
+/// Reads a torch zip checkpoint through the bounded reader of [`crate::pth`].
 fn read_pth(path: &Path) -> Result<Checkpoint> {
-    let file = std::fs::File::open(path).map_err(|e| unreadable(path, e))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| unreadable(path, format!("not a valid torch zip checkpoint: {e}")))?;
-    let pkl = zip
-        .file_names()
-        .filter_map(|f| f.ok().map(|f| f.into_owned()))
-        .find(|f| f.ends_with("/data.pkl") || f == "data.pkl")
-        .ok_or_else(|| unreadable(path, "no data.pkl in the zip archive"))?;
-    let dir = pkl.strip_suffix(".pkl").unwrap_or(&pkl).to_string();
-    let obj = {
-        let reader = zip
-            .by_name(&pkl)
-            .map_err(|e| unreadable(path, format!("{pkl}: {e}")))?;
-        let mut reader = std::io::BufReader::new(reader);
-        let mut stack = Stack::empty();
-        stack
-            .read_loop(&mut reader)
-            .map_err(|e| unreadable(path, format!("{pkl}: {e}")))?;
-        stack
-            .finalize()
-            .map_err(|e| unreadable(path, format!("{pkl}: {e}")))?
-    };
-    let entries =
-        state_dict(obj).ok_or_else(|| unreadable(path, "the pickle is not a dict of tensors"))?;
-    let mut tensors = HashMap::new();
-    for (k, v) in entries {
-        let Object::Unicode(name) = k.clone() else {
-            continue;
+    let tensors = crate::pth::read_pth(path, &WRAPPER_KEYS).map_err(|e| unreadable(path, e))?;
+    let mut out = HashMap::new();
+    for (name, t) in tensors {
+        let dtype = match t.dtype {
+            PthDType::F32 => DType::F32,
+            PthDType::F64 => DType::F64,
+            PthDType::F16 => DType::F16,
+            PthDType::BF16 => DType::BF16,
+            PthDType::I64 => DType::I64,
+            PthDType::U8 => DType::U8,
         };
-        let info = match v.into_tensor_info(k, Path::new(&dir)) {
-            Ok(Some(info)) => info,
-            // Not a tensor (e.g. `_metadata`, an epoch counter): not part of the weights.
-            Ok(None) | Err(_) => continue,
-        };
-        let t = read_pth_tensor(&mut zip, &info)
+        let tensor = Tensor::from_raw_buffer(&t.data, dtype, &t.shape, &Device::Cpu)
             .map_err(|e| unreadable(path, format!("tensor {name}: {e}")))?;
-        tensors.insert(name, t);
-    }
-    if tensors.is_empty() {
-        return Err(unreadable(path, "no tensors found in the checkpoint"));
+        out.insert(name, tensor);
     }
     Ok(Checkpoint {
-        tensors: normalise_names(tensors),
+        tensors: normalise_names(out),
         config: None,
     })
-}
-
-fn read_pth_tensor<R: std::io::Read + std::io::Seek>(
-    zip: &mut zip::ZipArchive<R>,
-    info: &candle_core::pickle::TensorInfo,
-) -> std::result::Result<Tensor, String> {
-    let dtype = info.dtype;
-    let elem = dtype.size_in_bytes();
-    let layout = &info.layout;
-    let numel = layout.shape().elem_count();
-    let offset = layout.start_offset(); // bytes
-    let mut reader = zip
-        .by_name(&info.path)
-        .map_err(|e| format!("{}: {e}", info.path))?;
-    let mut bytes = Vec::new();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", info.path))?;
-    let need = offset + numel * elem;
-    if bytes.len() < need {
-        return Err(format!(
-            "storage {} holds {} bytes, the tensor needs {need}",
-            info.path,
-            bytes.len()
-        ));
-    }
-    let dims = layout.dims().to_vec();
-    let raw = &bytes[offset..need];
-    if layout.is_contiguous() {
-        Tensor::from_raw_buffer(raw, dtype, &dims, &Device::Cpu).map_err(|e| e.to_string())
-    } else if layout.is_fortran_contiguous() {
-        let rev: Vec<usize> = dims.iter().rev().copied().collect();
-        let t =
-            Tensor::from_raw_buffer(raw, dtype, &rev, &Device::Cpu).map_err(|e| e.to_string())?;
-        let perm: Vec<usize> = (0..dims.len()).rev().collect();
-        t.permute(perm)
-            .and_then(|t| t.contiguous())
-            .map_err(|e| e.to_string())
-    } else {
-        Err(format!(
-            "non-contiguous tensor layout {layout:?} is not supported"
-        ))
-    }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@
 //! [`Value::get`] matches str and bytes keys alike, which is what `encoding='latin1'` gives.
 //!
 //! Every length read from the input is checked against the bytes that remain before anything is
-//! allocated, unsupported opcodes (persistent ids, extension registry, out-of-band buffers) are
-//! errors naming the opcode and its byte offset, and building the owned [`Value`] tree is
+//! allocated, unsupported opcodes (extension registry, out-of-band buffers; persistent ids
+//! unless asked for, see [`read_pickle_with_persistent_ids`]) are errors naming the opcode and
+//! its byte offset, and building the owned [`Value`] tree is
 //! bounded in depth and size (so self-referencing or exponentially shared structures fail
 //! cleanly).
 
@@ -661,6 +662,8 @@ struct Machine<'a> {
     stack: Vec<P>,
     metastack: Vec<Vec<P>>,
     memo: HashMap<u64, P>,
+    /// `PERSID` / `BINPERSID` become [`PERSISTENT_ID`] objects instead of errors.
+    persistent_ids: bool,
 }
 
 impl<'a> Machine<'a> {
@@ -1117,6 +1120,21 @@ impl<'a> Machine<'a> {
                     let state = self.pop()?;
                     let target = self.top()?.clone();
                     self.build(&target, state)?;
+                }
+                PERSID | BINPERSID if self.persistent_ids => {
+                    // Only recorded: the caller resolves the id (a PyTorch storage reference).
+                    let pid = if self.op == PERSID {
+                        let l = self.line_str()?;
+                        P::Str(Rc::from(l))
+                    } else {
+                        self.pop()?
+                    };
+                    self.stack.push(Obj::make(
+                        PERSISTENT_ID.0,
+                        PERSISTENT_ID.1,
+                        Kind::Generic,
+                        pid,
+                    ));
                 }
                 PERSID | BINPERSID => {
                     return Err(self.unsupported(
@@ -1805,8 +1823,24 @@ fn teardown(mut work: Vec<P>) {
     }
 }
 
+/// (module, name) of the [`PyObject`] a persistent id becomes with
+/// [`read_pickle_with_persistent_ids`]; its `args` is the id (for PyTorch: `('storage',
+/// storage_type, key, location, numel)`).
+pub const PERSISTENT_ID: (&str, &str) = ("", "persistent_id");
+
 /// Unpickles a complete pickle held in memory (bytes after STOP are ignored, as in Python).
+/// Persistent ids are errors.
 pub fn read_pickle(bytes: &[u8]) -> Result<Value> {
+    unpickle(bytes, false)
+}
+
+/// [`read_pickle`], with persistent ids (`PERSID`, `BINPERSID`: how `torch.save` refers to
+/// tensor storages) recorded as [`PERSISTENT_ID`] objects for the caller to resolve.
+pub fn read_pickle_with_persistent_ids(bytes: &[u8]) -> Result<Value> {
+    unpickle(bytes, true)
+}
+
+fn unpickle(bytes: &[u8], persistent_ids: bool) -> Result<Value> {
     let mut m = Machine {
         input: bytes,
         pos: 0,
@@ -1815,6 +1849,7 @@ pub fn read_pickle(bytes: &[u8]) -> Result<Value> {
         stack: Vec::new(),
         metastack: Vec::new(),
         memo: HashMap::new(),
+        persistent_ids,
     };
     let top = m.run()?;
     drop(m); // memo and stacks: the tree below then holds the only references

@@ -177,6 +177,10 @@ impl Take {
                 root: w * Vector3::from(s.translation),
             });
         }
+        // The shape a body model can have (an untrained network's betas are clipped).
+        for b in &mut beta {
+            *b = b.clamp(-ikol_body::MAX_ABS_BETA, ikol_body::MAX_ABS_BETA);
+        }
         let rest_joints = model.rest_joints(&beta)?;
         let mut rotations = Vec::with_capacity(frames);
         let mut root = Vec::with_capacity(frames);

@@ -79,19 +79,14 @@ fn mesh_person(
     if p.theta.len() != SMPL_JOINTS {
         return Ok(false);
     }
-    // Nothing absurd or non-finite leaves the mesher: such a person (extreme upstream values)
-    // gets no mesh.
-    if let Some(b) = p
-        .beta
-        .iter()
-        .find(|b| !(b.is_finite() && f64::from(b.abs()) <= ikol_body::MAX_ABS_BETA))
-    {
-        return Err(format!(
-            "beta {b} is outside [-{0}, {0}]",
-            ikol_body::MAX_ABS_BETA
-        ));
+    // Nothing non-finite leaves the mesher: such a person gets no mesh. A finite shape beyond
+    // the model's range (an untrained network's output) is clipped to +-MAX_ABS_BETA.
+    if let Some(b) = p.beta.iter().find(|b| !b.is_finite()) {
+        return Err(format!("beta {b} is not finite"));
     }
-    let posed = common::pose_model(model, &p.theta, &p.beta).map_err(|e| e.to_string())?;
+    let max = ikol_body::MAX_ABS_BETA as f32;
+    let beta: Vec<f32> = p.beta.iter().map(|b| b.clamp(-max, max)).collect();
+    let posed = common::pose_model(model, &p.theta, &beta).map_err(|e| e.to_string())?;
     // The root joint goes to the solved camera translation (root-relative otherwise).
     let t = p.translation.or(p.root).unwrap_or([0.0; 3]);
     if !t.iter().all(|x| x.is_finite()) || !posed.vertices.iter().flatten().all(|x| x.is_finite()) {
