@@ -1,4 +1,5 @@
 //! Bad checkpoints give errors that name the file and the offending keys.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -19,6 +19,11 @@ use std::fs;
 use std::io::{Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+/// Largest inflated `.npz` member (an SMPL-X model's largest array is about 100 MB).
+pub const MAX_NPZ_MEMBER_BYTES: u64 = 1 << 30;
+/// Largest inflated `.npz` in all.
+pub const MAX_NPZ_TOTAL_BYTES: u64 = 2 << 30;
+
 /// Longest string element (`U<n>`) accepted: numpy has no limit, a body model or motion file
 /// needs a few dozen characters.
 const MAX_STR_CHARS: u32 = 1 << 16;
@@ -942,6 +947,7 @@ pub fn read_npz_reader<R: Read + Seek>(reader: R) -> Result<BTreeMap<String, NdA
 pub fn read_npz_members<R: Read + Seek>(reader: R) -> Result<BTreeMap<String, Result<NdArray>>> {
     let mut archive = zip::ZipArchive::new(reader).map_err(|source| NpyError::Zip { source })?;
     let mut out = BTreeMap::new();
+    let mut total = 0u64;
     for i in 0..archive.len() {
         let mut member = archive
             .by_index(i)
@@ -954,15 +960,34 @@ pub fn read_npz_members<R: Read + Seek>(reader: R) -> Result<BTreeMap<String, Re
             continue;
         };
         let key = key.to_owned();
-        // Never trust the declared size for the allocation; cap the up-front reservation.
-        let declared = usize::try_from(member.size()).unwrap_or(usize::MAX);
-        let mut buf = Vec::with_capacity(declared.min(1 << 26));
-        member
+        // Bounded: each member at most MAX_NPZ_MEMBER_BYTES and all together at most
+        // MAX_NPZ_TOTAL_BYTES as declared, and never more read than declared (a deflate bomb
+        // that under-declares stops at its declared size and is refused).
+        let declared = member.size();
+        total = total.saturating_add(declared);
+        let too_big = |what: String| NpyError::Member {
+            member: name.clone(),
+            source: Box::new(NpyError::BadHeader { reason: what }),
+        };
+        if declared > MAX_NPZ_MEMBER_BYTES || total > MAX_NPZ_TOTAL_BYTES {
+            return Err(too_big(format!(
+                "{declared} bytes inflated ({total} with the members before), more than \
+                 {MAX_NPZ_MEMBER_BYTES} per member / {MAX_NPZ_TOTAL_BYTES} in all"
+            )));
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(1 << 26));
+        (&mut member)
+            .take(declared.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|source| NpyError::Member {
                 member: name.clone(),
                 source: Box::new(NpyError::ZipRead { source }),
             })?;
+        if buf.len() as u64 != declared {
+            return Err(too_big(format!(
+                "inflates to more or fewer bytes than the {declared} it declares"
+            )));
+        }
         let arr = read_npy(&buf).map_err(|e| NpyError::Member {
             member: name.clone(),
             source: Box::new(e),

@@ -677,3 +677,45 @@ fn physically_absurd_models_are_refused() {
         "{msg}"
     );
 }
+
+/// A deflate bomb in an `.npz` (issue 19: 5.25 GB RSS before its error): a member that
+/// declares more than the cap is refused unread, one that under-declares stops at its declared
+/// size.
+#[test]
+fn npz_bombs_are_refused_without_inflating() {
+    use std::io::Write;
+    let path = tmp("bomb.npz");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("big.npy", opts).unwrap();
+        z.write_all(&vec![0u8; 16 << 20]).unwrap();
+        z.finish().unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    // Patch the uncompressed size in the local header (offset 22) and the central directory
+    // entry (offset 24 after its signature).
+    let patched = |size: u32| {
+        let mut b = bytes.clone();
+        b[22..26].copy_from_slice(&size.to_le_bytes());
+        let cd = b.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+        b[cd + 24..cd + 28].copy_from_slice(&size.to_le_bytes());
+        b
+    };
+    let small = ikol_body::npy::read_npz_bytes(&patched(1000))
+        .unwrap_err()
+        .to_string();
+    // (the zip reader itself stops at the declared size, as our cap does)
+    assert!(
+        small.contains("big.npy") && (small.contains("declares") || small.contains("declared")),
+        "{small}"
+    );
+    let huge = ikol_body::npy::read_npz_bytes(&patched(3 << 30))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        huge.contains("big.npy") && huge.contains("more than"),
+        "{huge}"
+    );
+}
