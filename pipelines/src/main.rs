@@ -147,6 +147,11 @@ enum Cli {
         /// ikolsolver, or an element's name) . PROPERTY = VALUE; repeatable.
         #[arg(long = "set", value_name = "ELEMENT.PROPERTY=VALUE")]
         sets: Vec<String>,
+        /// Live or network input: no frame for this many seconds is a stall (the files written
+        /// so far are finalised; with --reconnect the pipeline starts again, else exit 1);
+        /// 0 = never. Default 5.
+        #[arg(long, value_name = "SECS")]
+        stall_timeout: Option<f64>,
     },
 }
 
@@ -354,6 +359,7 @@ fn main() -> Result<()> {
             reconnect_delay,
             max_seconds,
             sets,
+            stall_timeout,
         } => run::main(&run::RunArgs {
             file,
             vars,
@@ -363,6 +369,7 @@ fn main() -> Result<()> {
             reconnect_delay,
             max_seconds,
             sets,
+            stall_timeout,
         })?,
         Cli::Eval3dpw(args) => eval::main(&args)?,
         Cli::Mocap(args) => mocap::main(&args)?,

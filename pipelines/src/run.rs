@@ -40,7 +40,13 @@ pub struct RunArgs {
     pub max_seconds: Option<f64>,
     /// `ELEMENT.PROPERTY=VALUE` settings applied after the pipeline is built.
     pub sets: Vec<String>,
+    /// Live or network input: no frame for this many seconds is a stall (0 = never).
+    pub stall_timeout: Option<f64>,
 }
+
+/// Seconds without a frame from live or network input after which the stream counts as
+/// stalled (a frozen camera or server keeps its socket open and sends nothing).
+pub const DEFAULT_STALL_TIMEOUT_S: f64 = 5.0;
 
 /// One `--set ELEMENT.PROPERTY=VALUE`: ELEMENT is an element's factory name (every element
 /// of that kind) or its name in the pipeline.
@@ -469,11 +475,14 @@ struct Counts {
     people: u64,
     track_ids: BTreeSet<u64>,
     meta_error: Option<String>,
+    /// When the last frame was counted.
+    last_frame: Option<Instant>,
 }
 
 impl Counts {
     fn add_buffer(&mut self, buf: &gst::BufferRef) {
         self.frames += 1;
+        self.last_frame = Some(Instant::now());
         match gstikol::meta::FrameMeta::read(buf) {
             Ok(Some(m)) => {
                 if !m.people.is_empty() {
@@ -808,6 +817,7 @@ struct Attempt<'a> {
     interrupts_seen: &'a mut usize,
     /// Tables of `ikol-eval` messages whose element did not print them.
     tables: &'a mut Vec<String>,
+    stall: Option<Duration>,
 }
 
 /// Name of the message `ikolexport` posts for each motion file.
@@ -907,6 +917,15 @@ impl Attempt<'_> {
         }
         let mut eos_requested: Option<(Instant, &'static str)> = None;
         let mut network_warning: Option<String> = None;
+        // The stall watchdog: live or network input only (a file never stalls, it is slow).
+        let watched = is_live
+            || pipeline
+                .iterate_recurse()
+                .into_iter()
+                .filter_map(Result::ok)
+                .any(|e| is_network_element(&e));
+        let playing_since = Instant::now();
+        let mut stalled: Option<String> = None;
         let mut last_update = Instant::now() - Duration::from_secs(1);
         let mut buffering = false;
         loop {
@@ -914,6 +933,13 @@ impl Attempt<'_> {
                 use gst::MessageView;
                 match msg.view() {
                     MessageView::Eos(_) => {
+                        // A stall stopped the stream: the files are finalised, the run failed.
+                        if let Some(message) = stalled {
+                            return Ok(Outcome::Failed {
+                                message,
+                                network: true,
+                            });
+                        }
                         if eos_requested.is_none()
                             && let Some(w) = network_warning
                         {
@@ -930,7 +956,13 @@ impl Attempt<'_> {
                             self.progress.say(&format!(
                                 "warning: error after stopping ({why}), ignored: {text}"
                             ));
-                            return Ok(Outcome::Finished);
+                            return Ok(match stalled {
+                                Some(message) => Outcome::Failed {
+                                    message,
+                                    network: true,
+                                },
+                                None => Outcome::Finished,
+                            });
                         }
                         return Ok(Outcome::Failed {
                             message: text,
@@ -992,9 +1024,38 @@ impl Attempt<'_> {
                 pipeline.send_event(gst::event::Eos::new());
                 eos_requested = Some((Instant::now(), "--max-seconds"));
             }
+            if eos_requested.is_none()
+                && watched
+                && !buffering
+                && let Some(limit) = self.stall
+            {
+                let last = lock(&self.counts)
+                    .last_frame
+                    .filter(|t| *t > playing_since)
+                    .unwrap_or(playing_since);
+                if last.elapsed() > limit {
+                    let message = format!(
+                        "no frame for {:.1} s from the live/network input: the stream stalled \
+                         (--stall-timeout)",
+                        limit.as_secs_f64()
+                    );
+                    self.progress.say(&format!(
+                        "warning: {message}; finishing the files written so far"
+                    ));
+                    pipeline.send_event(gst::event::Eos::new());
+                    eos_requested = Some((Instant::now(), "stall"));
+                    stalled = Some(message);
+                }
+            }
             if let Some((t, why)) = eos_requested
                 && t.elapsed() > EOS_GRACE
             {
+                if let Some(message) = stalled {
+                    return Ok(Outcome::Failed {
+                        message,
+                        network: true,
+                    });
+                }
                 return Ok(Outcome::Failed {
                     message: format!(
                         "no end of stream {} s after stopping ({why}); outputs may be incomplete",
@@ -1056,6 +1117,11 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
     if a.reconnect_delay.is_nan() || a.reconnect_delay < 0.0 {
         bail!("--reconnect-delay must be zero or more seconds");
     }
+    let stall = match a.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT_S) {
+        0.0 => None,
+        s if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        s => bail!("--stall-timeout {s}: must be a positive number of seconds, or 0 (off)"),
+    };
     let max = match a.max_seconds {
         Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
         Some(s) => bail!("--max-seconds {s}: must be a positive number of seconds"),
@@ -1084,6 +1150,7 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
             started,
             interrupts_seen: &mut interrupts_seen,
             tables: &mut tables,
+            stall,
         };
         let (outcome, counted_at, outputs) = run.run()?;
         match outcome {

@@ -744,3 +744,75 @@ fn rtsp_stream_that_ends_finishes_the_run() {
     assert_eq!(json_lines(&json).len(), 30);
     assert_eq!(count_frames(&mkv), 30);
 }
+
+/// Environment variable that turns [`rtsp_server_subprocess_entry`] into a server.
+const SERVE_ENV: &str = "IKOL_TEST_RTSP_SERVE";
+
+/// Not a test of its own: the entry point of the RTSP server process that
+/// `rtsp_frozen_server_is_a_stall` freezes with SIGSTOP (the server must be another process to
+/// be frozen). Without `IKOL_TEST_RTSP_SERVE` it returns at once.
+#[test]
+fn rtsp_server_subprocess_entry() {
+    if std::env::var_os(SERVE_ENV).is_none() {
+        return;
+    }
+    let server = RtspServer::start();
+    println!("URL {}", server.url);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A frozen RTSP server (the process stopped, its socket open) is a stall: after
+/// `--stall-timeout` the runner finalises the files written so far and exits non-zero with a
+/// clear message (issue 19: it exited 0 after 26 s with a normal summary).
+#[test]
+fn rtsp_frozen_server_is_a_stall() {
+    use std::io::BufRead;
+    let mut server = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "rtsp_server_subprocess_entry", "--nocapture"])
+        .env(SERVE_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    for l in lines.by_ref() {
+        if let Some(u) = l.unwrap().strip_prefix("URL ") {
+            url = u.to_owned();
+            break;
+        }
+    }
+    assert!(url.starts_with("rtsp://"), "the server process gave no URL");
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &server.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {sig}");
+    };
+    let (mkv, json) = (tmp("frozen.mkv"), tmp("frozen.jsonl"));
+    let child = spawn(&run_args(
+        "rtsp-camera.pipeline",
+        &rtsp_vars(&url, &mkv, &json),
+        &["--max-seconds", "60", "--stall-timeout", "2"],
+    ));
+    let seen = wait_lines(&json, 3, Duration::from_secs(30));
+    signal("-STOP");
+    let r = finish(child, Duration::from_secs(60));
+    signal("-CONT");
+    let _ = server.kill();
+    let _ = server.wait();
+    eprintln!("{}", r.all());
+    assert!(seen >= 3, "no frames arrived");
+    assert!(!r.ok, "{}", r.all());
+    assert!(r.stderr.contains("the stream stalled"), "{}", r.all());
+    // The files written so far are complete: the JSON has every counted frame, the MKV plays.
+    let frames = r.summary("frames").unwrap();
+    assert!(frames >= 3, "{}", r.all());
+    assert_eq!(json_lines(&json).len() as u64, frames, "{}", r.all());
+    assert!(count_frames(&mkv) >= 3, "{}", r.all());
+}
