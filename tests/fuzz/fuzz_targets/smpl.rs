@@ -1,0 +1,3 @@
+#![no_main]
+//! libFuzzer entry for the `smpl` target of `ikol_tests::fuzz`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ikol_tests::fuzz::smpl(data));
