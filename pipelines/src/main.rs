@@ -15,6 +15,7 @@ mod eval;
 mod mocap;
 mod run;
 mod solve;
+mod stats;
 
 /// 3D human pose and body-mesh recovery (IKOL, HybrIK).
 #[derive(Debug, Parser)]
@@ -152,6 +153,10 @@ enum Cli {
         /// 0 = never. Default 5.
         #[arg(long, value_name = "SECS")]
         stall_timeout: Option<f64>,
+        /// At the end, print per element the buffers, mean and p95 processing time and share of
+        /// the wall time, and every queue's fill.
+        #[arg(long)]
+        stats: bool,
     },
 }
 
@@ -360,6 +365,7 @@ fn main() -> Result<()> {
             max_seconds,
             sets,
             stall_timeout,
+            stats,
         } => run::main(&run::RunArgs {
             file,
             vars,
@@ -370,6 +376,7 @@ fn main() -> Result<()> {
             max_seconds,
             sets,
             stall_timeout,
+            stats,
         })?,
         Cli::Eval3dpw(args) => eval::main(&args)?,
         Cli::Mocap(args) => mocap::main(&args)?,

@@ -42,6 +42,8 @@ pub struct RunArgs {
     pub sets: Vec<String>,
     /// Live or network input: no frame for this many seconds is a stall (0 = never).
     pub stall_timeout: Option<f64>,
+    /// Print per-element timing and queue fill at the end (`crate::stats`).
+    pub stats: bool,
 }
 
 /// Seconds without a frame from live or network input after which the stream counts as
@@ -818,6 +820,7 @@ struct Attempt<'a> {
     /// Tables of `ikol-eval` messages whose element did not print them.
     tables: &'a mut Vec<String>,
     stall: Option<Duration>,
+    stats: Option<&'a crate::stats::Stats>,
 }
 
 /// Name of the message `ikolexport` posts for each motion file.
@@ -867,6 +870,9 @@ impl Attempt<'_> {
     fn run(&mut self) -> Result<(Outcome, String, Vec<PathBuf>)> {
         let pipeline = build(self.file, self.description)?;
         apply_sets(&pipeline, self.sets)?;
+        if let Some(st) = self.stats {
+            st.attach(&pipeline);
+        }
         let outputs = output_locations(&pipeline);
         let bus = pipeline.bus().context("pipeline without a bus")?;
         let counted_at = match counting_pad(&pipeline) {
@@ -1066,6 +1072,9 @@ impl Attempt<'_> {
             }
             if last_update.elapsed() >= Duration::from_millis(200) {
                 last_update = Instant::now();
+                if let Some(st) = self.stats {
+                    st.sample_queues(pipeline);
+                }
                 let frames = lock(&self.counts).frames;
                 let secs = self.started.elapsed().as_secs_f64();
                 let fps = if secs > 0.0 {
@@ -1139,6 +1148,7 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
     let mut interrupts_seen = INTERRUPTS.load(Ordering::SeqCst);
     let mut attempt = 1;
     let mut tables = Vec::new();
+    let stats = a.stats.then(crate::stats::Stats::default);
     let (result, counted_at) = loop {
         let mut run = Attempt {
             sets: &sets,
@@ -1151,6 +1161,7 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
             interrupts_seen: &mut interrupts_seen,
             tables: &mut tables,
             stall,
+            stats: stats.as_ref(),
         };
         let (outcome, counted_at, outputs) = run.run()?;
         match outcome {
@@ -1203,6 +1214,9 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
         counted_at,
     };
     say(&format!("{summary}\n"));
+    if let Some(st) = &stats {
+        say(&format!("\n{}", st.table(summary.wall.as_secs_f64())));
+    }
     for t in &tables {
         say(&format!("\n{t}"));
     }

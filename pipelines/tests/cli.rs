@@ -452,3 +452,30 @@ fn closed_pipe_is_quiet() {
         out.status
     );
 }
+
+/// `--stats` measures what each element spends: an `identity sleep-time=20000` costs 20 ms per
+/// buffer (its own sleep), the queue's fill is reported.
+#[test]
+fn run_stats_times_each_element() {
+    let file = tmp("stats.pipeline");
+    std::fs::write(
+        &file,
+        "videotestsrc num-buffers=10 ! video/x-raw,format=RGB,width=64,height=48 \
+         ! identity name=slow sleep-time=20000 ! queue ! fakesink\n",
+    )
+    .unwrap();
+    let (ok, msg) = ikol(&["run", s(&file), "--stats"]);
+    assert!(ok, "{msg}");
+    let row = msg
+        .lines()
+        .find(|l| l.starts_with("slow "))
+        .unwrap_or_else(|| panic!("no row for `slow`:\n{msg}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "10", "{row}");
+    let mean: f64 = cols[2].parse().unwrap();
+    assert!((19.5..40.0).contains(&mean), "{row}");
+    assert!(
+        msg.contains("queue0") && msg.contains("fill: mean"),
+        "{msg}"
+    );
+}
