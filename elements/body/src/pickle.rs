@@ -573,13 +573,85 @@ fn tuple(items: Vec<P>) -> P {
     P::Tuple(Rc::new(Items(items)))
 }
 fn list(items: Vec<P>) -> P {
-    P::List(Rc::new(RefCell::new(Items(items))))
+    let rc = Rc::new(RefCell::new(Items(items)));
+    register(Mutable::Items(Rc::downgrade(&rc)));
+    P::List(rc)
 }
 fn set(items: Vec<P>) -> P {
-    P::Set(Rc::new(RefCell::new(Items(items))))
+    let rc = Rc::new(RefCell::new(Items(items)));
+    register(Mutable::Items(Rc::downgrade(&rc)));
+    P::Set(rc)
 }
 fn dict(pairs: Vec<(P, P)>) -> P {
-    P::Dict(Rc::new(RefCell::new(Pairs(pairs))))
+    let rc = Rc::new(RefCell::new(Pairs(pairs)));
+    register(Mutable::Pairs(Rc::downgrade(&rc)));
+    P::Dict(rc)
+}
+
+/// A mutable container created while unpickling. A pickle can make reference cycles (a list
+/// appended to itself through the memo: `APPENDS` after `GET`), which `Rc` alone would leak
+/// (found by fuzzing, `tests/data/fuzz/pw3d/leak-*`); every mutable container is registered
+/// and emptied when the unpickling ends ([`CycleBreaker`]), and every cycle runs through one.
+enum Mutable {
+    Items(std::rc::Weak<RefCell<Items>>),
+    Pairs(std::rc::Weak<RefCell<Pairs>>),
+    Obj(std::rc::Weak<RefCell<Obj>>),
+}
+
+thread_local! {
+    static CREATED: RefCell<Vec<Mutable>> = const { RefCell::new(Vec::new()) };
+}
+
+fn register(m: Mutable) {
+    CREATED.with(|c| c.borrow_mut().push(m));
+}
+
+/// Empties every container registered since it was made, when dropped (on success and on
+/// error alike).
+struct CycleBreaker;
+
+impl CycleBreaker {
+    fn new() -> Self {
+        CREATED.with(|c| c.borrow_mut().clear());
+        CycleBreaker
+    }
+}
+
+impl Drop for CycleBreaker {
+    fn drop(&mut self) {
+        let created = CREATED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        let mut work = Vec::new();
+        for m in created {
+            match m {
+                Mutable::Items(w) => {
+                    if let Some(rc) = w.upgrade()
+                        && let Ok(mut cell) = rc.try_borrow_mut()
+                    {
+                        work.append(&mut cell.0);
+                    }
+                }
+                Mutable::Pairs(w) => {
+                    if let Some(rc) = w.upgrade()
+                        && let Ok(mut cell) = rc.try_borrow_mut()
+                    {
+                        work.extend(cell.0.drain(..).flat_map(|(k, v)| [k, v]));
+                    }
+                }
+                Mutable::Obj(w) => {
+                    if let Some(rc) = w.upgrade()
+                        && let Ok(mut o) = rc.try_borrow_mut()
+                    {
+                        work.push(std::mem::replace(&mut o.args, P::None));
+                        work.push(std::mem::replace(&mut o.state, P::None));
+                        work.append(&mut o.list_items);
+                        work.extend(o.dict_items.drain(..).flat_map(|(k, v)| [k, v]));
+                    }
+                }
+            }
+            // Dropped one container at a time: what it held goes through `teardown`.
+            teardown(std::mem::take(&mut work));
+        }
+    }
 }
 
 impl P {
@@ -638,7 +710,7 @@ impl Drop for Obj {
 
 impl Obj {
     fn make(module: &str, name: &str, kind: Kind, args: P) -> P {
-        P::Obj(Rc::new(RefCell::new(Obj {
+        let rc = Rc::new(RefCell::new(Obj {
             module: module.to_owned(),
             name: name.to_owned(),
             kind,
@@ -646,7 +718,9 @@ impl Obj {
             state: P::None,
             list_items: Vec::new(),
             dict_items: Vec::new(),
-        })))
+        }));
+        register(Mutable::Obj(Rc::downgrade(&rc)));
+        P::Obj(rc)
     }
 }
 
@@ -1792,16 +1866,22 @@ fn recursive() -> PickleError {
 /// Drops a graph of shared values without recursion: containers we hold the last reference
 /// to are emptied into the work list before their (now shallow) shell is dropped.
 fn teardown(mut work: Vec<P>) {
+    // `Rc::get_mut` fails while the cycle registry holds a weak pointer, so sole ownership is
+    // told by the strong count; the contents are then taken through the RefCell.
     while let Some(p) = work.pop() {
         match p {
-            P::List(mut rc) | P::Set(mut rc) => {
-                if let Some(cell) = Rc::get_mut(&mut rc) {
-                    work.append(&mut cell.get_mut().0);
+            P::List(rc) | P::Set(rc) => {
+                if Rc::strong_count(&rc) == 1
+                    && let Ok(mut cell) = rc.try_borrow_mut()
+                {
+                    work.append(&mut cell.0);
                 }
             }
-            P::Dict(mut rc) => {
-                if let Some(cell) = Rc::get_mut(&mut rc) {
-                    work.extend(cell.get_mut().0.drain(..).flat_map(|(k, v)| [k, v]));
+            P::Dict(rc) => {
+                if Rc::strong_count(&rc) == 1
+                    && let Ok(mut cell) = rc.try_borrow_mut()
+                {
+                    work.extend(cell.0.drain(..).flat_map(|(k, v)| [k, v]));
                 }
             }
             P::Tuple(mut rc) => {
@@ -1809,9 +1889,10 @@ fn teardown(mut work: Vec<P>) {
                     work.append(&mut items.0);
                 }
             }
-            P::Obj(mut rc) => {
-                if let Some(cell) = Rc::get_mut(&mut rc) {
-                    let o = cell.get_mut();
+            P::Obj(rc) => {
+                if Rc::strong_count(&rc) == 1
+                    && let Ok(mut o) = rc.try_borrow_mut()
+                {
                     work.push(std::mem::replace(&mut o.args, P::None));
                     work.push(std::mem::replace(&mut o.state, P::None));
                     work.append(&mut o.list_items);
@@ -1841,6 +1922,7 @@ pub fn read_pickle_with_persistent_ids(bytes: &[u8]) -> Result<Value> {
 }
 
 fn unpickle(bytes: &[u8], persistent_ids: bool) -> Result<Value> {
+    let _cycles = CycleBreaker::new();
     let mut m = Machine {
         input: bytes,
         pos: 0,
