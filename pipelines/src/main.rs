@@ -237,7 +237,7 @@ fn render_front(vertices: &[[f32; 3]], faces: &[[u32; 3]], path: &std::path::Pat
         SIZE * 3,
         ikol_render::PixelFormat::Rgb,
     )?;
-    let mut depth = ikol_render::DepthBuffer::new(SIZE, SIZE);
+    let mut depth = ikol_render::Canvas::new(SIZE, SIZE);
     ikol_render::draw_mesh(
         &mut frame,
         &mut depth,

@@ -8,7 +8,7 @@ use gst::prelude::*;
 use gstikol::meta::FrameMeta;
 use ikol_body::BodyModel;
 use ikol_body::nalgebra::{Matrix3, Vector3};
-use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat, draw_mesh};
+use ikol_render::{Canvas, Frame, MeshStyle, PixelFormat, draw_mesh};
 use ikol_types::rotation::axis_angle_to_matrix;
 use ikol_types::{BBox, FrameResult, Intrinsics};
 
@@ -38,7 +38,7 @@ fn rendered_person(k: &Intrinsics) -> Result<(Vec<u8>, BBox)> {
         .collect();
     let mut px = vec![90u8; W * H * 3];
     let mut frame = Frame::new(&mut px, W, H, 3 * W, PixelFormat::Rgb)?;
-    let mut depth = DepthBuffer::new(W, H);
+    let mut depth = Canvas::new(W, H);
     draw_mesh(
         &mut frame,
         &mut depth,

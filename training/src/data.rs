@@ -19,7 +19,7 @@ use ikol_backbone::DEPTH_FACTOR_M;
 use ikol_backbone::camera::{cam_to_uvd, k_inv};
 use ikol_backbone::preprocess::{RgbFrame, crop_for_box, normalize_rgb, warp_affine_rgb};
 use ikol_body::BodyModel;
-use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat, draw_mesh_colors};
+use ikol_render::{Canvas, Frame, MeshStyle, PixelFormat, draw_mesh_colors};
 use ikol_solver::sampling::{
     GroundTruth, PoseDistribution, ground_truth, sample_beta, sample_pose,
 };
@@ -183,7 +183,7 @@ pub fn render_sample(
     let colors = clothing_colors(body, rng);
     {
         let mut frame = Frame::new(&mut pixels, size, size, 3 * size, PixelFormat::Rgb)?;
-        let mut depth = DepthBuffer::new(size, size);
+        let mut depth = Canvas::new(size, size);
         draw_mesh_colors(
             &mut frame,
             &mut depth,

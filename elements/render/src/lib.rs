@@ -2,9 +2,14 @@
 //! frames (the `ikoloverlay` element and the `ikol` command draw with it).
 //!
 //! Triangles are projected with the pinhole model (OpenCV convention, camera frame x right, y
-//! down, z forward), rasterised with edge functions over pixel centres, depth-tested against a
-//! z-buffer with perspective-correct depth (1/z interpolated linearly in screen space), and shaded
-//! with Lambert's law from per-vertex normals under a light at the camera.
+//! down, z forward), culled when seen from behind (meshes that enclose a volume; open sheets
+//! are two-sided), rasterised with edge functions over pixel centres (per row only between the
+//! triangle's edges), depth-tested against a z-buffer of 1/z (affine in screen space, so
+//! perspective-correct without a division per pixel), and shaded with Lambert's law from
+//! per-vertex normals under a light at the camera. Meshes go into a [`Canvas`] layer first and
+//! are blended into the frame once per pixel, so a translucent body shows its nearest surface
+//! only. `examples/render-bench.rs` measures it; `tests/reference.rs` holds it to the picture
+//! of the straightforward rasteriser it replaced.
 
 pub mod image;
 
@@ -45,6 +50,31 @@ pub enum RenderError {
     },
     #[error("{colors} vertex colours for {vertices} vertices")]
     ColorCount { colors: usize, vertices: usize },
+    #[error("more than 255 meshes added to a canvas without compositing")]
+    TooManyMeshes,
+    #[error("canvas of {}x{} for a {}x{} frame", canvas.0, canvas.1, frame.0, frame.1)]
+    CanvasSize {
+        canvas: (usize, usize),
+        frame: (usize, usize),
+    },
+}
+
+/// Blends `rgb` over one pixel `px` (`format.bytes_per_pixel()` bytes) with opacity `alpha`
+/// in [0, 1]: round(p (1 - alpha) + c alpha) per channel; RGBA becomes opaque.
+#[inline(always)]
+fn blend_pixel(px: &mut [u8], format: PixelFormat, rgb: [u8; 3], alpha: f32) {
+    let c = match format {
+        PixelFormat::Bgrx => [rgb[2], rgb[1], rgb[0]],
+        _ => rgb,
+    };
+    for (p, c) in px.iter_mut().zip(c) {
+        // Rounding by +0.5 and a saturating cast: the value is >= 0, and f32::round is a
+        // library call on baseline x86-64.
+        *p = (f32::from(*p) * (1.0 - alpha) + f32::from(c) * alpha + 0.5) as u8;
+    }
+    if format == PixelFormat::Rgba {
+        px[3] = 255;
+    }
 }
 
 /// A mutable view of a packed frame.
@@ -90,20 +120,9 @@ impl<'a> Frame<'a> {
     /// Blends `rgb` over pixel (x, y) with opacity `alpha` in [0, 1].
     #[inline]
     pub fn blend(&mut self, x: usize, y: usize, rgb: [u8; 3], alpha: f32) {
-        let o = y * self.stride + x * self.format.bytes_per_pixel();
-        let px = &mut self.data[o..o + 3];
-        let c = match self.format {
-            PixelFormat::Bgrx => [rgb[2], rgb[1], rgb[0]],
-            _ => rgb,
-        };
-        for (p, c) in px.iter_mut().zip(c) {
-            *p = (f32::from(*p) * (1.0 - alpha) + f32::from(c) * alpha)
-                .round()
-                .clamp(0.0, 255.0) as u8;
-        }
-        if self.format == PixelFormat::Rgba {
-            self.data[o + 3] = 255;
-        }
+        let bpp = self.format.bytes_per_pixel();
+        let o = y * self.stride + x * bpp;
+        blend_pixel(&mut self.data[o..o + bpp], self.format, rgb, alpha);
     }
 
     /// Reads pixel (x, y) as RGB.
@@ -117,26 +136,320 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// Per-pixel depth (camera z, metres) of what has been drawn; reuse across meshes of a frame so
-/// people occlude each other correctly.
-#[derive(Debug, Clone)]
-pub struct DepthBuffer {
-    width: usize,
-    depth: Vec<f32>,
+/// A region of pixel rows `y0..y1` and columns `x0..x1` (empty when `x0 >= x1`).
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    x0: usize,
+    y0: usize,
+    x1: usize,
+    y1: usize,
 }
 
-impl DepthBuffer {
+impl Region {
+    const EMPTY: Region = Region {
+        x0: usize::MAX,
+        y0: usize::MAX,
+        x1: 0,
+        y1: 0,
+    };
+    fn add(&mut self, x: usize, y: usize) {
+        self.x0 = self.x0.min(x);
+        self.y0 = self.y0.min(y);
+        self.x1 = self.x1.max(x + 1);
+        self.y1 = self.y1.max(y + 1);
+    }
+    fn rows(&self) -> std::ops::Range<usize> {
+        if self.x0 < self.x1 {
+            self.y0..self.y1
+        } else {
+            0..0
+        }
+    }
+}
+
+/// One pixel of a [`Canvas`].
+#[derive(Debug, Clone, Copy)]
+struct Texel {
+    /// 1/z of the nearest surface drawn, 0 where nothing is: 1/z is affine in screen space, so
+    /// the depth test needs no division per pixel.
+    inv_depth: f32,
+    /// Its shaded colour.
+    rgb: [u8; 3],
+    /// Which mesh since the last composite drew it (1-based), 0 = none.
+    mesh: u8,
+}
+
+impl Texel {
+    const EMPTY: Texel = Texel {
+        inv_depth: 0.0,
+        rgb: [0; 3],
+        mesh: 0,
+    };
+}
+
+/// The rasteriser's reusable state for frames of one size: the z-buffer (shared by every mesh
+/// drawn until [`Canvas::clear`], so people occlude each other), the mesh layer (per pixel the
+/// nearest surface's shaded colour and opacity, blended into a frame once by
+/// [`Canvas::composite`]), and scratch space, so that drawing allocates nothing per frame.
+///
+/// Blending once per pixel is what a translucent body should look like: surfaces hidden behind
+/// the nearest one do not show through it, whatever order the triangles come in.
+#[derive(Debug, Clone)]
+pub struct Canvas {
+    width: usize,
+    height: usize,
+    /// Depth and layer in one array (8 bytes a pixel), so a triangle's row touches one cache
+    /// line, not three: the body's triangles are small and come in mesh order, scattered over
+    /// buffers far larger than the cache.
+    texels: Vec<Texel>,
+    /// Opacity of each mesh added since the last composite (`Texel::mesh` - 1 indexes it).
+    opacities: Vec<f32>,
+    /// Where depth may be set and where the layer may be, so clearing and compositing touch
+    /// only the people's screen boxes.
+    depth_region: Region,
+    layer_region: Region,
+    screen: Vec<[f32; 3]>,
+    normals: Vec<[f32; 3]>,
+}
+
+impl Canvas {
     pub fn new(width: usize, height: usize) -> Self {
         Self {
             width,
-            depth: vec![f32::INFINITY; width * height],
+            height,
+            texels: vec![Texel::EMPTY; width * height],
+            opacities: Vec::new(),
+            depth_region: Region::EMPTY,
+            layer_region: Region::EMPTY,
+            screen: Vec::new(),
+            normals: Vec::new(),
         }
     }
-    pub fn clear(&mut self) {
-        self.depth.fill(f32::INFINITY);
+
+    pub fn width(&self) -> usize {
+        self.width
     }
-    pub fn at(&self, x: usize, y: usize) -> f32 {
-        self.depth[y * self.width + x]
+
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Forgets every surface drawn (depth and anything not yet composited).
+    pub fn clear(&mut self) {
+        let w = self.width;
+        // The layer's region lies inside the depth's.
+        for y in self.depth_region.rows() {
+            let (a, b) = (self.depth_region.x0, self.depth_region.x1);
+            self.texels[y * w + a..y * w + b].fill(Texel::EMPTY);
+        }
+        self.opacities.clear();
+        self.depth_region = Region::EMPTY;
+        self.layer_region = Region::EMPTY;
+    }
+
+    /// Camera depth (metres) of the nearest surface drawn at (x, y); infinity where none is.
+    pub fn depth_at(&self, x: usize, y: usize) -> f32 {
+        1.0 / self.texels[y * self.width + x].inv_depth
+    }
+
+    /// Rasterises a triangle mesh given in camera coordinates (metres) into the layer, with
+    /// `style.color`. Triangles with a vertex behind the near plane (z < 1 cm) are skipped.
+    /// Returns the number of fragments that passed the depth test.
+    pub fn add_mesh(
+        &mut self,
+        k: &Intrinsics,
+        vertices: &[[f32; 3]],
+        faces: &[[u32; 3]],
+        style: &MeshStyle,
+    ) -> Result<usize, RenderError> {
+        let c = style.color.map(f32::from);
+        self.raster(k, vertices, faces, style, |_, _| c)
+    }
+
+    /// [`Canvas::add_mesh`] with a colour per vertex (interpolated across each triangle, then
+    /// shaded); `style.color` is unused.
+    pub fn add_mesh_colors(
+        &mut self,
+        k: &Intrinsics,
+        vertices: &[[f32; 3]],
+        faces: &[[u32; 3]],
+        colors: &[[u8; 3]],
+        style: &MeshStyle,
+    ) -> Result<usize, RenderError> {
+        if colors.len() != vertices.len() {
+            return Err(RenderError::ColorCount {
+                colors: colors.len(),
+                vertices: vertices.len(),
+            });
+        }
+        self.raster(k, vertices, faces, style, |f, w| {
+            let [a, b, c] = f.map(|i| colors[i as usize].map(f32::from));
+            lerp3(w[0], w[1], w[2], a, b, c)
+        })
+    }
+
+    /// Blends the layer into `frame` (each covered pixel once, with its mesh's opacity) and
+    /// empties the layer; the depth stays until [`Canvas::clear`].
+    pub fn composite(&mut self, frame: &mut Frame<'_>) -> Result<(), RenderError> {
+        if (frame.width, frame.height) != (self.width, self.height) {
+            return Err(RenderError::CanvasSize {
+                canvas: (self.width, self.height),
+                frame: (frame.width, frame.height),
+            });
+        }
+        let r = self.layer_region;
+        let (bpp, format) = (frame.format.bytes_per_pixel(), frame.format);
+        for y in r.rows() {
+            let layer = y * self.width + r.x0..y * self.width + r.x1;
+            let out = &mut frame.data[y * frame.stride + r.x0 * bpp..y * frame.stride + r.x1 * bpp];
+            for (t, px) in self.texels[layer].iter_mut().zip(out.chunks_exact_mut(bpp)) {
+                if let Some(&a) = usize::from(std::mem::take(&mut t.mesh))
+                    .checked_sub(1)
+                    .and_then(|m| self.opacities.get(m))
+                {
+                    blend_pixel(px, format, t.rgb, a);
+                }
+            }
+        }
+        self.layer_region = Region::EMPTY;
+        self.opacities.clear();
+        Ok(())
+    }
+
+    /// The rasteriser behind both `add_mesh`es: `color(face, barycentric weights)` gives the
+    /// unshaded colour.
+    fn raster(
+        &mut self,
+        k: &Intrinsics,
+        vertices: &[[f32; 3]],
+        faces: &[[u32; 3]],
+        style: &MeshStyle,
+        color: impl Fn(&[u32; 3], [f32; 3]) -> [f32; 3],
+    ) -> Result<usize, RenderError> {
+        if let Some((face, &vertex)) = faces.iter().enumerate().find_map(|(i, f)| {
+            f.iter()
+                .find(|&&v| v as usize >= vertices.len())
+                .map(|v| (i, v))
+        }) {
+            return Err(RenderError::BadFace {
+                face,
+                vertex,
+                count: vertices.len(),
+            });
+        }
+        if self.opacities.len() == usize::from(u8::MAX) {
+            return Err(RenderError::TooManyMeshes);
+        }
+        self.opacities.push(style.opacity);
+        let mesh = self.opacities.len() as u8;
+        vertex_normals_into(vertices, faces, &mut self.normals);
+        let (fx, fy, cx, cy) = (k.fx as f32, k.fy as f32, k.cx as f32, k.cy as f32);
+        self.screen.clear();
+        self.screen.extend(
+            vertices
+                .iter()
+                .map(|v| [fx * v[0] / v[2] + cx, fy * v[1] / v[2] + cy, v[2]]),
+        );
+        let outward = orientation(vertices, faces);
+        let (w, h) = (self.width as f32, self.height as f32);
+        let mut written = 0;
+        for f in faces {
+            // Back-face culling: a face is seen from behind when its outward normal points away
+            // from the camera (at the origin): n . a > 0, with n = (b - a) x (c - a) times the
+            // mesh's winding.
+            if outward != 0.0 && triple(f.map(|i| vertices[i as usize])) * outward >= 0.0 {
+                continue;
+            }
+            let [a, b, c] = f.map(|i| self.screen[i as usize]);
+            if a[2] < 0.01 || b[2] < 0.01 || c[2] < 0.01 {
+                continue;
+            }
+            let area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]);
+            // Also skips non-finite vertices.
+            if !area.is_finite() || area.abs() < 1e-12 {
+                continue;
+            }
+            let x0 = a[0].min(b[0]).min(c[0]).floor().max(0.0);
+            let x1 = a[0].max(b[0]).max(c[0]).ceil().min(w - 1.0);
+            let y0 = a[1].min(b[1]).min(c[1]).floor().max(0.0);
+            let y1 = a[1].max(b[1]).max(c[1]).ceil().min(h - 1.0);
+            if x1 < x0 || y1 < y0 {
+                continue;
+            }
+            let inv_area = 1.0 / area;
+            let (iza, izb, izc) = (1.0 / a[2], 1.0 / b[2], 1.0 / c[2]);
+            let [na, nb, nc] = f.map(|i| self.normals[i as usize]);
+            let [va, vb, vc] = f.map(|i| vertices[i as usize]);
+            // Barycentric weights are affine in x along a row: w_i(x) = s_i x + t_i(y).
+            let s0 = (b[1] - c[1]) * inv_area;
+            let s1 = (c[1] - a[1]) * inv_area;
+            let mut drawn = 0;
+            for y in y0 as usize..=y1 as usize {
+                let py = y as f32;
+                let t0 = (b[0] * (c[1] - py) - (b[1] - py) * c[0]) * inv_area;
+                let t1 = (c[0] * (a[1] - py) - (c[1] - py) * a[0]) * inv_area;
+                let weights = |x: usize| {
+                    let px = x as f32;
+                    let (w0, w1) = (s0 * px + t0, s1 * px + t1);
+                    (w0, w1, 1.0 - w0 - w1)
+                };
+                // Pixel centres on an edge belong to the triangle (the z-test keeps shared
+                // edges from being drawn twice); the tolerance absorbs rounding.
+                const EDGE_EPS: f32 = -1e-5;
+                let inside = |x: usize| {
+                    let (w0, w1, w2) = weights(x);
+                    w0.min(w1).min(w2) >= EDGE_EPS
+                };
+                let row = y * self.width;
+                // A triangle's pixels in a row are contiguous: test only from both ends of the
+                // box (small: the body's triangles cover ~20 pixels each at 1080x1920).
+                let (mut l, mut r) = (x0 as usize, x1 as usize);
+                while l <= r && !inside(l) {
+                    l += 1;
+                }
+                while r > l && !inside(r) {
+                    r -= 1;
+                }
+                if l > r {
+                    continue;
+                }
+                for x in l..=r {
+                    let (w0, w1, w2) = weights(x);
+                    // Perspective-correct depth: 1/z is affine in screen space.
+                    let iz = w0 * iza + w1 * izb + w2 * izc;
+                    let t = &mut self.texels[row + x];
+                    if iz <= t.inv_depth {
+                        continue;
+                    }
+                    t.inv_depth = iz;
+                    // Lambert with the light at the camera: cos = |n . (-p/|p|)|; two-sided.
+                    let n = lerp3(w0, w1, w2, na, nb, nc);
+                    let p = lerp3(w0, w1, w2, va, vb, vc);
+                    let nl = ((n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+                        * (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]))
+                        .sqrt();
+                    let lambert = if nl > 0.0 {
+                        ((n[0] * p[0] + n[1] * p[1] + n[2] * p[2]) / nl).abs()
+                    } else {
+                        1.0
+                    };
+                    let shade = style.ambient + (1.0 - style.ambient) * lambert;
+                    // Saturating casts clamp to 0..=255.
+                    let c = color(f, [w0, w1, w2]).map(|c| (c * shade) as u8);
+                    t.rgb = c;
+                    t.mesh = mesh;
+                    drawn += 1;
+                }
+            }
+            if drawn > 0 {
+                for (x, y) in [(x0, y0), (x1, y1)] {
+                    self.depth_region.add(x as usize, y as usize);
+                    self.layer_region.add(x as usize, y as usize);
+                }
+                written += drawn;
+            }
+        }
+        Ok(written)
     }
 }
 
@@ -159,9 +472,67 @@ impl Default for MeshStyle {
     }
 }
 
+/// a . (b x c): six times the signed volume of the tetrahedron (0, a, b, c); with a at the
+/// origin of the face, a . ((b - a) x (c - a)) is the same number.
+#[inline(always)]
+fn triple([a, b, c]: [[f32; 3]; 3]) -> f32 {
+    a[0] * (b[1] * c[2] - b[2] * c[1])
+        + a[1] * (b[2] * c[0] - b[0] * c[2])
+        + a[2] * (b[0] * c[1] - b[1] * c[0])
+}
+
+/// +1 when the faces wind counter-clockwise seen from outside (their right-hand normals point
+/// out), -1 when clockwise, 0 when the mesh encloses no clear volume (an open sheet, which is
+/// then drawn two-sided). Summed about the centroid, the faces' signed tetrahedron volumes give
+/// the enclosed volume with the winding's sign; for a closed mesh it is at least half the sum
+/// of their magnitudes (all of it when convex), for a sheet it is near zero.
+fn orientation(vertices: &[[f32; 3]], faces: &[[u32; 3]]) -> f32 {
+    let n = vertices.len().max(1) as f64;
+    let g = vertices.iter().fold([0f64; 3], |g, v| {
+        [
+            g[0] + f64::from(v[0]),
+            g[1] + f64::from(v[1]),
+            g[2] + f64::from(v[2]),
+        ]
+    });
+    let g = g.map(|x| (x / n) as f32);
+    let (mut volume, mut magnitude) = (0f64, 0f64);
+    for f in faces {
+        let t = f64::from(triple(f.map(|i| {
+            let v = vertices[i as usize];
+            [v[0] - g[0], v[1] - g[1], v[2] - g[2]]
+        })));
+        volume += t;
+        magnitude += t.abs();
+    }
+    if volume.abs() >= 0.5 * magnitude && magnitude > 0.0 {
+        volume.signum() as f32
+    } else {
+        0.0
+    }
+}
+
+/// w0 a + w1 b + w2 c.
+#[inline(always)]
+fn lerp3(w0: f32, w1: f32, w2: f32, a: [f32; 3], b: [f32; 3], c: [f32; 3]) -> [f32; 3] {
+    [
+        w0 * a[0] + w1 * b[0] + w2 * c[0],
+        w0 * a[1] + w1 * b[1] + w2 * c[1],
+        w0 * a[2] + w1 * b[2] + w2 * c[2],
+    ]
+}
+
 /// Per-vertex unit normals (area-weighted face normals), for shading.
 pub fn vertex_normals(vertices: &[[f32; 3]], faces: &[[u32; 3]]) -> Vec<[f32; 3]> {
-    let mut n = vec![[0f32; 3]; vertices.len()];
+    let mut n = Vec::new();
+    vertex_normals_into(vertices, faces, &mut n);
+    n
+}
+
+/// [`vertex_normals`] into a reused buffer. Faces must index `vertices`.
+fn vertex_normals_into(vertices: &[[f32; 3]], faces: &[[u32; 3]], n: &mut Vec<[f32; 3]>) {
+    n.clear();
+    n.resize(vertices.len(), [0.0; 3]);
     for f in faces {
         let [a, b, c] = f.map(|i| vertices[i as usize]);
         let e1 = [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
@@ -177,145 +548,43 @@ pub fn vertex_normals(vertices: &[[f32; 3]], faces: &[[u32; 3]]) -> Vec<[f32; 3]
             }
         }
     }
-    for v in &mut n {
+    for v in n.iter_mut() {
         let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
         if l > 0.0 {
             v.iter_mut().for_each(|x| *x /= l);
         }
     }
-    n
 }
 
-/// Draws a triangle mesh given in camera coordinates (metres). Triangles with a vertex behind
-/// the near plane (z < 1 cm) are skipped. Returns the number of pixels written.
+/// Draws one triangle mesh (camera coordinates, metres) into `frame`: [`Canvas::add_mesh`]
+/// then [`Canvas::composite`]. Meshes drawn one after another through the same canvas occlude
+/// each other; to blend several translucent meshes once, add them all, then composite.
 pub fn draw_mesh(
     frame: &mut Frame<'_>,
-    depth: &mut DepthBuffer,
+    canvas: &mut Canvas,
     k: &Intrinsics,
     vertices: &[[f32; 3]],
     faces: &[[u32; 3]],
     style: &MeshStyle,
 ) -> Result<usize, RenderError> {
-    let c = style.color.map(f32::from);
-    raster(frame, depth, k, vertices, faces, style, |_, _| c)
+    let n = canvas.add_mesh(k, vertices, faces, style)?;
+    canvas.composite(frame)?;
+    Ok(n)
 }
 
-/// [`draw_mesh`] with a colour per vertex (interpolated across each triangle, then shaded);
-/// `style.color` is unused.
+/// [`draw_mesh`] with a colour per vertex ([`Canvas::add_mesh_colors`]).
 pub fn draw_mesh_colors(
     frame: &mut Frame<'_>,
-    depth: &mut DepthBuffer,
+    canvas: &mut Canvas,
     k: &Intrinsics,
     vertices: &[[f32; 3]],
     faces: &[[u32; 3]],
     colors: &[[u8; 3]],
     style: &MeshStyle,
 ) -> Result<usize, RenderError> {
-    if colors.len() != vertices.len() {
-        return Err(RenderError::ColorCount {
-            colors: colors.len(),
-            vertices: vertices.len(),
-        });
-    }
-    raster(frame, depth, k, vertices, faces, style, |f, w| {
-        let [a, b, c] = f.map(|i| colors[i as usize].map(f32::from));
-        [0, 1, 2].map(|i| w[0] * a[i] + w[1] * b[i] + w[2] * c[i])
-    })
-}
-
-/// The rasteriser behind both: `color(face, barycentric weights)` gives the unshaded colour.
-fn raster(
-    frame: &mut Frame<'_>,
-    depth: &mut DepthBuffer,
-    k: &Intrinsics,
-    vertices: &[[f32; 3]],
-    faces: &[[u32; 3]],
-    style: &MeshStyle,
-    color: impl Fn(&[u32; 3], [f32; 3]) -> [f32; 3],
-) -> Result<usize, RenderError> {
-    if let Some((face, &vertex)) = faces.iter().enumerate().find_map(|(i, f)| {
-        f.iter()
-            .find(|&&v| v as usize >= vertices.len())
-            .map(|v| (i, v))
-    }) {
-        return Err(RenderError::BadFace {
-            face,
-            vertex,
-            count: vertices.len(),
-        });
-    }
-    let normals = vertex_normals(vertices, faces);
-    let (w, h) = (frame.width as f32, frame.height as f32);
-    let screen: Vec<[f32; 3]> = vertices
-        .iter()
-        .map(|v| {
-            let z = v[2];
-            [
-                k.fx as f32 * v[0] / z + k.cx as f32,
-                k.fy as f32 * v[1] / z + k.cy as f32,
-                z,
-            ]
-        })
-        .collect();
-    let mut written = 0;
-    for f in faces {
-        let [a, b, c] = f.map(|i| screen[i as usize]);
-        if a[2] < 0.01 || b[2] < 0.01 || c[2] < 0.01 {
-            continue;
-        }
-        let area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]);
-        if area.abs() < 1e-12 {
-            continue;
-        }
-        let x0 = a[0].min(b[0]).min(c[0]).floor().max(0.0) as usize;
-        let x1 = (a[0].max(b[0]).max(c[0]).ceil().min(w - 1.0)).max(-1.0);
-        let y0 = a[1].min(b[1]).min(c[1]).floor().max(0.0) as usize;
-        let y1 = (a[1].max(b[1]).max(c[1]).ceil().min(h - 1.0)).max(-1.0);
-        if x1 < 0.0 || y1 < 0.0 {
-            continue;
-        }
-        let (x1, y1) = (x1 as usize, y1 as usize);
-        let [na, nb, nc] = f.map(|i| normals[i as usize]);
-        let [va, vb, vc] = f.map(|i| vertices[i as usize]);
-        for y in y0..=y1 {
-            let py = y as f32;
-            for x in x0..=x1 {
-                let px = x as f32;
-                // Barycentric weights from edge functions (either winding).
-                let w0 = ((b[0] - px) * (c[1] - py) - (b[1] - py) * (c[0] - px)) / area;
-                let w1 = ((c[0] - px) * (a[1] - py) - (c[1] - py) * (a[0] - px)) / area;
-                let w2 = 1.0 - w0 - w1;
-                // Pixel centres on an edge belong to the triangle (the z-test keeps shared edges
-                // from being drawn twice); the tolerance absorbs rounding of the edge functions.
-                const EDGE_EPS: f32 = -1e-5;
-                if w0 < EDGE_EPS || w1 < EDGE_EPS || w2 < EDGE_EPS {
-                    continue;
-                }
-                // Perspective-correct depth: 1/z is affine in screen space.
-                let z = 1.0 / (w0 / a[2] + w1 / b[2] + w2 / c[2]);
-                let d = &mut depth.depth[y * depth.width + x];
-                if z >= *d {
-                    continue;
-                }
-                *d = z;
-                // Lambert with the light at the camera: cos = |n . (-p/|p|)|; two-sided.
-                let n = [0, 1, 2].map(|i| w0 * na[i] + w1 * nb[i] + w2 * nc[i]);
-                let p = [0, 1, 2].map(|i| w0 * va[i] + w1 * vb[i] + w2 * vc[i]);
-                let nl = (n[0] * n[0] + n[1] * n[1] + n[2] * n[2]).sqrt()
-                    * (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
-                let lambert = if nl > 0.0 {
-                    ((n[0] * p[0] + n[1] * p[1] + n[2] * p[2]) / nl).abs()
-                } else {
-                    1.0
-                };
-                let shade = style.ambient + (1.0 - style.ambient) * lambert;
-                let rgb = color(f, [w0, w1, w2]).map(|c| (c * shade).clamp(0.0, 255.0) as u8);
-                frame.blend(x, y, rgb, style.opacity);
-                written += 1;
-            }
-        }
-    }
-    Ok(written)
+    let n = canvas.add_mesh_colors(k, vertices, faces, colors, style)?;
+    canvas.composite(frame)?;
+    Ok(n)
 }
 
 /// Draws a line segment (pixels) with the given thickness, clipped to the frame.
@@ -515,7 +784,7 @@ mod tests {
         // Square half-side 0.1 m at 2 m: projects to 32 +- 100 * 0.1 / 2 = [27, 37].
         let mut buf = vec![0u8; 64 * 64 * 3];
         let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
-        let mut d = DepthBuffer::new(64, 64);
+        let mut d = Canvas::new(64, 64);
         let (v, fc) = square(0.1, 2.0, 0.0);
         let style = MeshStyle {
             ambient: 1.0,
@@ -527,7 +796,7 @@ mod tests {
         assert_eq!(f.rgb(37, 37), style.color);
         assert_eq!(f.rgb(26, 32), [0, 0, 0]);
         assert_eq!(f.rgb(38, 32), [0, 0, 0]);
-        assert!((d.at(32, 32) - 2.0).abs() < 1e-5);
+        assert!((d.depth_at(32, 32) - 2.0).abs() < 1e-5);
     }
 
     #[test]
@@ -543,7 +812,7 @@ mod tests {
         let colors = [[255, 0, 0], [0, 255, 0], [0, 0, 255]];
         let mut buf = vec![0u8; 64 * 64 * 3];
         let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
-        let mut d = DepthBuffer::new(64, 64);
+        let mut d = Canvas::new(64, 64);
         draw_mesh_colors(&mut f, &mut d, &k(), &v, &fc, &colors, &style).unwrap();
         // Pixel (32, 28): weight of c = (28 - 22) / 20 = 0.3, a and b 0.35 each by symmetry.
         assert_eq!(f.rgb(32, 28), [89, 89, 76]);
@@ -555,17 +824,9 @@ mod tests {
         let mut b = a.clone();
         let mut fa = Frame::new(&mut a, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
         let mut fb = Frame::new(&mut b, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
-        draw_mesh(
-            &mut fa,
-            &mut DepthBuffer::new(64, 64),
-            &k(),
-            &v,
-            &fc,
-            &shaded,
-        )
-        .unwrap();
+        draw_mesh(&mut fa, &mut Canvas::new(64, 64), &k(), &v, &fc, &shaded).unwrap();
         let same = vec![shaded.color; v.len()];
-        let mut da = DepthBuffer::new(64, 64);
+        let mut da = Canvas::new(64, 64);
         draw_mesh_colors(&mut fb, &mut da, &k(), &v, &fc, &same, &shaded).unwrap();
         assert_eq!(a, b);
         let mut fb = Frame::new(&mut b, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
@@ -581,7 +842,7 @@ mod tests {
         for near_first in [true, false] {
             let mut buf = vec![0u8; 64 * 64 * 4];
             let mut f = Frame::new(&mut buf, 64, 64, 64 * 4, PixelFormat::Bgrx).unwrap();
-            let mut d = DepthBuffer::new(64, 64);
+            let mut d = Canvas::new(64, 64);
             let near = (
                 square(0.1, 2.0, 0.0),
                 MeshStyle {
@@ -612,6 +873,106 @@ mod tests {
         }
     }
 
+    /// A cube of side 2s centred on the optical axis at depth z, faces wound outward
+    /// (counter-clockwise seen from outside) when `outward`, else inward.
+    fn cube(s: f32, z: f32, outward: bool) -> (Vec<[f32; 3]>, Vec<[u32; 3]>) {
+        let v: Vec<[f32; 3]> = (0..8)
+            .map(|i| {
+                let b = |k: usize| if i >> k & 1 == 1 { s } else { -s };
+                [b(0), b(1), z + b(2)]
+            })
+            .collect();
+        // Quads by corner bits (x = 1, y = 2, z = 4), counter-clockwise seen from outside.
+        let quads = [
+            [0, 2, 3, 1], // z-
+            [4, 5, 7, 6], // z+
+            [0, 1, 5, 4], // y-
+            [2, 6, 7, 3], // y+
+            [0, 4, 6, 2], // x-
+            [1, 3, 7, 5], // x+
+        ];
+        let mut f = Vec::new();
+        for q in quads {
+            for t in [[q[0], q[1], q[2]], [q[0], q[2], q[3]]] {
+                f.push(if outward { t } else { [t[0], t[2], t[1]] });
+            }
+        }
+        (v, f)
+    }
+
+    #[test]
+    fn translucent_cube_blends_once_and_back_faces_are_culled() {
+        for outward in [true, false] {
+            let (v, fc) = cube(0.1, 2.0, outward);
+            // Its winding is found from the enclosed volume either way.
+            assert_eq!(orientation(&v, &fc), if outward { 1.0 } else { -1.0 });
+            let mut buf = vec![40u8; 64 * 64 * 3];
+            let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+            let mut canvas = Canvas::new(64, 64);
+            let style = MeshStyle {
+                color: [200, 100, 0],
+                opacity: 0.5,
+                ambient: 1.0,
+            };
+            let n = canvas.add_mesh(&k(), &v, &fc, &style).unwrap();
+            // Only the front face (z = 1.9: 32 +- 100 * 0.1 / 1.9 -> pixels 27..=37) and
+            // the four sides seen edge-on-ish from the axis; the back face (z = 2.1) is culled.
+            assert!(n < 2 * 11 * 11, "{n} fragments");
+            canvas.composite(&mut f).unwrap();
+            // round(40 * 0.5 + c * 0.5), once: a second blend would give 70 / 45 / 10 + ....
+            assert_eq!(f.rgb(32, 32), [120, 70, 20]);
+            assert_eq!(f.rgb(5, 5), [40, 40, 40]);
+            assert!((canvas.depth_at(32, 32) - 1.9).abs() < 1e-5);
+            assert_eq!(canvas.depth_at(5, 5), f32::INFINITY);
+            // Compositing again adds nothing; clearing forgets the depth.
+            canvas.composite(&mut f).unwrap();
+            assert_eq!(f.rgb(32, 32), [120, 70, 20]);
+            canvas.clear();
+            assert_eq!(canvas.depth_at(32, 32), f32::INFINITY);
+        }
+        // An open sheet is drawn from both sides.
+        let (v, fc) = square(0.1, 2.0, 0.0);
+        let flipped: Vec<[u32; 3]> = fc.iter().map(|t| [t[0], t[2], t[1]]).collect();
+        assert_eq!(orientation(&v, &fc), 0.0);
+        let mut c = Canvas::new(64, 64);
+        let style = MeshStyle::default();
+        assert!(c.add_mesh(&k(), &v, &flipped, &style).unwrap() >= 121);
+        let mut buf = vec![0u8; 64 * 64 * 3];
+        let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
+        c.composite(&mut f).unwrap();
+        assert_eq!(buf.chunks(3).filter(|p| p != &[0, 0, 0]).count(), 121);
+    }
+
+    #[test]
+    fn canvas_errors() {
+        let mut c = Canvas::new(64, 64);
+        let mut buf = vec![0u8; 32 * 32 * 3];
+        let mut f = Frame::new(&mut buf, 32, 32, 96, PixelFormat::Rgb).unwrap();
+        let e = c.composite(&mut f).unwrap_err();
+        assert_eq!(e.to_string(), "canvas of 64x64 for a 32x32 frame");
+        let (v, fc) = square(0.1, 2.0, 0.0);
+        for _ in 0..255 {
+            c.add_mesh(&k(), &v, &fc, &MeshStyle::default()).unwrap();
+        }
+        let e = c
+            .add_mesh(&k(), &v, &fc, &MeshStyle::default())
+            .unwrap_err();
+        assert!(matches!(e, RenderError::TooManyMeshes), "{e}");
+        c.clear();
+        c.add_mesh(&k(), &v, &fc, &MeshStyle::default()).unwrap();
+        // Non-finite vertices draw nothing and do not panic.
+        let bad = vec![
+            [f32::NAN, 0.0, 2.0],
+            [0.1, f32::INFINITY, 2.0],
+            [0.0, 0.1, 2.0],
+        ];
+        assert_eq!(
+            c.add_mesh(&k(), &bad, &[[0, 1, 2]], &MeshStyle::default())
+                .unwrap(),
+            0
+        );
+    }
+
     #[test]
     fn shading_and_errors() {
         // A plane tilted by 60 degrees about y: Lambert cos ~ 0.5 at the centre.
@@ -622,7 +983,7 @@ mod tests {
             .collect();
         let mut buf = vec![0u8; 64 * 64 * 3];
         let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
-        let mut d = DepthBuffer::new(64, 64);
+        let mut d = Canvas::new(64, 64);
         let style = MeshStyle {
             color: [200, 200, 200],
             ambient: 0.0,

@@ -20,7 +20,7 @@ use ikol_detect::blazepose_model::{
     BlazePoseDetector, BlazePoseLandmarker, BodyFromLandmarks, models_dir,
 };
 use ikol_detect::landmarks_smpl::landmarks_on;
-use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat, draw_mesh};
+use ikol_render::{Canvas, Frame, MeshStyle, PixelFormat, draw_mesh};
 use ikol_solver::sampling::{PoseDistribution, sample_beta, sample_pose};
 use ikol_solver::{AnalyticOptions, IkInput, IkolInit, IkolOptions, Method, Rest};
 use ikol_types::Intrinsics;
@@ -89,7 +89,7 @@ fn main() -> Result<()> {
 
         let mut px = vec![128u8; W * H * 3];
         let mut frame = Frame::new(&mut px, W, H, 3 * W, PixelFormat::Rgb)?;
-        let mut depth = DepthBuffer::new(W, H);
+        let mut depth = Canvas::new(W, H);
         let style = MeshStyle {
             color: [205, 170, 150],
             ..MeshStyle::default()

@@ -4,7 +4,7 @@
 //! Draws the results of the `IkolFrameMeta` into packed RGB, RGBA or BGRx video, in place:
 //! the shaded body mesh of every person (camera-metre `vertices` from `ikolmesher`, projected with
 //! the meta's `intrinsics`, faces from the body model named in the meta, z-buffered so people
-//! occlude each other, blended with `opacity`), the 2D skeleton (`joints_2d`, SMPL-24 or
+//! occlude each other, the nearest surface blended once with `opacity`), the 2D skeleton (`joints_2d`, SMPL-24 or
 //! HybrIK-29 bones) and the boxes with their track ids. Each person gets the colour of
 //! `colors[track_id % len]`. Parts that no upstream element filled are simply not drawn (no
 //! `ikolmesher`: no mesh); the meta itself passes through unchanged.
@@ -29,7 +29,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::subclass::prelude::*;
 use gst_video::{VideoFormat, VideoFrameExt};
 use ikol_body::BodyModel;
-use ikol_render::{DepthBuffer, Frame, MeshStyle, PixelFormat};
+use ikol_render::{Canvas, Frame, MeshStyle, PixelFormat};
 use ikol_types::joints::{HYBRIK_JOINTS, HYBRIK29_PARENTS, SMPL_JOINTS, SMPL24_PARENTS};
 
 use super::OverlayMode;
@@ -124,11 +124,11 @@ impl Settings {
 }
 
 /// Body models by spec (loaded on first use; a failure is kept so it is reported once), the
-/// reused depth buffer, and the warnings already given.
+/// reused canvas (depth and mesh layer), and the warnings already given.
 #[derive(Debug, Default)]
 struct State {
     models: HashMap<String, Result<Arc<BodyModel>, String>>,
-    depth: Option<(usize, usize, DepthBuffer)>,
+    canvas: Option<Canvas>,
     warned: HashSet<String>,
 }
 
@@ -140,15 +140,13 @@ impl State {
             .clone()
     }
 
-    fn depth(&mut self, w: usize, h: usize) -> &mut DepthBuffer {
-        match &mut self.depth {
-            Some((dw, dh, d)) if *dw == w && *dh == h => d.clear(),
-            slot => *slot = Some((w, h, DepthBuffer::new(w, h))),
+    /// The canvas for a `w` x `h` frame, cleared (it keeps its memory from frame to frame).
+    fn canvas(&mut self, w: usize, h: usize) -> &mut Canvas {
+        match &mut self.canvas {
+            Some(c) if (c.width(), c.height()) == (w, h) => c.clear(),
+            slot => *slot = Some(Canvas::new(w, h)),
         }
-        let (_, _, d) = self
-            .depth
-            .get_or_insert_with(|| (w, h, DepthBuffer::new(w, h)));
-        d
+        self.canvas.get_or_insert_with(|| Canvas::new(w, h))
     }
 
     /// `msg` the first time `key` is seen, `None` afterwards.
@@ -227,7 +225,7 @@ impl IkolOverlay {
                 return;
             }
         };
-        let depth = state.depth(f.width, f.height);
+        let canvas = state.canvas(f.width, f.height);
         let mut mismatched = Vec::new();
         for p in people {
             if p.vertices.len() != model.num_vertices() {
@@ -239,10 +237,14 @@ impl IkolOverlay {
                 opacity: settings.opacity as f32,
                 ambient: MESH_AMBIENT,
             };
-            match ikol_render::draw_mesh(f, depth, k, &p.vertices, &model.faces, &style) {
+            match canvas.add_mesh(k, &p.vertices, &model.faces, &style) {
                 Ok(n) => gst::trace!(CAT, imp = self, "track {}: {n} mesh pixels", p.track_id),
                 Err(e) => warnings.push(format!("ikoloverlay: track {}: {e}", p.track_id)),
             }
+        }
+        // Every person's nearest surface blended once.
+        if let Err(e) = canvas.composite(f) {
+            warnings.push(format!("ikoloverlay: {e}"));
         }
         for n in mismatched {
             warnings.extend(state.once(
