@@ -60,21 +60,25 @@ pub enum RenderError {
 }
 
 /// Blends `rgb` over one pixel `px` (`format.bytes_per_pixel()` bytes) with opacity `alpha`
-/// in [0, 1]: round(p (1 - alpha) + c alpha) per channel; RGBA becomes opaque.
+/// `a` = [`fixed_alpha`]: p (1 - alpha) + c alpha per channel, rounded, in 8.8 fixed point
+/// (within one grey level of the exact value; exact at alpha 0 and 1); RGBA becomes opaque.
 #[inline(always)]
-fn blend_pixel(px: &mut [u8], format: PixelFormat, rgb: [u8; 3], alpha: f32) {
+fn blend_pixel(px: &mut [u8], format: PixelFormat, rgb: [u8; 3], a: u32) {
     let c = match format {
         PixelFormat::Bgrx => [rgb[2], rgb[1], rgb[0]],
         _ => rgb,
     };
     for (p, c) in px.iter_mut().zip(c) {
-        // Rounding by +0.5 and a saturating cast: the value is >= 0, and f32::round is a
-        // library call on baseline x86-64.
-        *p = (f32::from(*p) * (1.0 - alpha) + f32::from(c) * alpha + 0.5) as u8;
+        *p = ((u32::from(*p) * (256 - a) + u32::from(c) * a + 128) >> 8) as u8;
     }
     if format == PixelFormat::Rgba {
         px[3] = 255;
     }
+}
+
+/// Opacity in [0, 1] as a blend weight out of 256 (NaN -> 0, clamped).
+fn fixed_alpha(alpha: f32) -> u32 {
+    ((alpha * 256.0 + 0.5) as u32).min(256)
 }
 
 /// A mutable view of a packed frame.
@@ -122,7 +126,12 @@ impl<'a> Frame<'a> {
     pub fn blend(&mut self, x: usize, y: usize, rgb: [u8; 3], alpha: f32) {
         let bpp = self.format.bytes_per_pixel();
         let o = y * self.stride + x * bpp;
-        blend_pixel(&mut self.data[o..o + bpp], self.format, rgb, alpha);
+        blend_pixel(
+            &mut self.data[o..o + bpp],
+            self.format,
+            rgb,
+            fixed_alpha(alpha),
+        );
     }
 
     /// Reads pixel (x, y) as RGB.
@@ -136,34 +145,49 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// A region of pixel rows `y0..y1` and columns `x0..x1` (empty when `x0 >= x1`).
-#[derive(Debug, Clone, Copy)]
-struct Region {
-    x0: usize,
+/// Per row, the columns `lo..hi` that may hold something (empty when `lo >= hi`), so clearing
+/// and compositing touch only where people were drawn, not their whole box (a figure with its
+/// arms out covers a third of it).
+#[derive(Debug, Clone)]
+struct RowSpans {
+    spans: Vec<(u32, u32)>,
+    /// Rows `y0..y1` hold every non-empty span.
     y0: usize,
-    x1: usize,
     y1: usize,
 }
 
-impl Region {
-    const EMPTY: Region = Region {
-        x0: usize::MAX,
-        y0: usize::MAX,
-        x1: 0,
-        y1: 0,
-    };
-    fn add(&mut self, x: usize, y: usize) {
-        self.x0 = self.x0.min(x);
+impl RowSpans {
+    const EMPTY: (u32, u32) = (u32::MAX, 0);
+    fn new(height: usize) -> Self {
+        Self {
+            spans: vec![Self::EMPTY; height],
+            y0: usize::MAX,
+            y1: 0,
+        }
+    }
+    #[inline]
+    fn add(&mut self, y: usize, lo: usize, hi: usize) {
+        let s = &mut self.spans[y];
+        s.0 = s.0.min(lo as u32);
+        s.1 = s.1.max(hi as u32);
         self.y0 = self.y0.min(y);
-        self.x1 = self.x1.max(x + 1);
         self.y1 = self.y1.max(y + 1);
     }
-    fn rows(&self) -> std::ops::Range<usize> {
-        if self.x0 < self.x1 {
+    /// The non-empty rows and their columns; forgets them.
+    fn take(&mut self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+        let rows = if self.y0 < self.y1 {
             self.y0..self.y1
         } else {
             0..0
-        }
+        };
+        self.y0 = usize::MAX;
+        self.y1 = 0;
+        self.spans[rows.clone()]
+            .iter_mut()
+            .zip(rows)
+            .map(|(s, y)| (y, std::mem::replace(s, Self::EMPTY)))
+            .filter(|(_, (lo, hi))| lo < hi)
+            .map(|(y, (lo, hi))| (y, lo as usize..hi as usize))
     }
 }
 
@@ -202,12 +226,12 @@ pub struct Canvas {
     /// line, not three: the body's triangles are small and come in mesh order, scattered over
     /// buffers far larger than the cache.
     texels: Vec<Texel>,
-    /// Opacity of each mesh added since the last composite (`Texel::mesh` - 1 indexes it).
-    opacities: Vec<f32>,
-    /// Where depth may be set and where the layer may be, so clearing and compositing touch
-    /// only the people's screen boxes.
-    depth_region: Region,
-    layer_region: Region,
+    /// Opacity ([`fixed_alpha`]) of each mesh added since the last composite (`Texel::mesh` - 1
+    /// indexes it).
+    opacities: Vec<u32>,
+    /// Where depth may be set and where the layer may be.
+    depth_rows: RowSpans,
+    layer_rows: RowSpans,
     screen: Vec<[f32; 3]>,
     normals: Vec<[f32; 3]>,
 }
@@ -219,8 +243,8 @@ impl Canvas {
             height,
             texels: vec![Texel::EMPTY; width * height],
             opacities: Vec::new(),
-            depth_region: Region::EMPTY,
-            layer_region: Region::EMPTY,
+            depth_rows: RowSpans::new(height),
+            layer_rows: RowSpans::new(height),
             screen: Vec::new(),
             normals: Vec::new(),
         }
@@ -237,14 +261,12 @@ impl Canvas {
     /// Forgets every surface drawn (depth and anything not yet composited).
     pub fn clear(&mut self) {
         let w = self.width;
-        // The layer's region lies inside the depth's.
-        for y in self.depth_region.rows() {
-            let (a, b) = (self.depth_region.x0, self.depth_region.x1);
-            self.texels[y * w + a..y * w + b].fill(Texel::EMPTY);
+        // The layer's spans lie inside the depth's.
+        for (y, x) in self.depth_rows.take() {
+            self.texels[y * w + x.start..y * w + x.end].fill(Texel::EMPTY);
         }
+        self.layer_rows.take().for_each(drop);
         self.opacities.clear();
-        self.depth_region = Region::EMPTY;
-        self.layer_region = Region::EMPTY;
     }
 
     /// Camera depth (metres) of the nearest surface drawn at (x, y); infinity where none is.
@@ -297,21 +319,20 @@ impl Canvas {
                 frame: (frame.width, frame.height),
             });
         }
-        let r = self.layer_region;
         let (bpp, format) = (frame.format.bytes_per_pixel(), frame.format);
-        for y in r.rows() {
-            let layer = y * self.width + r.x0..y * self.width + r.x1;
-            let out = &mut frame.data[y * frame.stride + r.x0 * bpp..y * frame.stride + r.x1 * bpp];
-            for (t, px) in self.texels[layer].iter_mut().zip(out.chunks_exact_mut(bpp)) {
-                if let Some(&a) = usize::from(std::mem::take(&mut t.mesh))
-                    .checked_sub(1)
-                    .and_then(|m| self.opacities.get(m))
-                {
+        for (y, x) in self.layer_rows.take() {
+            let texels = &mut self.texels[y * self.width + x.start..y * self.width + x.end];
+            let out = &mut frame.data[y * frame.stride + x.start * bpp..][..x.len() * bpp];
+            for (t, px) in texels.iter_mut().zip(out.chunks_exact_mut(bpp)) {
+                if t.mesh == 0 {
+                    continue;
+                }
+                let m = usize::from(std::mem::take(&mut t.mesh)) - 1;
+                if let Some(&a) = self.opacities.get(m) {
                     blend_pixel(px, format, t.rgb, a);
                 }
             }
         }
-        self.layer_region = Region::EMPTY;
         self.opacities.clear();
         Ok(())
     }
@@ -340,7 +361,7 @@ impl Canvas {
         if self.opacities.len() == usize::from(u8::MAX) {
             return Err(RenderError::TooManyMeshes);
         }
-        self.opacities.push(style.opacity);
+        self.opacities.push(fixed_alpha(style.opacity));
         let mesh = self.opacities.len() as u8;
         vertex_normals_into(vertices, faces, &mut self.normals);
         let (fx, fy, cx, cy) = (k.fx as f32, k.fy as f32, k.cx as f32, k.cy as f32);
@@ -385,11 +406,12 @@ impl Canvas {
             let s1 = (c[1] - a[1]) * inv_area;
             let mut drawn = 0;
             for y in y0 as usize..=y1 as usize {
-                let py = y as f32;
+                let py = y as u32 as f32;
                 let t0 = (b[0] * (c[1] - py) - (b[1] - py) * c[0]) * inv_area;
                 let t1 = (c[0] * (a[1] - py) - (c[1] - py) * a[0]) * inv_area;
                 let weights = |x: usize| {
-                    let px = x as f32;
+                    // Through u32: a u64 to f32 conversion is several instructions on x86-64.
+                    let px = x as u32 as f32;
                     let (w0, w1) = (s0 * px + t0, s1 * px + t1);
                     (w0, w1, 1.0 - w0 - w1)
                 };
@@ -398,7 +420,7 @@ impl Canvas {
                 const EDGE_EPS: f32 = -1e-5;
                 let inside = |x: usize| {
                     let (w0, w1, w2) = weights(x);
-                    w0.min(w1).min(w2) >= EDGE_EPS
+                    (w0 >= EDGE_EPS) & (w1 >= EDGE_EPS) & (w2 >= EDGE_EPS)
                 };
                 let row = y * self.width;
                 // A triangle's pixels in a row are contiguous: test only from both ends of the
@@ -440,14 +462,10 @@ impl Canvas {
                     t.mesh = mesh;
                     drawn += 1;
                 }
+                self.depth_rows.add(y, l, r + 1);
+                self.layer_rows.add(y, l, r + 1);
             }
-            if drawn > 0 {
-                for (x, y) in [(x0, y0), (x1, y1)] {
-                    self.depth_region.add(x as usize, y as usize);
-                    self.layer_region.add(x as usize, y as usize);
-                }
-                written += drawn;
-            }
+            written += drawn;
         }
         Ok(written)
     }
