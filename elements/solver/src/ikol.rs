@@ -28,6 +28,12 @@
 //!   - given leaf rotations: l = 0; three-children SVD spine3 and the root: the Kabsch tangent
 //!     ([`crate::geometry::kabsch_tangent`]), non-zero only through the rest skeleton.
 //!
+//! Implementation: the rest-dependent parts (root and spine3 fits, rest bones, twist rotations)
+//! are computed once per problem, evaluations live in fixed-size arrays reused across the
+//! iterations, each Jacobian column is propagated over its joint's subtree only, and the normal
+//! equations skip the row blocks where a column is zero, summing in nalgebra's dense order so
+//! the iterates are bit-identical to the dense J^T J and Cholesky solve.
+//!
 //! Beyond upstream (all options, defaults as upstream): convergence tolerances, per-joint
 //! weights, Levenberg-Marquardt adaptive damping (Nielsen's update), initialisation from the
 //! adaptive HybrIK solution (each angle projected onto IKOL's axis) or given angles, and shape
@@ -35,8 +41,9 @@
 //! around the given beta). With 29 targets the leaf parents 10, 11, 15, 22, 23 get swing angles
 //! too (23 unknowns) and the residual covers the 29 joints.
 
-use ikol_types::joints::{HYBRIK29_CHILDREN, INDEX_18_TO_24, SMPL_JOINTS};
-use nalgebra::{Cholesky, DMatrix, DVector, Matrix3, Vector3};
+use ikol_types::joints::{HYBRIK_JOINTS, HYBRIK29_CHILDREN, INDEX_18_TO_24, SMPL_JOINTS};
+use ikol_types::rotation::rodrigues;
+use nalgebra::{DMatrix, DVector, Matrix3, Vector3};
 
 use crate::geometry::{Swing, kabsch_tangent, project_angle, swing, twist_axis, twist_rotation};
 use crate::hybrik::{
@@ -174,26 +181,116 @@ enum Kind {
     Fixed(Matrix3<f64>),
 }
 
+// Joint sets are bit masks over the (at most 29) target joints.
+const _: () = assert!(HYBRIK_JOINTS <= u32::BITS as usize);
+
+/// The parts of the forward model that depend on the rest skeleton but not on the angles:
+/// computed once per problem, or once per evaluation when the shape is refined.
+#[derive(Debug, Clone)]
+struct Skeleton {
+    /// Rest joints minus the rest root (`n` rows).
+    rest: [Vector3<f64>; HYBRIK_JOINTS],
+    /// Rest bones b_k = t_k - t_p (HybrIK Eq. 2).
+    bone: [Vector3<f64>; HYBRIK_JOINTS],
+    /// Global root rotation (HybrIK Appendix A) and its Kabsch input M.
+    root: Matrix3<f64>,
+    root_m: Matrix3<f64>,
+    /// Spine3's global rotation from the three-children SVD and its Kabsch input M (identity
+    /// and zero unless spine3 takes the SVD): it depends on the targets and the rest only.
+    spine3: Matrix3<f64>,
+    spine3_m: Matrix3<f64>,
+    /// Per swing joint k: the rest bone r_c = t_c - t_k and R_tw(phi_k) about it (HybrIK Eq. 10).
+    r: [Vector3<f64>; SMPL_JOINTS],
+    r_tw: [Matrix3<f64>; SMPL_JOINTS],
+}
+
+impl Skeleton {
+    fn new(
+        prep: &Prepared<'_>,
+        kinds: &[Kind; SMPL_JOINTS],
+        root: RootMethod,
+        rest: &[Vector3<f64>],
+    ) -> Self {
+        let parents = prep.parents();
+        let mut s = Self {
+            rest: [Vector3::zeros(); HYBRIK_JOINTS],
+            bone: [Vector3::zeros(); HYBRIK_JOINTS],
+            root: root_rotation(root, &prep.targets, rest),
+            root_m: kabsch_m(
+                &ROOT_CHILDREN.map(|c| rest[c]),
+                &ROOT_CHILDREN.map(|c| prep.targets[c]),
+            ),
+            spine3: Matrix3::identity(),
+            spine3_m: Matrix3::zeros(),
+            r: [Vector3::zeros(); SMPL_JOINTS],
+            r_tw: [Matrix3::identity(); SMPL_JOINTS],
+        };
+        s.rest[..prep.n].copy_from_slice(&rest[..prep.n]);
+        for k in 1..prep.n {
+            s.bone[k] = rest[k] - rest[parents[k] as usize];
+        }
+        for k in 1..SMPL_JOINTS {
+            match kinds[k] {
+                Kind::Swing { child, .. } => {
+                    s.r[k] = rest[child] - rest[k];
+                    let (cos, sin) = prep.twist[k - 1];
+                    s.r_tw[k] = twist_rotation(&s.r[k], cos, sin);
+                }
+                Kind::Spine3Svd => {
+                    let origin = prep.targets[SPINE3];
+                    s.spine3_m = kabsch_m(
+                        &SPINE3_CHILDREN.map(|c| rest[c] - rest[SPINE3]),
+                        &SPINE3_CHILDREN.map(|c| prep.targets[c] - origin),
+                    );
+                    s.spine3 = spine3_global(rest, &prep.targets, &origin);
+                }
+                Kind::Fixed(_) => {}
+            }
+        }
+        s
+    }
+}
+
 /// Per-joint values of one evaluation, kept for the Jacobian.
 #[derive(Debug, Clone, Copy)]
 struct SwingCache {
     t: Vector3<f64>,
     r: Vector3<f64>,
     swing: Swing<f64>,
-    alpha: f64,
+    /// sin and cos of the swing angle alpha_k, shared by every Jacobian column.
+    sin: f64,
+    cos: f64,
     r_sw: Matrix3<f64>,
 }
 
+/// One evaluation of the forward model, in fixed-size storage so that the iterations reuse two
+/// of them without allocating.
 #[derive(Debug, Clone)]
 struct Eval {
-    rest: Vec<Vector3<f64>>,
-    local: Vec<Matrix3<f64>>,
-    global: Vec<Matrix3<f64>>,
-    pos: Vec<Vector3<f64>>,
-    cache: Vec<Option<SwingCache>>,
-    /// Kabsch inputs M of the root and of spine3 (for their tangents).
-    root_m: Matrix3<f64>,
-    spine3_m: Matrix3<f64>,
+    /// The skeleton at this evaluation's shape coefficients; `None` when the shape is not
+    /// refined (the model's own skeleton applies).
+    shaped: Option<Skeleton>,
+    local: [Matrix3<f64>; SMPL_JOINTS],
+    global: [Matrix3<f64>; SMPL_JOINTS],
+    /// Posed joints q (`n` rows).
+    pos: [Vector3<f64>; HYBRIK_JOINTS],
+    /// Posed bones R_p b_k (`n` rows), shared by the position and every Jacobian column.
+    posed_bone: [Vector3<f64>; HYBRIK_JOINTS],
+    /// Set at the swing joints.
+    cache: [Option<SwingCache>; SMPL_JOINTS],
+}
+
+impl Eval {
+    fn new() -> Self {
+        Self {
+            shaped: None,
+            local: [Matrix3::identity(); SMPL_JOINTS],
+            global: [Matrix3::identity(); SMPL_JOINTS],
+            pos: [Vector3::zeros(); HYBRIK_JOINTS],
+            posed_bone: [Vector3::zeros(); HYBRIK_JOINTS],
+            cache: [None; SMPL_JOINTS],
+        }
+    }
 }
 
 /// IKOL's least-squares problem for one person: residual, analytic Jacobian and solver.
@@ -201,16 +298,25 @@ struct Eval {
 pub struct IkolModel<'a> {
     prep: Prepared<'a>,
     opts: IkolOptions,
-    kinds: Vec<Kind>,
+    kinds: [Kind; SMPL_JOINTS],
     slots: Vec<usize>,
     /// sqrt of the per-joint weights.
     sqrt_w: Vec<f64>,
     /// Number of refined shape coefficients (0 without refinement).
     n_beta: usize,
     beta0: Vec<f64>,
-    /// Per swing unknown, its joint's subtree (topological order): the only joints its
-    /// Jacobian column touches.
-    subtrees: Vec<Vec<usize>>,
+    /// The skeleton at the given rest joints (every evaluation's, unless the shape is refined).
+    skel: Skeleton,
+    /// Per swing joint k, the target bone P_c - P_k in the world frame.
+    target_bone: [Vector3<f64>; SMPL_JOINTS],
+    /// Per refined coefficient l, the root-relative rest direction d t / d beta_l (`n` rows).
+    drest: Vec<[Vector3<f64>; HYBRIK_JOINTS]>,
+    /// Per unknown, the joints its Jacobian column can move (bit j for joint j): a swing angle
+    /// only its joint's subtree, a shape coefficient every joint but the root.
+    support: Vec<u32>,
+    /// Per unknown, the whole 8-row blocks of its Jacobian column (bit k for rows 8k..8k+8)
+    /// that can be non-zero, `None` for a shape coefficient (dense, prior row included).
+    blocks: Vec<Option<u32>>,
 }
 
 impl<'a> IkolModel<'a> {
@@ -280,13 +386,17 @@ impl<'a> IkolModel<'a> {
             }
         };
         let slots = swing_joints(prep.n);
-        let mut kinds = vec![Kind::Fixed(Matrix3::identity()); SMPL_JOINTS];
+        let mut kinds = [Kind::Fixed(Matrix3::identity()); SMPL_JOINTS];
+        let mut target_bone = [Vector3::zeros(); SMPL_JOINTS];
         for k in 1..SMPL_JOINTS {
             kinds[k] = match (prep.child(k), slots.iter().position(|&j| j == k)) {
                 _ if k == SPINE3 && opts.spine3 == Spine3Method::ThreeChildrenSvd => {
                     Kind::Spine3Svd
                 }
-                (Some(child), Some(slot)) => Kind::Swing { child, slot },
+                (Some(child), Some(slot)) => {
+                    target_bone[k] = prep.targets[child] - prep.targets[k];
+                    Kind::Swing { child, slot }
+                }
                 _ => Kind::Fixed(prep.leaf_rotation(k)),
             };
         }
@@ -306,17 +416,49 @@ impl<'a> IkolModel<'a> {
             }
         }
         let parents = prep.parents();
-        let subtrees = slots
-            .iter()
-            .map(|&root| {
-                let mut inside = vec![false; prep.n];
-                inside[root] = true;
-                for k in root + 1..prep.n {
-                    inside[k] = inside[parents[k] as usize];
+        let subtree = |root: usize| {
+            let mut inside = 1u32 << root;
+            for k in root + 1..prep.n {
+                if inside & (1 << parents[k]) != 0 {
+                    inside |= 1 << k;
                 }
-                (root..prep.n).filter(|&k| inside[k]).collect()
+            }
+            inside
+        };
+        let all_but_root = (1u32 << prep.n) - 2;
+        // Spine3's angle under the three-children SVD is inert: its column is zero.
+        let support: Vec<u32> = slots
+            .iter()
+            .map(|&k| match kinds[k] {
+                Kind::Swing { .. } => subtree(k),
+                _ => 0,
             })
+            .chain(std::iter::repeat_n(all_but_root, n_beta))
             .collect();
+        // Joint j has rows 3j..3j+3; at most 29 joints, so 11 blocks.
+        let row_blocks = |joints: u32| {
+            BitSet(joints).fold(0u32, |b, j| b | 1 << (3 * j / 8) | 1 << ((3 * j + 2) / 8))
+        };
+        let blocks = support
+            .iter()
+            .enumerate()
+            .map(|(u, &joints)| (u < slots.len()).then(|| row_blocks(joints)))
+            .collect();
+        let drest = match &prep.shape {
+            Some((basis, _)) if n_beta > 0 => basis
+                .dirs
+                .iter()
+                .map(|d| {
+                    let mut rel = [Vector3::zeros(); HYBRIK_JOINTS];
+                    for (r, v) in rel.iter_mut().zip(&d[..prep.n]) {
+                        *r = v - d[0];
+                    }
+                    rel
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let skel = Skeleton::new(&prep, &kinds, opts.root, &prep.rest);
         Ok(Self {
             prep,
             opts: opts.clone(),
@@ -325,7 +467,11 @@ impl<'a> IkolModel<'a> {
             sqrt_w,
             n_beta,
             beta0,
-            subtrees,
+            skel,
+            target_bone,
+            drest,
+            support,
+            blocks,
         })
     }
 
@@ -344,93 +490,73 @@ impl<'a> IkolModel<'a> {
         &self.slots
     }
 
-    fn rest_at(&self, beta: &[f64]) -> Vec<Vector3<f64>> {
-        match &self.prep.shape {
-            Some((basis, _)) if self.n_beta > 0 => {
-                let abs = basis.rest_joints(beta);
-                abs[..self.prep.n].iter().map(|r| r - abs[0]).collect()
-            }
-            _ => self.prep.rest.clone(),
-        }
+    /// The skeleton an evaluation was made on.
+    fn skeleton<'s>(&'s self, ev: &'s Eval) -> &'s Skeleton {
+        ev.shaped.as_ref().unwrap_or(&self.skel)
     }
 
-    /// Forward model. With `project`, each swing angle is instead chosen to match those global
-    /// rotations as closely as IKOL's axis allows, and written into `x`.
-    fn evaluate_with(&self, x: &mut [f64], project: Option<&[Matrix3<f64>]>) -> Eval {
+    /// Forward model at `x` into `ev`. With `project`, each swing angle is instead chosen to
+    /// match those global rotations as closely as IKOL's axis allows, and written into `x`.
+    fn evaluate_into(&self, x: &mut [f64], project: Option<&[Matrix3<f64>]>, ev: &mut Eval) {
         let prep = &self.prep;
-        let rest = self.rest_at(&x[self.slots.len()..]);
+        let n_slots = self.slots.len();
+        ev.shaped = (self.n_beta > 0).then(|| {
+            let (basis, _) = prep.shape.as_ref().expect("shape unknowns need a basis");
+            let abs = basis.rest_joints(&x[n_slots..]);
+            let rest: Vec<_> = abs[..prep.n].iter().map(|r| r - abs[0]).collect();
+            Skeleton::new(prep, &self.kinds, self.opts.root, &rest)
+        });
+        let skel = ev.shaped.as_ref().unwrap_or(&self.skel);
         let parents = prep.parents();
-        let mut local = vec![Matrix3::identity(); SMPL_JOINTS];
-        let mut global = vec![Matrix3::identity(); SMPL_JOINTS];
-        let mut pos = vec![Vector3::zeros(); prep.n];
-        let mut cache = vec![None; SMPL_JOINTS];
-        let root_m = kabsch_m(
-            &ROOT_CHILDREN.map(|c| rest[c]),
-            &ROOT_CHILDREN.map(|c| prep.targets[c]),
-        );
-        local[0] = root_rotation(self.opts.root, &prep.targets, &rest);
-        global[0] = local[0];
-        let mut spine3_m = Matrix3::zeros();
+        ev.local[0] = skel.root;
+        ev.global[0] = skel.root;
         for k in 1..prep.n {
             let p = parents[k] as usize;
-            pos[k] = pos[p] + global[p] * (rest[k] - rest[p]);
+            ev.posed_bone[k] = ev.global[p] * skel.bone[k];
+            ev.pos[k] = ev.pos[p] + ev.posed_bone[k];
             if k >= SMPL_JOINTS {
                 continue;
             }
-            local[k] = match self.kinds[k] {
+            ev.local[k] = match self.kinds[k] {
                 Kind::Fixed(m) => m,
-                Kind::Spine3Svd => {
-                    let origin = prep.targets[SPINE3];
-                    spine3_m = kabsch_m(
-                        &SPINE3_CHILDREN.map(|c| rest[c] - rest[SPINE3]),
-                        &SPINE3_CHILDREN.map(|c| prep.targets[c] - origin),
-                    );
-                    global[p].transpose() * spine3_global(&rest, &prep.targets, &origin)
-                }
-                Kind::Swing { child, slot } => {
-                    let t = global[p].transpose() * (prep.targets[child] - prep.targets[k]);
-                    let r = rest[child] - rest[k];
+                Kind::Spine3Svd => ev.global[p].transpose() * skel.spine3,
+                Kind::Swing { slot, .. } => {
+                    let t = ev.global[p].transpose() * self.target_bone[k];
+                    let r = skel.r[k];
                     let sw = swing(&r, &t);
-                    let (cos, sin) = prep.twist[k - 1];
-                    let r_tw = twist_rotation(&r, cos, sin);
+                    let r_tw = skel.r_tw[k];
                     if let Some(target) = project {
                         // Swing part of the wanted local rotation, projected on IKOL's axis.
-                        let wanted = global[p].transpose() * target[k] * r_tw.transpose();
+                        let wanted = ev.global[p].transpose() * target[k] * r_tw.transpose();
                         x[slot] = project_angle(&sw.axis, &wanted);
                     }
-                    let alpha = x[slot];
-                    let r_sw = sw.rotation_by(alpha);
-                    cache[k] = Some(SwingCache {
+                    let (sin, cos) = x[slot].sin_cos();
+                    // R_sw(alpha_k, n_k) (IKOL Eq. 2).
+                    let r_sw = rodrigues(&sw.axis, cos, sin);
+                    ev.cache[k] = Some(SwingCache {
                         t,
                         r,
                         swing: sw,
-                        alpha,
+                        sin,
+                        cos,
                         r_sw,
                     });
                     r_sw * r_tw
                 }
             };
-            global[k] = global[p] * local[k];
-        }
-        Eval {
-            rest,
-            local,
-            global,
-            pos,
-            cache,
-            root_m,
-            spine3_m,
+            ev.global[k] = ev.global[p] * ev.local[k];
         }
     }
 
-    fn evaluate(&self, x: &[f64]) -> Eval {
+    fn evaluate(&self, x: &[f64]) -> Box<Eval> {
         let mut x = x.to_vec();
-        self.evaluate_with(&mut x, None)
+        let mut ev = Box::new(Eval::new());
+        self.evaluate_into(&mut x, None, &mut ev);
+        ev
     }
 
-    fn residual_of(&self, ev: &Eval, x: &[f64]) -> DVector<f64> {
+    fn residual_into(&self, ev: &Eval, x: &[f64], r: &mut DVector<f64>) {
         let n = self.prep.n;
-        let mut r = DVector::zeros(self.residuals());
         for j in 0..n {
             let d = (ev.pos[j] - self.prep.targets[j]) * self.sqrt_w[j];
             r.fixed_rows_mut::<3>(3 * j).copy_from(&d);
@@ -441,72 +567,92 @@ impl<'a> IkolModel<'a> {
                 r[3 * n + l] = sl * (x[self.slots.len() + l] - self.beta0[l]);
             }
         }
-        r
     }
 
     /// Residual r(x) = W^(1/2) (f(x) - P) (3 rows per joint, root included), then the shape
     /// prior rows; x = swing angles then refined shape coefficients.
     pub fn residual(&self, x: &[f64]) -> DVector<f64> {
-        self.residual_of(&self.evaluate(x), x)
+        let mut r = DVector::zeros(self.residuals());
+        self.residual_into(&self.evaluate(x), x, &mut r);
+        r
     }
 
-    /// d q / d x along one unknown (forward tangent propagation, see the module docs).
-    fn tangent(&self, ev: &Eval, unknown: usize) -> Vec<Vector3<f64>> {
+    /// W^(1/2) d q / d x along one unknown (forward tangent propagation, see the module docs)
+    /// into the joint rows of its Jacobian column `col`; only the rows of the unknown's support
+    /// are written (the others are zero). `w` and `dq` are scratch, read only where written.
+    fn tangent_into(
+        &self,
+        ev: &Eval,
+        unknown: usize,
+        w: &mut [Vector3<f64>; SMPL_JOINTS],
+        dq: &mut [Vector3<f64>; HYBRIK_JOINTS],
+        col: &mut [f64],
+    ) {
         let prep = &self.prep;
+        let skel = self.skeleton(ev);
         let parents = prep.parents();
         let n_slots = self.slots.len();
         let slot = (unknown < n_slots).then_some(unknown);
-        let drest: Option<Vec<Vector3<f64>>> = (unknown >= n_slots).then(|| {
-            let (basis, _) = prep.shape.as_ref().expect("shape unknowns need a basis");
-            let d = &basis.dirs[unknown - n_slots];
-            d[..prep.n].iter().map(|v| v - d[0]).collect()
-        });
-        let drest_at = |j: usize| drest.as_ref().map_or_else(Vector3::zeros, |d| d[j]);
-        let mut w = vec![Vector3::zeros(); SMPL_JOINTS];
-        let mut dq = vec![Vector3::zeros(); prep.n];
-        if drest.is_some() && self.opts.root == RootMethod::Svd {
-            let dm = kabsch_m(
-                &ROOT_CHILDREN.map(drest_at),
-                &ROOT_CHILDREN.map(|c| prep.targets[c]),
-            );
-            w[0] = ev.global[0] * kabsch_tangent(&ev.global[0], &ev.root_m, &dm);
-        }
-        // A swing angle moves only its joint's subtree; the shape moves everything.
-        let all: Vec<usize>;
-        let joints = match slot {
-            Some(s) => &self.subtrees[s][..],
-            None => {
-                all = (1..prep.n).collect();
-                &all[..]
+        let own = slot.map(|s| self.slots[s]);
+        let drest = unknown.checked_sub(n_slots).map(|l| &self.drest[l]);
+        let drest_at = |j: usize| drest.map_or_else(Vector3::zeros, |d| d[j]);
+        // Outside the support nothing moves but the root, through the shape only.
+        let w_root = match drest {
+            Some(d) if self.opts.root == RootMethod::Svd => {
+                let dm = kabsch_m(
+                    &ROOT_CHILDREN.map(|c| d[c]),
+                    &ROOT_CHILDREN.map(|c| prep.targets[c]),
+                );
+                ev.global[0] * kabsch_tangent(&ev.global[0], &skel.root_m, &dm)
             }
+            _ => Vector3::zeros(),
         };
-        for &k in joints {
+        let support = self.support[unknown];
+        // In increasing joint order: parents (lower indices) come first.
+        for k in BitSet(support) {
             let p = parents[k] as usize;
-            let b = ev.rest[k] - ev.rest[p];
-            dq[k] = dq[p]
-                + w[p].cross(&(ev.global[p] * b))
-                + ev.global[p] * (drest_at(k) - drest_at(p));
+            let (dq_p, w_p) = if support & (1 << p) != 0 {
+                (dq[p], w[p])
+            } else {
+                (Vector3::zeros(), w_root)
+            };
+            if drest.is_none() && w_p == Vector3::zeros() && own != Some(k) {
+                // Nothing above this joint turns (below spine3 under the SVD, which undoes the
+                // turn): it and its subtree only translate, and every term below is zero.
+                dq[k] = dq_p;
+                col[3 * k..3 * k + 3].copy_from_slice((dq_p * self.sqrt_w[k]).as_slice());
+                if k < SMPL_JOINTS {
+                    w[k] = Vector3::zeros();
+                }
+                continue;
+            }
+            let mut dq_k = dq_p + w_p.cross(&ev.posed_bone[k]);
+            if let Some(d) = drest {
+                dq_k += ev.global[p] * (d[k] - d[p]);
+            }
+            dq[k] = dq_k;
+            col[3 * k..3 * k + 3].copy_from_slice((dq_k * self.sqrt_w[k]).as_slice());
             if k >= SMPL_JOINTS {
                 continue;
             }
             w[k] = match self.kinds[k] {
-                Kind::Fixed(_) => w[p],
-                Kind::Spine3Svd => match &drest {
-                    Some(_) => {
+                Kind::Fixed(_) => w_p,
+                Kind::Spine3Svd => match drest {
+                    Some(d) => {
                         let origin = prep.targets[SPINE3];
                         let dm = kabsch_m(
-                            &SPINE3_CHILDREN.map(|c| drest_at(c) - drest_at(SPINE3)),
+                            &SPINE3_CHILDREN.map(|c| d[c] - d[SPINE3]),
                             &SPINE3_CHILDREN.map(|c| prep.targets[c] - origin),
                         );
                         let g = ev.global[k];
-                        g * kabsch_tangent(&g, &ev.spine3_m, &dm)
+                        g * kabsch_tangent(&g, &skel.spine3_m, &dm)
                     }
                     None => Vector3::zeros(),
                 },
                 Kind::Swing { child, slot: s } => {
                     let c = ev.cache[k].as_ref().expect("swing joints are cached");
                     let n = c.swing.axis;
-                    let dt = c.t.cross(&(ev.global[p].transpose() * w[p]));
+                    let dt = c.t.cross(&(ev.global[p].transpose() * w_p));
                     let dr = drest_at(child) - drest_at(k);
                     let dn = if c.swing.degenerate() {
                         Vector3::zeros()
@@ -514,8 +660,7 @@ impl<'a> IkolModel<'a> {
                         let dw = dr.cross(&c.t) + c.r.cross(&dt);
                         (dw - n * n.dot(&dw)) / c.swing.w_norm
                     };
-                    let (sa, ca) = c.alpha.sin_cos();
-                    let mut l = dn * sa + n.cross(&dn) * (1.0 - ca);
+                    let mut l = dn * c.sin + n.cross(&dn) * (1.0 - c.cos);
                     if slot == Some(s) {
                         l += n;
                     }
@@ -526,22 +671,21 @@ impl<'a> IkolModel<'a> {
                         let (cp, sp) = prep.twist[k - 1];
                         l += c.r_sw * (du * sp + u.cross(&du) * (1.0 - cp));
                     }
-                    w[p] + ev.global[p] * l
+                    w_p + ev.global[p] * l
                 }
             };
         }
-        dq
     }
 
-    fn jacobian_of(&self, ev: &Eval) -> DMatrix<f64> {
+    /// The Jacobian into `jac`, which must be zero outside the supports (as the last call left
+    /// it, or freshly zeroed).
+    fn jacobian_into(&self, ev: &Eval, jac: &mut DMatrix<f64>) {
         let n = self.prep.n;
-        let mut jac = DMatrix::zeros(self.residuals(), self.unknowns());
-        for u in 0..self.unknowns() {
-            let dq = self.tangent(ev, u);
-            for j in 0..n {
-                let d = dq[j] * self.sqrt_w[j];
-                jac.fixed_view_mut::<3, 1>(3 * j, u).copy_from(&d);
-            }
+        let rows = self.residuals();
+        let mut w = [Vector3::zeros(); SMPL_JOINTS];
+        let mut dq = [Vector3::zeros(); HYBRIK_JOINTS];
+        for (u, col) in jac.as_mut_slice().chunks_exact_mut(rows).enumerate() {
+            self.tangent_into(ev, u, &mut w, &mut dq, col);
         }
         if let Some(s) = &self.opts.shape {
             let sl = s.prior_weight.sqrt();
@@ -549,12 +693,42 @@ impl<'a> IkolModel<'a> {
                 jac[(3 * n + l, self.slots.len() + l)] = sl;
             }
         }
-        jac
     }
 
     /// The analytic Jacobian d r / d x (rows as [`Self::residual`], columns as the unknowns).
     pub fn jacobian(&self, x: &[f64]) -> DMatrix<f64> {
-        self.jacobian_of(&self.evaluate(x))
+        let mut jac = DMatrix::zeros(self.residuals(), self.unknowns());
+        self.jacobian_into(&self.evaluate(x), &mut jac);
+        jac
+    }
+
+    /// The lower triangle of A = J^T J + mu I and g = J^T r (IKOL Eq. 10), each product by
+    /// [`ordered_dot`] over the row blocks where both columns can be non-zero.
+    fn normal_equations(
+        &self,
+        jac: &DMatrix<f64>,
+        r: &DVector<f64>,
+        mu: f64,
+        a: &mut DMatrix<f64>,
+        g: &mut DVector<f64>,
+    ) {
+        let (m, rows) = (self.unknowns(), self.residuals());
+        let cols = jac.as_slice();
+        let a = a.as_mut_slice();
+        for v in 0..m {
+            let col_v = &cols[v * rows..(v + 1) * rows];
+            let blocks_v = self.blocks[v];
+            for u in v..m {
+                let col_u = &cols[u * rows..(u + 1) * rows];
+                a[u + v * m] = match (self.blocks[u], blocks_v) {
+                    (Some(x), Some(y)) => ordered_dot(col_u, col_v, Some(x & y)),
+                    (Some(x), None) | (None, Some(x)) => ordered_dot(col_u, col_v, Some(x)),
+                    (None, None) => ordered_dot(col_u, col_v, None),
+                };
+            }
+            a[v + v * m] += mu;
+            g[v] = ordered_dot(col_v, r.as_slice(), blocks_v);
+        }
     }
 
     /// The starting point of the unknowns.
@@ -571,47 +745,57 @@ impl<'a> IkolModel<'a> {
                     fallback: *fallback,
                 };
                 let a = analytic(&self.prep, &opts, true);
-                self.evaluate_with(&mut x, Some(&a.global));
+                self.evaluate_into(&mut x, Some(&a.global), &mut Eval::new());
             }
         }
         x
     }
 
     /// Run damped Gauss-Newton (IKOL Alg. 1 forward pass; Levenberg-Marquardt when asked).
+    /// Everything the iterations touch is allocated once, up front.
     pub fn solve(&self) -> Result<IkSolution, SolverError> {
+        let (m, rows) = (self.unknowns(), self.residuals());
         let mut x = self.initial();
-        let mut ev = self.evaluate(&x);
-        let mut r = self.residual_of(&ev, &x);
+        let mut x_new = x.clone();
+        let mut ev = Box::new(Eval::new());
+        let mut ev_new = Box::new(Eval::new());
+        let mut r = DVector::zeros(rows);
+        let mut r_new = DVector::zeros(rows);
+        let mut jac = DMatrix::zeros(rows, m);
+        let mut a = DMatrix::zeros(m, m);
+        let mut g = DVector::zeros(m);
+        let mut delta = DVector::zeros(m);
+        let mut scaled = DVector::zeros(m);
+        self.evaluate_into(&mut x, None, &mut ev);
+        self.residual_into(&ev, &x, &mut r);
         let mut cost = 0.5 * r.norm_squared();
         let mut mu = self.opts.damping;
         let mut nu = 2.0;
         let mut used = 0;
-        let m = self.unknowns();
         for it in 0..self.opts.iterations {
             used = it + 1;
-            let jac = self.jacobian_of(&ev);
-            let g = jac.tr_mul(&r);
-            let mut a = jac.tr_mul(&jac);
-            for i in 0..m {
-                a[(i, i)] += mu;
-            }
+            self.jacobian_into(&ev, &mut jac);
+            self.normal_equations(&jac, &r, mu, &mut a, &mut g);
             // IKOL Eq. 10: delta = (J^T J + sigma I)^-1 J^T r.
-            let delta = Cholesky::new(a)
-                .ok_or(SolverError::NotPositiveDefinite { iteration: it })?
-                .solve(&g);
-            if delta.iter().any(|d| !d.is_finite()) {
+            delta.copy_from(&g);
+            if !cholesky_solve(&mut a, &mut delta) || delta.iter().any(|d| !d.is_finite()) {
                 return Err(SolverError::NotPositiveDefinite { iteration: it });
             }
             // IKOL Eq. 11 (with the sign of reference 3.4: r = f - P).
-            let x_new: Vec<f64> = x.iter().zip(delta.iter()).map(|(a, d)| a - d).collect();
-            let ev_new = self.evaluate(&x_new);
-            let r_new = self.residual_of(&ev_new, &x_new);
+            for ((xn, xi), d) in x_new.iter_mut().zip(&x).zip(delta.iter()) {
+                *xn = xi - d;
+            }
+            self.evaluate_into(&mut x_new, None, &mut ev_new);
+            self.residual_into(&ev_new, &x_new, &mut r_new);
             let cost_new = 0.5 * r_new.norm_squared();
             let accept = match self.opts.damping_mode {
                 DampingMode::Fixed => true,
                 DampingMode::Adaptive => {
                     // Gain ratio: actual over predicted decrease, L(0) - L(h) = delta^T(mu delta + g)/2.
-                    let predicted = 0.5 * delta.dot(&(&delta * mu + &g));
+                    for ((s, d), g) in scaled.iter_mut().zip(delta.iter()).zip(g.iter()) {
+                        *s = d * mu + g;
+                    }
+                    let predicted = 0.5 * delta.dot(&scaled);
                     let rho = (cost - cost_new) / predicted.max(f64::MIN_POSITIVE);
                     if rho > 0.0 {
                         mu *= (1.0f64 / 3.0).max(1.0 - (2.0 * rho - 1.0).powi(3));
@@ -627,9 +811,9 @@ impl<'a> IkolModel<'a> {
             let step = delta.amax();
             let decrease = cost - cost_new;
             if accept {
-                x = x_new;
-                ev = ev_new;
-                r = r_new;
+                std::mem::swap(&mut x, &mut x_new);
+                std::mem::swap(&mut ev, &mut ev_new);
+                std::mem::swap(&mut r, &mut r_new);
                 cost = cost_new;
             }
             if let Some(tol) = self.opts.tolerance {
@@ -643,13 +827,104 @@ impl<'a> IkolModel<'a> {
         let n_slots = self.slots.len();
         let beta = (self.n_beta > 0).then(|| x[n_slots..].to_vec());
         Ok(self.prep.solution(
-            ev.local.clone(),
-            &ev.rest,
+            ev.local.to_vec(),
+            &self.skeleton(&ev).rest[..self.prep.n],
             used,
             Some(x[..n_slots].to_vec()),
             beta,
         ))
     }
+}
+
+/// The dot product a . b of two equally long slices, in exactly the order of nalgebra's dense
+/// `dot`: eight interleaved partial sums over the whole blocks of 8 rows, combined pairwise,
+/// then the remaining rows in turn. With `blocks` (bit k for rows 8k..8k+8) the whole blocks
+/// outside it are skipped: there a or b must be zero, and the zero products would change no
+/// bit, so the sparse normal equations equal the dense `tr_mul` ones exactly and the iterates
+/// stay reproducible.
+fn ordered_dot(a: &[f64], b: &[f64], blocks: Option<u32>) -> f64 {
+    let len = a.len().min(b.len());
+    let whole = len / 8;
+    let mut acc = [0.0; 8];
+    let add_block = |k: usize| {
+        let (x, y) = (&a[8 * k..8 * k + 8], &b[8 * k..8 * k + 8]);
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    };
+    match blocks {
+        Some(mask) => BitSet(mask).take_while(|&k| k < whole).for_each(add_block),
+        None => (0..whole).for_each(add_block),
+    }
+    let mut sum = 0.0;
+    for i in 0..4 {
+        sum += acc[i] + acc[i + 4];
+    }
+    for i in 8 * whole..len {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// The members of a bit set, in increasing order.
+struct BitSet(u32);
+
+impl Iterator for BitSet {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        (self.0 != 0).then(|| {
+            let k = self.0.trailing_zeros() as usize;
+            self.0 &= self.0 - 1;
+            k
+        })
+    }
+}
+
+/// Solves A x = b in place (b becomes x) by Cholesky, A = L L^T, for a symmetric A given by its
+/// lower triangle, which L overwrites; false when A is not numerically positive definite (a
+/// pivot that is not > 0, NaN included). Same operations in the same order as nalgebra's
+/// `Cholesky::new` and `solve_mut` (column updates, then the two triangular solves), without
+/// their allocations.
+fn cholesky_solve(a: &mut DMatrix<f64>, b: &mut DVector<f64>) -> bool {
+    let m = a.nrows();
+    let a = a.as_mut_slice();
+    let b = b.as_mut_slice();
+    for j in 0..m {
+        let (left, right) = a.split_at_mut(j * m);
+        let col_j = &mut right[j..m];
+        for k in 0..j {
+            let col_k = &left[k * m + j..(k + 1) * m];
+            let l_jk = col_k[0];
+            for (x, l) in col_j.iter_mut().zip(col_k) {
+                *x -= l_jk * l;
+            }
+        }
+        // Zero, negative or NaN pivot.
+        if col_j[0].partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return false;
+        }
+        let d = col_j[0].sqrt();
+        col_j[0] = d;
+        for x in &mut col_j[1..] {
+            *x /= d;
+        }
+    }
+    // L y = b by columns, then L^T x = y by rows.
+    for i in 0..m {
+        let col_i = &a[i * m + i..(i + 1) * m];
+        b[i] /= col_i[0];
+        let y_i = b[i];
+        for (x, l) in b[i + 1..].iter_mut().zip(&col_i[1..]) {
+            *x -= y_i * l;
+        }
+    }
+    for i in (0..m).rev() {
+        let below = &a[i * m + i + 1..(i + 1) * m];
+        let dot = ordered_dot(below, &b[i + 1..], None);
+        b[i] = (b[i] - dot) / a[i * m + i];
+    }
+    true
 }
 
 /// M = sum target rest^T, the input of the Kabsch fit.
