@@ -102,6 +102,13 @@ demo: setup models
 		! filesink location=$(OUT)/demo-frame.jpg
 	@echo "demo: wrote $(OUT)/{tpose,posed}.{obj,png}, $(OUT)/demo-overlay.mp4, $(OUT)/demo.jsonl, $(OUT)/demo-frame.jpg, $(OUT)/demo-take-<track>.{bvh,glb,trc,npz}"
 
+# Memory soak (issue: RSS flat over 20,000 frames): the demo chain over the demo clip played
+# SOAK_LOOPS times (200) in one stream, resident memory sampled; run after `make demo`.
+.PHONY: soak
+soak: setup models
+	$(CARGO) build --release --locked -p ikol -p gst-ikol
+	tests/tools/soak.sh
+
 # Coverage-guided fuzzing of every parser (cargo-fuzz / libFuzzer, ASan, 1 GiB limits); crashes
 # land in tests/data/fuzz/<target>/ for `make test` to replay. FUZZ_SECONDS per target (300).
 .PHONY: fuzz

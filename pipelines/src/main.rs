@@ -157,6 +157,12 @@ enum Cli {
         /// the wall time, and every queue's fill.
         #[arg(long)]
         stats: bool,
+        /// Play a file input this many times in a row (segment seeks, one continuous stream:
+        /// demos, soak tests); 0 = until interrupted. Not for live input, not into a container
+        /// muxer (timestamps restart with each play); the first frame is processed twice
+        /// (preroll, then the seek to the start).
+        #[arg(long = "loop", value_name = "N", default_value_t = 1)]
+        loops: u32,
     },
 }
 
@@ -366,6 +372,7 @@ fn main() -> Result<()> {
             sets,
             stall_timeout,
             stats,
+            loops,
         } => run::main(&run::RunArgs {
             file,
             vars,
@@ -377,6 +384,7 @@ fn main() -> Result<()> {
             sets,
             stall_timeout,
             stats,
+            loops: Some(loops),
         })?,
         Cli::Eval3dpw(args) => eval::main(&args)?,
         Cli::Mocap(args) => mocap::main(&args)?,

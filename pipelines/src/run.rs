@@ -44,6 +44,8 @@ pub struct RunArgs {
     pub stall_timeout: Option<f64>,
     /// Print per-element timing and queue fill at the end (`crate::stats`).
     pub stats: bool,
+    /// Plays of a file input (segment seeks); 0 = until interrupted; `None` = once.
+    pub loops: Option<u32>,
 }
 
 /// Seconds without a frame from live or network input after which the stream counts as
@@ -821,6 +823,60 @@ struct Attempt<'a> {
     tables: &'a mut Vec<String>,
     stall: Option<Duration>,
     stats: Option<&'a crate::stats::Stats>,
+    /// Plays of the input (1 = once, 0 = forever).
+    loops: u32,
+}
+
+/// Brings `pipeline` to PAUSED and seeks to its start with the SEGMENT flag (`--loop`).
+fn preroll_for_loop(pipeline: &gst::Pipeline, bus: &gst::Bus) -> Result<()> {
+    // Each play restarts the timestamps; a container muxer cannot take that (mp4mux writes
+    // a file without playable streams), so refuse rather than write a broken file.
+    if let Some(mux) = pipeline
+        .iterate_recurse()
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.factory()
+                .is_some_and(|f| f.metadata("klass").is_some_and(|k| k.contains("Muxer")))
+        })
+    {
+        bail!(
+            "{} cannot take a looped stream (each play restarts the timestamps); loop a \
+             pipeline without a container muxer (JSON, fakesink)",
+            mux.name()
+        );
+    }
+    match pipeline.set_state(gst::State::Paused) {
+        Ok(gst::StateChangeSuccess::NoPreroll) => bail!("live input cannot be looped"),
+        Ok(_) => {}
+        Err(_) => {
+            let why = bus
+                .pop_filtered(&[gst::MessageType::Error])
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(err) => Some(describe_error(err)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "the pipeline did not start".into());
+            bail!("{why}");
+        }
+    }
+    let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(60));
+    if res.is_err() {
+        let why = bus
+            .pop_filtered(&[gst::MessageType::Error])
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(err) => Some(describe_error(err)),
+                _ => None,
+            })
+            .unwrap_or_else(|| "the pipeline did not preroll within 60 s".into());
+        bail!("{why}");
+    }
+    pipeline
+        .seek_simple(
+            gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+            gst::ClockTime::ZERO,
+        )
+        .map_err(|_| anyhow!("the input cannot seek (is it a file?)"))
 }
 
 /// Name of the message `ikolexport` posts for each motion file.
@@ -904,6 +960,19 @@ impl Attempt<'_> {
     }
 
     fn play(&mut self, pipeline: &gst::Pipeline, bus: &gst::Bus) -> Result<Outcome> {
+        // Looping: preroll, then a flushing segment seek to the start, so the end of the input
+        // posts SEGMENT_DONE (answered by the next, non-flushing, segment seek) instead of EOS.
+        let mut plays_left = self.loops;
+        if plays_left != 1 {
+            if let Err(e) = preroll_for_loop(pipeline, bus) {
+                return Ok(Outcome::Failed {
+                    message: format!("--loop: {e:#}"),
+                    network: false,
+                });
+            }
+            // The preroll frame was flushed by the seek and comes again.
+            *lock(&self.counts) = Counts::default();
+        }
         let started = pipeline.set_state(gst::State::Playing);
         let is_live = started == Ok(gst::StateChangeSuccess::NoPreroll);
         if let Err(e) = started {
@@ -1000,6 +1069,19 @@ impl Attempt<'_> {
                     }
                     MessageView::Latency(_) => {
                         let _ = pipeline.recalculate_latency();
+                    }
+                    MessageView::SegmentDone(_) => {
+                        plays_left = plays_left.saturating_sub(1);
+                        let again = plays_left != 1 && eos_requested.is_none();
+                        // The last play runs without the SEGMENT flag and ends in EOS.
+                        let flags = if again {
+                            gst::SeekFlags::SEGMENT
+                        } else {
+                            gst::SeekFlags::empty()
+                        };
+                        if pipeline.seek_simple(flags, gst::ClockTime::ZERO).is_err() {
+                            pipeline.send_event(gst::event::Eos::new());
+                        }
                     }
                     MessageView::ClockLost(_) => {
                         let _ = pipeline.set_state(gst::State::Paused);
@@ -1162,6 +1244,7 @@ pub fn run_file(file: &PipelineFile, a: &RunArgs) -> Result<()> {
             tables: &mut tables,
             stall,
             stats: stats.as_ref(),
+            loops: a.loops.unwrap_or(1),
         };
         let (outcome, counted_at, outputs) = run.run()?;
         match outcome {

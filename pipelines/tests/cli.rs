@@ -479,3 +479,61 @@ fn run_stats_times_each_element() {
         "{msg}"
     );
 }
+
+#[test]
+fn run_loop_plays_a_file_n_times_and_refuses_muxers_and_live_input() {
+    // A 12-frame clip, then a pipeline that decodes it into fakesink, played 3 times.
+    let clip = tmp("loop.mkv");
+    let made = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=12", "!"])
+        .args(["video/x-raw,width=64,height=48,framerate=25/1", "!"])
+        .args(["x264enc", "speed-preset=ultrafast", "!", "matroskamux", "!"])
+        .args(["filesink", &format!("location={}", s(&clip))])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let file = tmp("loop.pipeline");
+    std::fs::write(
+        &file,
+        "filesrc location=${INPUT} ! decodebin ! videoconvert ! fakesink name=out\n",
+    )
+    .unwrap();
+    let input = format!("INPUT={}", s(&clip));
+    let frames = |msg: &str| -> u64 {
+        msg.lines()
+            .find_map(|l| l.strip_prefix("frames:"))
+            .unwrap_or_else(|| panic!("no frame count:\n{msg}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (ok, msg) = ikol(&["run", s(&file), &input]);
+    assert!(ok, "{msg}");
+    assert_eq!(frames(&msg), 12, "{msg}");
+    let (ok, msg) = ikol(&["run", s(&file), &input, "--loop", "3"]);
+    assert!(ok, "{msg}");
+    assert_eq!(frames(&msg), 36, "{msg}");
+    assert!(!msg.contains("CRITICAL"), "{msg}");
+    // A container muxer would write a broken file: refused, naming it.
+    let muxed = tmp("loop-mux.pipeline");
+    std::fs::write(
+        &muxed,
+        "filesrc location=${INPUT} ! matroskademux ! matroskamux ! fakesink\n",
+    )
+    .unwrap();
+    let (ok, msg) = ikol(&["run", s(&muxed), &input, "--loop", "2"]);
+    assert!(!ok);
+    assert!(
+        msg.contains("matroskamux0 cannot take a looped stream"),
+        "{msg}"
+    );
+    let live = tmp("loop-live.pipeline");
+    std::fs::write(
+        &live,
+        "videotestsrc is-live=true num-buffers=5 ! fakesink\n",
+    )
+    .unwrap();
+    let (ok, msg) = ikol(&["run", s(&live), "--loop", "2"]);
+    assert!(!ok);
+    assert!(msg.contains("live input cannot be looped"), "{msg}");
+}
