@@ -96,6 +96,7 @@ pub mod net;
 pub mod ops;
 pub mod preprocess;
 pub mod pth;
+pub mod regressor;
 pub mod weights;
 
 pub use backbone::{Backbone, Output, PersonBox, PersonEstimate};
@@ -104,3 +105,6 @@ pub use config::{BlockKind, Config, ResNetConfig, Variant};
 pub use device::{DeviceChoice, open_device};
 pub use error::{Error, Result};
 pub use net::{HeatmapNet, NetOutput};
+pub use regressor::{
+    Regressor, RegressorConfig, RegressorKind, RegressorNet, RegressorNetConfig, RegressorStep,
+};

@@ -20,6 +20,7 @@ use candle_nn::{Dropout, Init, Linear, VarBuilder};
 use crate::config::Config;
 use crate::layers::{BatchNorm2d, Conv2d, ConvTranspose2d, ResNet, global_avg_pool};
 use crate::ops;
+use crate::regressor::linear;
 
 /// Number of twist angles (joints 1..23).
 pub const NUM_TWISTS: usize = 23;
@@ -40,15 +41,6 @@ pub struct NetOutput {
     pub delta_beta: Tensor,
     /// `[N, 5, 4]` leaf quaternions (w, x, y, z), raw, for `ikol24`.
     pub leaf: Option<Tensor>,
-}
-
-fn linear(vb: VarBuilder<'_>, c_in: usize, c_out: usize) -> Result<Linear> {
-    // PyTorch's default nn.Linear init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
-    let b = 1.0 / (c_in as f64).sqrt();
-    let init = Init::Uniform { lo: -b, up: b };
-    let w = vb.get_with_hints((c_out, c_in), "weight", init)?;
-    let bias = vb.get_with_hints(c_out, "bias", init)?;
-    Ok(Linear::new(w, Some(bias)))
 }
 
 /// The deconvolution head: 3 x [ConvTranspose2d(k4, s2, p1, no bias), BN, ReLU], PyTorch
