@@ -94,7 +94,7 @@ fn check_parameter(varmap: &VarMap, r: &Regressor, name: &str) {
     let h = 1e-6;
     let mut checked = 0;
     for i in (0..base.len()).step_by((base.len() / 4).max(1)) {
-        let mut eval = |d: f64| {
+        let eval = |d: f64| {
             let mut p = base.clone();
             p[i] += d;
             v.set(&Tensor::from_vec(p, shape.clone(), &Device::Cpu).unwrap())
