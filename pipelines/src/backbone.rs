@@ -14,12 +14,19 @@
 //! ```
 //!
 //! `joints_2d[j]` is the projection of `root + joints_3d[j]` with `intrinsics`.
+//!
+//! With `--variant hkmr` or `hmr` the checkpoint is a body regressor (ikol-backbone's
+//! `regressor`, trained by `ikol-train`) and each person is the body itself:
+//! `{"bbox", "theta": 24 x [x, y, z] (axis-angle, root first), "beta": [..],
+//!   "cam": [s, tx, ty] (weak perspective), "translation": [x, y, z] (root, metres) | null}`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use ikol_backbone::preprocess::RgbFrame;
-use ikol_backbone::{Backbone, DeviceChoice, PersonBox, Variant, open_device};
+use ikol_backbone::{
+    Backbone, DeviceChoice, DirectRegressor, PersonBox, RegressorKind, Variant, open_device,
+};
 use ikol_render::image::read_image;
 use ikol_types::{BBox, Intrinsics};
 use serde_json::json;
@@ -62,7 +69,11 @@ pub fn parse_box(s: &str) -> Result<BBox> {
 
 /// Runs the command; returns the number of people written.
 pub fn run(a: &BackboneArgs) -> Result<usize> {
-    let variant: Variant = a.variant.parse()?;
+    let regressor = match a.variant.to_ascii_lowercase().as_str() {
+        "hkmr" => Some(RegressorKind::Hkmr),
+        "hmr" | "flat" | "spin" => Some(RegressorKind::Flat),
+        _ => None,
+    };
     let device_choice: DeviceChoice = a.device.parse()?;
     if a.boxes.len() > ikol_types::MAX_BOXES {
         bail!(
@@ -86,10 +97,6 @@ pub fn run(a: &BackboneArgs) -> Result<usize> {
         None => bail!("--fov {}: must be between 0 and 180 degrees", a.fov),
     };
     let device = open_device(device_choice)?;
-    let net = Backbone::load(&a.checkpoint, variant, &device)
-        .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?
-        .with_flip_test(a.flip_test);
-
     let frame = RgbFrame::new(&img.pixels, img.width, img.height, 3 * img.width as usize)?;
     let people: Vec<PersonBox> = if boxes.is_empty() {
         vec![BBox {
@@ -107,9 +114,79 @@ pub fn run(a: &BackboneArgs) -> Result<usize> {
         root_depth: None,
     })
     .collect();
-    let estimates = net.estimate(&frame, &people, &intrinsics)?;
+    let (people_json, n) = match regressor {
+        Some(kind) => regress(a, kind, &device, &frame, &people, &intrinsics)?,
+        None => heatmap(a, &device, &frame, &people, &intrinsics)?,
+    };
+    let out = json!({
+        "checkpoint": a.checkpoint.display().to_string(),
+        "variant": a.variant.to_ascii_lowercase(),
+        "image": a.image.display().to_string(),
+        "width": img.width,
+        "height": img.height,
+        "flip_test": a.flip_test,
+        "intrinsics": intrinsics,
+        "people": people_json,
+    });
+    let text = serde_json::to_string_pretty(&out)?;
+    std::fs::write(&a.output, text + "\n")
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    Ok(n)
+}
 
-    let people_json: Vec<_> = people
+/// A body regressor (HKMR or flat) on every box.
+fn regress(
+    a: &BackboneArgs,
+    kind: RegressorKind,
+    device: &candle_core::Device,
+    frame: &RgbFrame<'_>,
+    people: &[PersonBox],
+    intrinsics: &Intrinsics,
+) -> Result<(Vec<serde_json::Value>, usize)> {
+    if a.flip_test {
+        bail!("--flip-test is for the heatmap network, not a body regressor");
+    }
+    let net = DirectRegressor::load(&a.checkpoint, device)
+        .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?;
+    if net.config().head.kind != kind {
+        bail!(
+            "{} holds a {} regressor, not {}",
+            a.checkpoint.display(),
+            net.config().head.kind.name(),
+            a.variant
+        );
+    }
+    let estimates = net.estimate(frame, people, intrinsics)?;
+    let out = people
+        .iter()
+        .zip(&estimates)
+        .map(|(p, e)| {
+            json!({
+                "bbox": [p.bbox.x, p.bbox.y, p.bbox.w, p.bbox.h],
+                "theta": e.theta,
+                "beta": e.beta,
+                "cam": e.cam,
+                "translation": e.translation,
+            })
+        })
+        .collect();
+    Ok((out, estimates.len()))
+}
+
+/// The heatmap network (IKOL-24 / HybrIK-29) on every box.
+fn heatmap(
+    a: &BackboneArgs,
+    device: &candle_core::Device,
+    frame: &RgbFrame<'_>,
+    people: &[PersonBox],
+    intrinsics: &Intrinsics,
+) -> Result<(Vec<serde_json::Value>, usize)> {
+    let variant: Variant = a.variant.parse()?;
+    let net = Backbone::load(&a.checkpoint, variant, device)
+        .with_context(|| format!("loading checkpoint {}", a.checkpoint.display()))?
+        .with_flip_test(a.flip_test);
+    let estimates = net.estimate(frame, people, intrinsics)?;
+    let out = people
         .iter()
         .zip(&estimates)
         .map(|(p, e)| {
@@ -125,20 +202,7 @@ pub fn run(a: &BackboneArgs) -> Result<usize> {
             })
         })
         .collect();
-    let out = json!({
-        "checkpoint": a.checkpoint.display().to_string(),
-        "variant": variant.to_string(),
-        "image": a.image.display().to_string(),
-        "width": img.width,
-        "height": img.height,
-        "flip_test": a.flip_test,
-        "intrinsics": intrinsics,
-        "people": people_json,
-    });
-    let text = serde_json::to_string_pretty(&out)?;
-    std::fs::write(&a.output, text + "\n")
-        .with_context(|| format!("writing {}", a.output.display()))?;
-    Ok(estimates.len())
+    Ok((out, estimates.len()))
 }
 
 #[cfg(test)]

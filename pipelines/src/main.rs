@@ -78,12 +78,14 @@ enum Cli {
         /// `default`, `small`, or a model file.
         model: String,
     },
-    /// Run the backbone network on one image: joints (uvd, pixels, metres), twist, shape, leaves.
+    /// Run the backbone network on one image: joints (uvd, pixels, metres), twist, shape, leaves;
+    /// or a body regressor (HKMR / HMR): rotations, shape, camera.
     Backbone {
         /// Network weights: upstream HybrIK/IKOL `.pth` or our `.safetensors`.
         #[arg(long)]
         checkpoint: PathBuf,
-        /// `ikol24` (IKOL: 24 joints + leaf rotations) or `hybrik29` (29 joints).
+        /// `ikol24` (IKOL: 24 joints + leaf rotations), `hybrik29` (29 joints), or a body
+        /// regressor: `hkmr` (HKMR) or `hmr` (HMR/SPIN's flat regressor).
         #[arg(long, default_value = "ikol24")]
         variant: String,
         /// PNG or JPEG image.

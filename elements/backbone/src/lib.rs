@@ -89,6 +89,7 @@ pub mod backbone;
 pub mod camera;
 pub mod config;
 pub mod device;
+pub mod direct;
 pub mod error;
 pub mod flip;
 pub mod layers;
@@ -101,8 +102,11 @@ pub mod weights;
 
 pub use backbone::{Backbone, Output, PersonBox, PersonEstimate};
 pub use camera::{CamJoints, CropCamera, DEPTH_FACTOR_M};
+/// The candle version this crate is built on (devices and tensors in its API).
+pub use candle_core as candle;
 pub use config::{BlockKind, Config, ResNetConfig, Variant};
 pub use device::{DeviceChoice, open_device};
+pub use direct::{BodyEstimate, DirectRegressor};
 pub use error::{Error, Result};
 pub use net::{HeatmapNet, NetOutput};
 pub use regressor::{

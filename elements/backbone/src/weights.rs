@@ -284,11 +284,20 @@ pub fn save_safetensors(
     cfg: &Config,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<()> {
+    let json = serde_json::to_string(cfg).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    write_safetensors(path, CONFIG_METADATA_KEY, json, tensors)
+}
+
+/// Writes `tensors` (ignored keys left out, sorted by name) with `json` under `key` in the
+/// metadata: our format for every network.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    key: &str,
+    json: String,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
     let mut meta = HashMap::new();
-    meta.insert(
-        CONFIG_METADATA_KEY.to_string(),
-        serde_json::to_string(cfg).map_err(|e| Error::InvalidInput(e.to_string()))?,
-    );
+    meta.insert(key.to_string(), json);
     meta.insert("format".to_string(), "pt".to_string());
     let mut items: Vec<(String, Tensor)> = tensors
         .iter()

@@ -179,3 +179,104 @@ fn errors_name_the_problem() {
     let m = meta_of(&h.push_and_pull(frame(320, 240, 0, Some(&empty))).unwrap());
     assert!(m.people.is_empty() && m.has_stage("ikolbackbone"));
 }
+
+/// A tiny regressor checkpoint of `kind` with fresh weights, written once per process.
+fn regressor_checkpoint(kind: ikol_backbone::RegressorKind) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "ikol-backbone-test-{}-{}.safetensors",
+        kind.name(),
+        std::process::id()
+    ));
+    if !path.exists() {
+        let cfg = ikol_backbone::RegressorNetConfig::tiny(kind);
+        ikol_backbone::DirectRegressor::initialised(&cfg, &cpu())
+            .unwrap()
+            .save(&path)
+            .unwrap();
+    }
+    path.display().to_string()
+}
+
+fn cpu() -> ikol_backbone::candle::Device {
+    ikol_backbone::open_device(ikol_backbone::DeviceChoice::Cpu).unwrap()
+}
+
+#[test]
+fn a_body_regressor_writes_the_body_in_camera_geometry() {
+    for (model, kind) in [
+        ("hkmr", ikol_backbone::RegressorKind::Hkmr),
+        ("hmr", ikol_backbone::RegressorKind::Flat),
+    ] {
+        let ck = regressor_checkpoint(kind);
+        let (mut h, bus) = harness(
+            "ikolbackbone",
+            &[
+                ("model", model),
+                ("checkpoint", &ck),
+                ("body-model", "small"),
+                ("fov", "60"),
+            ],
+            &rgb_caps(320, 240),
+        );
+        let out = h.push_and_pull(input(None)).unwrap();
+        assert!(error_text(&bus).is_none());
+        let m = meta_of(&out);
+        let k = m.intrinsics.unwrap();
+        let p = &m.people[0];
+        assert_eq!(
+            (
+                p.theta.len(),
+                p.joints_3d.len(),
+                p.joints_2d.len(),
+                p.beta.len()
+            ),
+            (24, 24, 24, 10)
+        );
+        // Untrained, the network stays near its start: upright (root about pi around x).
+        assert!(
+            (p.theta[0][0] - std::f32::consts::PI).abs() < 0.5,
+            "{:?}",
+            p.theta[0]
+        );
+        let t = p.translation.unwrap();
+        assert_eq!(p.root, Some(t));
+        // Depth from the weak camera: 2 f / (s L), s about 0.9, L = 1.25 x 200 px.
+        let z = 2.0 * k.fx / (0.9 * 250.0);
+        assert!((f64::from(t[2]) / z - 1.0).abs() < 0.2, "{t:?} vs {z}");
+        // Pixels and metres agree (pinhole) and the root joint is the origin.
+        assert!(p.joints_3d[0].iter().all(|x| x.abs() < 1e-6));
+        for (j, uv) in p.joints_3d.iter().zip(&p.joints_2d) {
+            let c = [0, 1, 2].map(|i| f64::from(t[i]) + f64::from(j[i]));
+            let u = k.fx * c[0] / c[2] + k.cx;
+            let v = k.fy * c[1] / c[2] + k.cy;
+            assert!((u - f64::from(uv[0])).abs() < 0.05 && (v - f64::from(uv[1])).abs() < 0.05);
+        }
+        // Upright: the head (15) above the pelvis in the image, the feet (10, 11) below.
+        assert!(p.joints_2d[15][1] < p.joints_2d[0][1] && p.joints_2d[10][1] > p.joints_2d[0][1]);
+    }
+}
+
+#[test]
+fn body_regressor_errors_name_the_problem() {
+    let hkmr = regressor_checkpoint(ikol_backbone::RegressorKind::Hkmr);
+    for (props, expect) in [
+        (vec![("model", "hkmr")], "needs checkpoint".to_owned()),
+        (
+            vec![("model", "hkmr"), ("checkpoint", checkpoint().as_str())],
+            "ikol24_r34w2.pth".to_owned(),
+        ),
+        (
+            vec![("model", "hmr"), ("checkpoint", hkmr.as_str())],
+            "holds a hkmr regressor".to_owned(),
+        ),
+    ] {
+        let (e, bus) = element("ikolbackbone", &props);
+        assert!(e.set_state(gst::State::Paused).is_err());
+        let msg = error_text(&bus).unwrap();
+        assert!(
+            msg.contains(&expect) && msg.contains("ikolbackbone"),
+            "{msg}"
+        );
+        e.set_state(gst::State::Null).unwrap();
+    }
+}

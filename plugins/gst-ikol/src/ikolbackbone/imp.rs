@@ -19,6 +19,14 @@
 //! method=fit` observes it from the landmarks themselves, which are passed on). The box sent
 //! upstream is then mediapipe's next region of interest from the tracking landmarks.
 //!
+//! With `model=hkmr` (or `hmr`) a body regressor from `checkpoint` (our safetensors written by
+//! `ikol-train` for an HKMR or flat regressor; see ikol-backbone's `regressor`) predicts the
+//! body itself: the 24 local rotations, the shape and a weak-perspective camera, turned into the
+//! root's camera position. The element writes theta, beta and the translation, as a solver
+//! would, and the body's joints (posed `body-model`) root-relative in metres and projected to
+//! pixels, so `ikolmesher` follows directly (or `ikolsolver method=fit` refines the body against
+//! its own joints). A person whose camera is degenerate is dropped.
+//!
 //! ## Example launch line
 //! ```sh
 //! gst-launch-1.0 filesrc location=walk.mp4 ! decodebin ! videoconvert ! video/x-raw,format=RGB \
@@ -40,7 +48,13 @@ use gst_base::subclass::prelude::*;
 use gst_video::VideoFormat;
 use gst_video::prelude::*;
 use ikol_backbone::preprocess::RgbFrame;
-use ikol_backbone::{Backbone, DeviceChoice, PersonBox, open_device};
+use ikol_backbone::{
+    Backbone, DeviceChoice, DirectRegressor, PersonBox, RegressorKind, open_device,
+};
+use ikol_body::BodyModel;
+use ikol_body::nalgebra::Vector3;
+use ikol_types::joints::SMPL24_PARENTS;
+use ikol_types::rotation::axis_angle_to_matrix;
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
 
 use super::{BackboneDevice, BackboneModel, BackboneVariant};
@@ -113,6 +127,11 @@ enum Net {
         /// sent upstream is its axis-aligned hull, so the rotation is kept here).
         rois: HashMap<u64, RotatedRect>,
     },
+    /// A body regressor (HKMR or flat) and the body model its joints are posed on.
+    Direct {
+        net: DirectRegressor,
+        body: std::sync::Arc<BodyModel>,
+    },
 }
 
 #[derive(Debug)]
@@ -172,6 +191,88 @@ impl IkolBackbone {
                 feedback.push((p.track_id, b));
             }
         }
+        Ok(feedback)
+    }
+
+    /// The body regressor on every person's crop, as one batch: theta, beta, translation and
+    /// the posed body's joints; returns the tracking boxes (around the projected joints).
+    fn direct(
+        &self,
+        net: &DirectRegressor,
+        body: &BodyModel,
+        m: &mut FrameMeta,
+        rgb: &RgbFrame<'_>,
+        k: &Intrinsics,
+    ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
+        let boxes: Vec<PersonBox> = m
+            .people
+            .iter()
+            .map(|p| PersonBox {
+                bbox: p.bbox,
+                root_depth: None,
+            })
+            .collect();
+        let estimates = net
+            .estimate(rgb, &boxes, k)
+            .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+        let mut feedback = Vec::with_capacity(estimates.len());
+        let mut kept = Vec::with_capacity(estimates.len());
+        for (mut p, e) in std::mem::take(&mut m.people).into_iter().zip(estimates) {
+            let Some(t) = e.translation else {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "track {}: degenerate camera, dropped",
+                    p.track_id
+                );
+                continue;
+            };
+            let beta: Vec<f64> = e
+                .beta
+                .iter()
+                .map(|b| b.clamp(-ikol_body::MAX_ABS_BETA, ikol_body::MAX_ABS_BETA))
+                .collect();
+            let rotations: Vec<_> = e
+                .theta
+                .iter()
+                .map(|w| axis_angle_to_matrix(&Vector3::from(*w)))
+                .collect();
+            let rest = body
+                .rest_joints(&beta)
+                .map_err(|err| self.fail(format!("ikolbackbone: {err}")))?;
+            let (_, posed) =
+                ikol_body::kinematics::forward_kinematics(&rotations, &rest, &SMPL24_PARENTS);
+            let root = posed[0];
+            let t = Vector3::from(t);
+            p.joints_3d = posed
+                .iter()
+                .map(|j| (j - root).map(|x| x as f32).into())
+                .collect();
+            p.joints_2d = posed
+                .iter()
+                .map(|j| {
+                    k.project(&(j - root + t))
+                        .map_or([f32::NAN; 2], |q| q.map(|x| x as f32))
+                })
+                .collect();
+            p.root = Some(t.map(|x| x as f32).into());
+            p.translation = p.root;
+            p.theta = e.theta.iter().map(|w| w.map(|x| x as f32)).collect();
+            p.beta = beta.iter().map(|&b| b as f32).collect();
+            if let Some(b) = BBox::around_points(
+                p.joints_2d
+                    .iter()
+                    .filter(|q| q.iter().all(|x| x.is_finite()))
+                    .map(|q| q.map(f64::from)),
+                FEEDBACK_BOX_SCALE,
+            )
+            .filter(BBox::is_valid)
+            {
+                feedback.push((p.track_id, b));
+            }
+            kept.push(p);
+        }
+        m.people = kept;
         Ok(feedback)
     }
 
@@ -272,14 +373,16 @@ impl ObjectImpl for IkolBackbone {
             vec![
                 glib::ParamSpecEnum::builder_with_default("model", BackboneModel::default())
                     .nick("Model")
-                    .blurb("heatmap (the IKOL/HybrIK network from checkpoint) or blazepose (the \
-                            pretrained BlazePose landmarks mapped to SMPL-24)")
+                    .blurb("heatmap (the IKOL/HybrIK network from checkpoint), blazepose (the \
+                            pretrained BlazePose landmarks mapped to SMPL-24), hkmr or hmr (a body \
+                            regressor from checkpoint)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("body-model")
                     .nick("Body model")
-                    .blurb("model=blazepose: the body model the landmark map is fitted on (default, \
-                            small or a model file; use the mesher's)")
+                    .blurb("model=blazepose: the body model the landmark map is fitted on; hkmr/hmr: \
+                            the one the joints are posed on (default, small or a model file; use \
+                            the mesher's)")
                     .default_value(Some(DEFAULT_BODY_MODEL))
                     .mutable_ready()
                     .build(),
@@ -470,6 +573,44 @@ impl BaseTransformImpl for IkolBackbone {
                 );
                 Net::Heatmap(net)
             }
+            BackboneModel::Hkmr | BackboneModel::Hmr => {
+                let path = s.checkpoint.ok_or_else(|| {
+                    settings_err(format!(
+                        "ikolbackbone: model={} needs checkpoint=<file.safetensors> (a regressor \
+                         trained by ikol-train)",
+                        model_nick(s.model)
+                    ))
+                })?;
+                let choice = match s.device {
+                    BackboneDevice::Cpu => DeviceChoice::Cpu,
+                    BackboneDevice::Cuda => DeviceChoice::Cuda(s.device_index as usize),
+                };
+                let device =
+                    open_device(choice).map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
+                let net = DirectRegressor::load(&path, &device)
+                    .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
+                let want = match s.model {
+                    BackboneModel::Hkmr => RegressorKind::Hkmr,
+                    _ => RegressorKind::Flat,
+                };
+                if net.config().head.kind != want {
+                    return Err(settings_err(format!(
+                        "ikolbackbone: {} holds a {} regressor, not what model={} runs",
+                        path.display(),
+                        net.config().head.kind.name(),
+                        model_nick(s.model)
+                    )));
+                }
+                let body = common::body_model("ikolbackbone", &s.body_model)?;
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "loaded {} ({}) on {choice}",
+                    path.display(),
+                    want.name()
+                );
+                Net::Direct { net, body }
+            }
         };
         *common::lock(&self.state) = Some(State {
             net: Box::new(net),
@@ -527,6 +668,11 @@ impl BaseTransformImpl for IkolBackbone {
                 let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
                 match state.net.as_mut() {
                     Net::Heatmap(net) => self.heatmap(net, &mut m, data, info, stride, &k)?,
+                    Net::Direct { net, body } => {
+                        let rgb = RgbFrame::new(data, info.width(), info.height(), stride)
+                            .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+                        self.direct(net, body, &mut m, &rgb, &k)?
+                    }
                     Net::BlazePose {
                         landmarker,
                         body,
@@ -554,6 +700,15 @@ impl BaseTransformImpl for IkolBackbone {
                 .push_event(meta::feedback_event(&feedback));
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+fn model_nick(m: BackboneModel) -> &'static str {
+    match m {
+        BackboneModel::Heatmap => "heatmap",
+        BackboneModel::BlazePose => "blazepose",
+        BackboneModel::Hkmr => "hkmr",
+        BackboneModel::Hmr => "hmr",
     }
 }
 

@@ -47,6 +47,19 @@ pub enum BackboneModel {
         nick = "blazepose"
     )]
     BlazePose,
+    /// HKMR's hierarchical kinematic regressor from `checkpoint`: the body directly (theta,
+    /// shape, camera translation).
+    #[enum_value(
+        name = "HKMR hierarchical body regressor from the checkpoint",
+        nick = "hkmr"
+    )]
+    Hkmr,
+    /// HMR / SPIN's flat iterative body regressor from `checkpoint`.
+    #[enum_value(
+        name = "HMR/SPIN flat body regressor from the checkpoint",
+        nick = "hmr"
+    )]
+    Hmr,
 }
 
 /// The `device` property: where the network runs (`device-index` picks the GPU).

@@ -1,0 +1,390 @@
+//! Inference with a body regressor ([`crate::regressor`]: HKMR or the flat HMR/SPIN one): crops
+//! -> local rotations, shape and a camera translation, the same per-person quantities the IK
+//! solvers produce, so the mesher follows unchanged.
+//!
+//! Weights are our safetensors with the [`RegressorNetConfig`] as JSON metadata
+//! ([`REGRESSOR_CONFIG_KEY`]), written by [`DirectRegressor::save`] and by `ikol-train` for a
+//! regressor model.
+//!
+//! **Camera.** The network's weak-perspective camera `(s, tx, ty)` maps root-relative joints
+//! `X` to normalised crop coordinates `s X_xy + t` (-1 .. 1 over the crop side, SPIN). For a
+//! crop of side `L` frame pixels seen by a camera of focal length `f`, the perspective camera
+//! that agrees with it at the root puts the root at depth `Tz = 2 f / (s L)` (SPIN's
+//! `convert_weak_perspective_to_perspective`, generalised to crops off the image centre) and on
+//! the ray through the crop point `t`: `T = unproject(crop_to_frame(t), Tz)`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use ikol_types::{Crop, Intrinsics};
+
+use crate::backbone::PersonBox;
+use crate::preprocess::{RgbFrame, crop_for_box, crops_tensor};
+use crate::regressor::{RegressorNet, RegressorNetConfig, RegressorStep};
+use crate::{Error, Result};
+
+/// Safetensors metadata key holding the JSON [`RegressorNetConfig`].
+pub const REGRESSOR_CONFIG_KEY: &str = "ikol.regressor.config";
+
+/// Smallest weak-perspective scale taken as a camera (a person 1000 crops away is not one).
+const MIN_SCALE: f64 = 1e-3;
+
+/// A loaded regressor network (evaluation mode).
+#[derive(Debug, Clone)]
+pub struct DirectRegressor {
+    net: RegressorNet,
+    cfg: RegressorNetConfig,
+    params: HashMap<String, Tensor>,
+    device: Device,
+}
+
+/// One person's regressed body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BodyEstimate {
+    /// The crop the network saw.
+    pub crop: Crop,
+    /// 24 local rotations, axis-angle, root first (camera frame).
+    pub theta: Vec<[f64; 3]>,
+    pub beta: Vec<f64>,
+    /// Weak-perspective camera (s, tx, ty).
+    pub cam: [f64; 3],
+    /// Camera-frame root position (metres), `None` when the camera is degenerate.
+    pub translation: Option<[f64; 3]>,
+}
+
+fn unreadable(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::CheckpointUnreadable {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+impl DirectRegressor {
+    /// Reads our safetensors file (config in the metadata, every parameter present, finite).
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        let data = std::fs::read(path).map_err(|e| unreadable(path, e))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&data)
+            .map_err(|e| unreadable(path, format!("not a safetensors file: {e}")))?;
+        let json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(REGRESSOR_CONFIG_KEY))
+            .ok_or_else(|| {
+                unreadable(
+                    path,
+                    format!(
+                        "no {REGRESSOR_CONFIG_KEY} metadata: not a regressor (HKMR / flat) \
+                         checkpoint (a heatmap network loads with model=heatmap)"
+                    ),
+                )
+            })?;
+        let cfg: RegressorNetConfig = serde_json::from_str(json)
+            .map_err(|e| unreadable(path, format!("bad {REGRESSOR_CONFIG_KEY}: {e}")))?;
+        cfg.validate()
+            .map_err(|e| unreadable(path, format!("config: {e}")))?;
+        let tensors = candle_core::safetensors::load_buffer(&data, &Device::Cpu)
+            .map_err(|e| unreadable(path, e))?;
+        Self::from_tensors(path, &cfg, tensors, device)
+    }
+
+    /// Builds from named tensors after checking names, shapes and values against `cfg`.
+    pub fn from_tensors(
+        origin: &Path,
+        cfg: &RegressorNetConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let expected = expected_parameters(cfg)?;
+        let mut problems = Vec::new();
+        for (name, shape) in &expected {
+            match tensors.get(name) {
+                None => problems.push(format!("missing {name}")),
+                Some(t) if t.dims() != shape.as_slice() => problems.push(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )),
+                Some(_) => {}
+            }
+        }
+        let mut extra: Vec<&String> = tensors
+            .keys()
+            .filter(|k| !expected.contains_key(*k) && !crate::weights::is_ignored_key(k))
+            .collect();
+        extra.sort();
+        problems.extend(extra.into_iter().map(|k| format!("unexpected {k}")));
+        if !problems.is_empty() {
+            return Err(unreadable(origin, problems.join("; ")));
+        }
+        let mut params = HashMap::with_capacity(expected.len());
+        let mut bad = Vec::new();
+        for name in expected.keys() {
+            let t = tensors[name].to_dtype(DType::F32)?;
+            if t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .any(|x| !x.is_finite())
+            {
+                bad.push(name.clone());
+            }
+            params.insert(name.clone(), t.to_device(device)?);
+        }
+        if !bad.is_empty() {
+            return Err(unreadable(
+                origin,
+                format!("non-finite (NaN or infinite) values in {}", bad.join(", ")),
+            ));
+        }
+        let vb = VarBuilder::from_tensors(params.clone(), DType::F32, device);
+        Ok(Self {
+            net: RegressorNet::new(cfg, vb)?,
+            cfg: *cfg,
+            params,
+            device: device.clone(),
+        })
+    }
+
+    /// The network of a training `VarMap` (parameters and BatchNorm statistics), for
+    /// evaluation and checkpoints.
+    pub fn from_varmap(
+        cfg: &RegressorNetConfig,
+        varmap: &candle_nn::VarMap,
+        device: &Device,
+    ) -> Result<Self> {
+        let tensors: HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::InvalidInput("parameter map poisoned".into()))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        Self::from_tensors(Path::new("<training parameters>"), cfg, tensors, device)
+    }
+
+    /// A network with freshly initialised weights (PyTorch's defaults, HMR's small decoders):
+    /// what training starts from; untrained, it predicts about the initial upright pose.
+    pub fn initialised(cfg: &RegressorNetConfig, device: &Device) -> Result<Self> {
+        let varmap = candle_nn::VarMap::new();
+        RegressorNet::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        Self::from_varmap(cfg, &varmap, device)
+    }
+
+    pub fn config(&self) -> &RegressorNetConfig {
+        &self.cfg
+    }
+
+    /// Writes our safetensors (config in the metadata).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        save_regressor(path.as_ref(), &self.cfg, &self.params)
+    }
+
+    /// The network's last step on normalised crops `[N, 3, S, S]`.
+    pub fn infer(&self, crops: &Tensor) -> Result<RegressorStep> {
+        let crops = crops.to_device(&self.device)?.to_dtype(DType::F32)?;
+        let mut steps = self.net.forward_t(&crops, false)?;
+        steps
+            .pop()
+            .ok_or_else(|| Error::InvalidInput("the regressor ran no iteration".into()))
+    }
+
+    /// Crops every person, runs the network as one batch and places each body in the camera.
+    pub fn estimate(
+        &self,
+        frame: &RgbFrame<'_>,
+        people: &[PersonBox],
+        intrinsics: &Intrinsics,
+    ) -> Result<Vec<BodyEstimate>> {
+        if people.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !intrinsics.is_valid() {
+            return Err(Error::InvalidInput(format!(
+                "invalid intrinsics {intrinsics:?}"
+            )));
+        }
+        let crops = people
+            .iter()
+            .map(|p| crop_for_box(&p.bbox, self.cfg.input_size))
+            .collect::<Result<Vec<_>>>()?;
+        let step = self.infer(&crops_tensor(frame, &crops, &self.device)?)?;
+        let host = |t: &Tensor| -> Result<Vec<f64>> {
+            Ok(t.to_device(&Device::Cpu)?
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?)
+        };
+        let (theta, beta, cam) = (host(&step.theta)?, host(&step.beta)?, host(&step.cam)?);
+        let nb = self.cfg.head.num_betas;
+        let joints = theta.len() / (3 * crops.len());
+        Ok(crops
+            .into_iter()
+            .enumerate()
+            .map(|(i, crop)| {
+                let cam = [cam[3 * i], cam[3 * i + 1], cam[3 * i + 2]];
+                BodyEstimate {
+                    theta: theta[3 * joints * i..3 * joints * (i + 1)]
+                        .chunks_exact(3)
+                        .map(|c| [c[0], c[1], c[2]])
+                        .collect(),
+                    beta: beta[nb * i..nb * (i + 1)].to_vec(),
+                    translation: weak_to_translation(&cam, &crop, intrinsics),
+                    cam,
+                    crop,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The camera-frame root position that agrees with the weak-perspective camera `cam` of a crop
+/// (module docs); `None` for a scale below `MIN_SCALE` or a degenerate crop.
+pub fn weak_to_translation(cam: &[f64; 3], crop: &Crop, k: &Intrinsics) -> Option<[f64; 3]> {
+    let [s, tx, ty] = *cam;
+    if !(s.is_finite() && tx.is_finite() && ty.is_finite()) || s < MIN_SCALE {
+        return None;
+    }
+    let z = 2.0 * k.fx / (s * crop.side);
+    let half = f64::from(crop.size) / 2.0;
+    let inv = crop.affine().inverse()?;
+    let [u, v] = inv.apply([half + tx * half, half + ty * half]);
+    let p = k.unproject(u, v, z);
+    let t = [p.x, p.y, p.z];
+    t.iter().all(|x| x.is_finite()).then_some(t)
+}
+
+/// Every parameter the network of `cfg` reads, with its shape.
+pub fn expected_parameters(
+    cfg: &RegressorNetConfig,
+) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+    let varmap = candle_nn::VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    RegressorNet::new(cfg, vb)?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::InvalidInput("parameter map poisoned".into()))?;
+    Ok(data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().dims().to_vec()))
+        .collect())
+}
+
+/// Writes `tensors` as our safetensors with `cfg` in the metadata.
+pub fn save_regressor(
+    path: &Path,
+    cfg: &RegressorNetConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let json = serde_json::to_string(cfg).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    crate::weights::write_safetensors(path, REGRESSOR_CONFIG_KEY, json, tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::regressor::RegressorKind;
+    use ikol_types::BBox;
+    use nalgebra::Vector3;
+
+    #[test]
+    fn the_translation_agrees_with_the_weak_camera_at_the_root() {
+        let k = Intrinsics {
+            fx: 1500.0,
+            fy: 1500.0,
+            cx: 540.0,
+            cy: 960.0,
+        };
+        // An off-centre crop of side 500 px.
+        let crop = Crop::from_box(
+            &BBox {
+                x: 100.0,
+                y: 300.0,
+                w: 200.0,
+                h: 400.0,
+            },
+            1.25,
+            224,
+        );
+        let cam = [0.8, 0.1, -0.2];
+        let t = weak_to_translation(&cam, &crop, &k).unwrap();
+        let to_crop = |p: Vector3<f64>| {
+            let a = crop.affine().apply(k.project(&p).unwrap());
+            [a[0] / 112.0 - 1.0, a[1] / 112.0 - 1.0]
+        };
+        let root = Vector3::from(t);
+        let r = to_crop(root);
+        assert!(
+            (r[0] - 0.1).abs() < 1e-9 && (r[1] + 0.2).abs() < 1e-9,
+            "{r:?}"
+        );
+        // A small root-relative offset moves s times as far in normalised crop units.
+        for d in [Vector3::new(1e-4, 0.0, 0.0), Vector3::new(0.0, 1e-4, 0.0)] {
+            let q = to_crop(root + d);
+            let moved = ((q[0] - r[0]).powi(2) + (q[1] - r[1]).powi(2)).sqrt();
+            assert!((moved / 1e-4 - 0.8).abs() < 1e-3, "{moved}");
+        }
+        assert!(weak_to_translation(&[0.0, 0.0, 0.0], &crop, &k).is_none());
+        assert!(weak_to_translation(&[f64::NAN, 0.0, 0.0], &crop, &k).is_none());
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_bad_ones_are_named() {
+        let dir = std::env::temp_dir().join(format!("ikol-direct-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = RegressorNetConfig::tiny(RegressorKind::Hkmr);
+        let varmap = candle_nn::VarMap::new();
+        RegressorNet::new(
+            &cfg,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let net = DirectRegressor::from_varmap(&cfg, &varmap, &Device::Cpu).unwrap();
+        let path = dir.join("hkmr.safetensors");
+        net.save(&path).unwrap();
+        let back = DirectRegressor::load(&path, &Device::Cpu).unwrap();
+        assert_eq!(back.config(), &cfg);
+        let x = Tensor::ones((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+        let (a, b) = (net.infer(&x).unwrap(), back.infer(&x).unwrap());
+        let diff = (a.theta - b.theta)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+        // A heatmap network's file, a missing tensor, a NaN.
+        let mut tensors = back.params.clone();
+        let heat = dir.join("heat.safetensors");
+        crate::weights::save_safetensors(
+            &heat,
+            &crate::Config::tiny(crate::Variant::Ikol24),
+            &tensors,
+        )
+        .unwrap();
+        let e = DirectRegressor::load(&heat, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("heat.safetensors") && e.contains("not a regressor"),
+            "{e}"
+        );
+        let name = "regressor.camera.2.bias".to_string();
+        let good = tensors.remove(&name).unwrap();
+        let e = DirectRegressor::from_tensors(&path, &cfg, tensors.clone(), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing regressor.camera.2.bias"), "{e}");
+        tensors.insert(name, (good * f64::NAN).unwrap());
+        let e = DirectRegressor::from_tensors(&path, &cfg, tensors, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("non-finite") && e.contains("camera.2.bias"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
