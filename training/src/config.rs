@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use ikol_backbone::{Config as NetConfig, Variant};
+use ikol_backbone::{
+    Config as NetConfig, RegressorConfig, RegressorKind, RegressorNetConfig, Variant,
+};
 use ikol_solver::batch::{BatchIkolOptions, JacobianMode};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +30,9 @@ impl BodyChoice {
     }
 }
 
-/// Loss weights (upstream `LOSS.ELEMENTS` for beta, twist, uvd, theta; `opt` is IKOL's L_opt).
+/// Loss weights. Heatmap network: upstream `LOSS.ELEMENTS` for beta, twist, uvd, theta; `opt`
+/// is IKOL's L_opt. Body regressors (HKMR Eq. 3, summed over the outer iterations): `joints_3d`,
+/// `keypoints_2d`, `rotation` and `beta` (L_smpl), `shape_prior`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossWeights {
@@ -39,6 +43,14 @@ pub struct LossWeights {
     pub theta: f64,
     /// L_opt: L1 (metres) between the solver's joints and the ground truth (solver on only).
     pub opt: f64,
+    /// Regressors: L_3D, L1 (metres) of the posed body's root-relative joints.
+    pub joints_3d: f64,
+    /// Regressors: L_2D, L1 of the weak-perspective projection in normalised crop units (-1..1).
+    pub keypoints_2d: f64,
+    /// Regressors: the pose part of L_smpl, MSE over local rotation matrices (sign-free).
+    pub rotation: f64,
+    /// Regressors: mean beta^2 (a Gaussian shape prior; HKMR's pose VAE needs MoSh data).
+    pub shape_prior: f64,
 }
 
 impl Default for LossWeights {
@@ -49,6 +61,46 @@ impl Default for LossWeights {
             uvd: 1.0,
             theta: 0.01,
             opt: 1.0,
+            joints_3d: 1.0,
+            keypoints_2d: 1.0,
+            rotation: 1.0,
+            shape_prior: 0.001,
+        }
+    }
+}
+
+/// Which network is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelChoice {
+    /// The heatmap network of IKOL / HybrIK (with the IKOL layer when `solver.enabled`).
+    #[default]
+    Heatmap,
+    /// HKMR's hierarchical kinematic regressor on the same ResNet.
+    Hkmr,
+    /// HMR / SPIN's flat iterative regressor on the same ResNet.
+    Flat,
+}
+
+/// Head sizes of a body regressor (`model` hkmr or flat); the ResNet, input size and shape
+/// count come from `net`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegressorOptions {
+    /// HKMR: width of psi and the shape / camera networks; flat: fc1 / fc2 width.
+    pub hidden: usize,
+    /// Outer iterations (HKMR 3, HMR 3).
+    pub outer: usize,
+    /// HKMR forward-backward cycles per chain (4).
+    pub inner: usize,
+}
+
+impl Default for RegressorOptions {
+    fn default() -> Self {
+        Self {
+            hidden: 64,
+            outer: 3,
+            inner: 4,
         }
     }
 }
@@ -178,8 +230,13 @@ impl OptimConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// The network (the checkpoint's metadata carries it).
+    /// Which network: the heatmap network (default) or a body regressor.
+    pub model: ModelChoice,
+    /// The network (the checkpoint's metadata carries it); a regressor takes its ResNet, input
+    /// size, shape count and BatchNorm settings from here.
     pub net: NetConfig,
+    /// Head sizes of a body regressor.
+    pub regressor: RegressorOptions,
     pub body: BodyChoice,
     pub data: DataConfig,
     /// Held-out synthetic set for evaluation.
@@ -216,6 +273,8 @@ impl Default for TrainConfig {
                 dropout: 0.0,
                 ..NetConfig::tiny(Variant::Ikol24)
             },
+            model: ModelChoice::Heatmap,
+            regressor: RegressorOptions::default(),
             body: BodyChoice::Small,
             data: DataConfig::Synthetic {
                 count: 256,
@@ -246,12 +305,39 @@ impl TrainConfig {
         Ok(c)
     }
 
+    /// The regressor network of `model` hkmr / flat (`None` for the heatmap network).
+    pub fn regressor_net(&self) -> Option<RegressorNetConfig> {
+        let kind = match self.model {
+            ModelChoice::Heatmap => return None,
+            ModelChoice::Hkmr => RegressorKind::Hkmr,
+            ModelChoice::Flat => RegressorKind::Flat,
+        };
+        Some(RegressorNetConfig {
+            resnet: self.net.resnet,
+            head: RegressorConfig {
+                kind,
+                feature_dim: self.net.resnet.feature_channels(),
+                num_betas: self.net.num_betas,
+                hidden: self.regressor.hidden,
+                outer: self.regressor.outer,
+                inner: self.regressor.inner,
+                dropout: self.net.dropout,
+            },
+            input_size: self.net.input_size,
+            bn_eps: self.net.bn_eps,
+            bn_momentum: self.net.bn_momentum,
+        })
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         self.net.validate()?;
-        anyhow::ensure!(
-            self.net.variant == Variant::Ikol24,
-            "training needs the ikol24 variant (the IKOL layer uses the leaf quaternions)"
-        );
+        match self.regressor_net() {
+            Some(r) => r.validate()?,
+            None => anyhow::ensure!(
+                self.net.variant == Variant::Ikol24,
+                "training needs the ikol24 variant (the IKOL layer uses the leaf quaternions)"
+            ),
+        }
         anyhow::ensure!(self.batch_size > 0, "batch_size must be positive");
         anyhow::ensure!(
             self.optim.lr.is_finite() && self.optim.lr > 0.0,

@@ -9,6 +9,15 @@
 //! L_theta = mean (R_hat_local - R_local)^2             (3x3 matrices, solver output)
 //! ```
 //!
+//! Body regressors (HKMR Eq. 3, HMR / SPIN), summed over the outer iterations t:
+//!
+//! ```text
+//! L_3D    = mean |FK(theta_hat^t, rest(beta_hat^t)) - X|_1          (root-relative, metres)
+//! L_2D    = mean |s^t X_hat_xy + t^t - 2 uv|_1                        (normalised crop, -1..1)
+//! L_rot   = mean (R(theta_hat^t) - R)^2 ;  L_beta = mean (beta_hat^t - beta)^2   (L_smpl)
+//! L_prior = mean beta_hat^2
+//! ```
+//!
 //! `w_j` is 0 for a joint with a target coordinate outside [-0.5, 0.5]. `xyz(.)` is the
 //! differentiable `uvd_to_cam_tensor` with the sample's crop and camera, so L_opt reaches the
 //! heatmap head through the solver. The rotation loss uses matrices rather than upstream's
@@ -16,10 +25,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use ikol_backbone::camera::uvd_to_cam_tensor;
-use ikol_backbone::{DEPTH_FACTOR_M, NetOutput};
+use ikol_backbone::regressor::axis_angle_to_matrix;
+use ikol_backbone::{DEPTH_FACTOR_M, NetOutput, RegressorStep};
 use ikol_body::BodyModel;
 use ikol_solver::batch::{BatchIkolOptions, BatchInput, BatchSolution, ikol_batch};
-use ikol_types::joints::SMPL_JOINTS;
+use ikol_types::joints::{SMPL_JOINTS, SMPL24_PARENTS};
 
 use crate::config::LossWeights;
 use crate::data::Batch;
@@ -77,6 +87,9 @@ pub struct Losses {
     pub uvd: Tensor,
     pub opt: Option<Tensor>,
     pub theta: Option<Tensor>,
+    /// Regressors: L_3D and L_2D of the last outer iteration.
+    pub joints_3d: Option<Tensor>,
+    pub keypoints_2d: Option<Tensor>,
 }
 
 /// Scalar values of [`Losses`], for logging.
@@ -88,6 +101,8 @@ pub struct LossValues {
     pub uvd: f64,
     pub opt: f64,
     pub theta: f64,
+    pub joints_3d: f64,
+    pub keypoints_2d: f64,
 }
 
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
@@ -103,6 +118,18 @@ impl Losses {
             uvd: scalar(&self.uvd)?,
             opt: self.opt.as_ref().map(scalar).transpose()?.unwrap_or(0.0),
             theta: self.theta.as_ref().map(scalar).transpose()?.unwrap_or(0.0),
+            joints_3d: self
+                .joints_3d
+                .as_ref()
+                .map(scalar)
+                .transpose()?
+                .unwrap_or(0.0),
+            keypoints_2d: self
+                .keypoints_2d
+                .as_ref()
+                .map(scalar)
+                .transpose()?
+                .unwrap_or(0.0),
         })
     }
 }
@@ -221,5 +248,85 @@ pub fn compute_losses(
         uvd,
         opt,
         theta,
+        joints_3d: None,
+        keypoints_2d: None,
+    })
+}
+
+/// Forward kinematics on tensors: local rotations (B, 24, 3, 3) and rest joints (B, 24, 3) ->
+/// posed joints (B, 24, 3) relative to the root (SMPL's `batch_rigid_transform`, as
+/// `ikol_body::forward_kinematics`: p_j = p_parent + G_parent (J_j - J_parent)).
+pub fn posed_joints(rotations: &Tensor, rest: &Tensor) -> candle_core::Result<Tensor> {
+    let mut global: Vec<Tensor> = Vec::with_capacity(SMPL_JOINTS);
+    let mut pos: Vec<Tensor> = Vec::with_capacity(SMPL_JOINTS);
+    for j in 0..SMPL_JOINTS {
+        let r = rotations.narrow(1, j, 1)?.squeeze(1)?;
+        match usize::try_from(SMPL24_PARENTS[j]) {
+            Ok(p) => {
+                let bone = rest.narrow(1, j, 1)?.sub(&rest.narrow(1, p, 1)?)?;
+                let moved = global[p].matmul(&bone.transpose(1, 2)?)?.transpose(1, 2)?;
+                pos.push(pos[p].add(&moved)?);
+                global.push(global[p].matmul(&r)?);
+            }
+            Err(_) => {
+                pos.push(rest.narrow(1, 0, 1)?.zeros_like()?);
+                global.push(r);
+            }
+        }
+    }
+    Tensor::cat(&pos, 1)
+}
+
+/// The losses of a body regressor's outer iterations on a batch (module docs).
+pub fn regressor_losses(
+    steps: &[RegressorStep],
+    batch: &Batch,
+    weights: &LossWeights,
+    basis: &RestBasis,
+) -> candle_core::Result<Losses> {
+    let Some(last) = steps.last() else {
+        candle_core::bail!("the regressor returned no iteration")
+    };
+    let dt = last.theta.dtype();
+    let target_2d = batch.uvd.narrow(2, 0, 2)?.to_dtype(dt)?.affine(2.0, 0.0)?;
+    let target_3d = batch.joints.to_dtype(dt)?;
+    let target_rot = batch.rotations.to_dtype(dt)?;
+    let target_beta = batch.beta.to_dtype(dt)?;
+    let mut total = Tensor::zeros((), dt, last.theta.device())?;
+    let mut terms = None;
+    for step in steps {
+        let rot = axis_angle_to_matrix(&step.theta)?;
+        let joints = posed_joints(&rot, &basis.rest(&step.beta)?)?;
+        let j3 = joints.sub(&target_3d)?.abs()?.mean_all()?;
+        let (s, t) = (step.cam.narrow(1, 0, 1)?, step.cam.narrow(1, 1, 2)?);
+        let proj = joints
+            .narrow(2, 0, 2)?
+            .broadcast_mul(&s.unsqueeze(2)?)?
+            .broadcast_add(&t.unsqueeze(1)?)?;
+        let k2 = proj.sub(&target_2d)?.abs()?.mean_all()?;
+        let r = rot.sub(&target_rot)?.sqr()?.mean_all()?;
+        let b = step.beta.sub(&target_beta)?.sqr()?.mean_all()?;
+        let prior = step.beta.sqr()?.mean_all()?;
+        total = total
+            .add(&j3.affine(weights.joints_3d, 0.0)?)?
+            .add(&k2.affine(weights.keypoints_2d, 0.0)?)?
+            .add(&r.affine(weights.rotation, 0.0)?)?
+            .add(&b.affine(weights.beta, 0.0)?)?
+            .add(&prior.affine(weights.shape_prior, 0.0)?)?;
+        terms = Some((j3, k2, r, b));
+    }
+    let Some((j3, k2, r, b)) = terms else {
+        candle_core::bail!("the regressor returned no iteration")
+    };
+    let zero = total.zeros_like()?;
+    Ok(Losses {
+        total,
+        beta: b,
+        twist: zero.clone(),
+        uvd: zero,
+        opt: None,
+        theta: Some(r),
+        joints_3d: Some(j3),
+        keypoints_2d: Some(k2),
     })
 }

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ikol_backbone::{Backbone, Variant};
+use ikol_backbone::{Backbone, DirectRegressor, Variant};
 use ikol_train::config::{BodyChoice, TrainConfig};
 use ikol_train::data::{Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, write_shards};
 use ikol_train::loss::RestBasis;
-use ikol_train::train::{Trainer, evaluate};
+use ikol_train::train::{Trainer, evaluate, evaluate_regressor};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -155,11 +155,24 @@ fn main() -> anyhow::Result<()> {
             iterations,
             batch_size,
         } => {
-            let bb = Backbone::load(&checkpoint, Variant::Ikol24, &dev)
-                .with_context(|| format!("loading {checkpoint:?}"))?;
-            let cfg = *bb.config();
+            enum Net {
+                Heatmap(Backbone),
+                Regressor(DirectRegressor),
+            }
+            let (net, input_size, num_betas) =
+                if ikol_backbone::direct::is_regressor_checkpoint(&checkpoint) {
+                    let r = DirectRegressor::load(&checkpoint, &dev)
+                        .with_context(|| format!("loading {checkpoint:?}"))?;
+                    let c = *r.config();
+                    (Net::Regressor(r), c.input_size, c.head.num_betas)
+                } else {
+                    let bb = Backbone::load(&checkpoint, Variant::Ikol24, &dev)
+                        .with_context(|| format!("loading {checkpoint:?}"))?;
+                    let c = *bb.config();
+                    (Net::Heatmap(bb), c.input_size, c.num_betas)
+                };
             let (ds, body): (Box<dyn Dataset>, BodyChoice) = if data == "synthetic" {
-                let opts = SynthOptions::new(cfg.input_size, cfg.num_betas, body.into());
+                let opts = SynthOptions::new(input_size, num_betas, body.into());
                 let ds = InMemory::collect(&SynthDataset::new(opts, seed, count)?)?;
                 (Box::new(ds), body.into())
             } else {
@@ -168,22 +181,27 @@ fn main() -> anyhow::Result<()> {
                 (Box::new(ds), b)
             };
             anyhow::ensure!(
-                ds.input_size() == cfg.input_size,
+                ds.input_size() == input_size,
                 "data is {} px, the network takes {}",
                 ds.input_size(),
-                cfg.input_size
+                input_size
             );
             let body = body.load()?;
-            let basis = RestBasis::new(&body, cfg.num_betas, candle_core::DType::F32, &dev)?;
-            let e = evaluate(
-                bb.net(),
-                ds.as_ref(),
-                &body,
-                &basis,
-                iterations,
-                batch_size,
-                &dev,
-            )?;
+            let basis = RestBasis::new(&body, num_betas, candle_core::DType::F32, &dev)?;
+            let e = match &net {
+                Net::Heatmap(bb) => evaluate(
+                    bb.net(),
+                    ds.as_ref(),
+                    &body,
+                    &basis,
+                    iterations,
+                    batch_size,
+                    &dev,
+                )?,
+                Net::Regressor(r) => {
+                    evaluate_regressor(r.net(), ds.as_ref(), &body, &basis, batch_size, &dev)?
+                }
+            };
             println!(
                 "MPJPE {:.1} mm, PA-MPJPE {:.1} mm, PVE {:.1} mm, uvd-only MPJPE {:.1} mm \
                  over {} samples",

@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ikol_backbone::HeatmapNet;
+use ikol_backbone::regressor::axis_angle_to_matrix;
+use ikol_backbone::{HeatmapNet, RegressorNet, RegressorNetConfig};
 use ikol_body::BodyModel;
 use ikol_solver::batch::BatchIkolOptions;
 use ikol_types::nalgebra::{Matrix3, Vector3};
@@ -23,7 +24,9 @@ use crate::config::{DataConfig, TrainConfig};
 use crate::data::{
     Batch, Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, sample_seed,
 };
-use crate::loss::{LossValues, RestBasis, compute_losses, predicted_joints, solve};
+use crate::loss::{
+    LossValues, RestBasis, compute_losses, posed_joints, predicted_joints, regressor_losses, solve,
+};
 use crate::optim::AdamW;
 use ikol_eval::metrics::{mpjpe, pa_mpjpe};
 
@@ -152,6 +155,102 @@ pub fn open_training_set(cfg: &TrainConfig) -> anyhow::Result<Box<dyn Dataset>> 
     })
 }
 
+fn to_rows(t: &Tensor) -> anyhow::Result<Vec<Vec<Vector3<f64>>>> {
+    let v = t.to_dtype(DType::F64)?.to_vec3::<f64>()?;
+    Ok(v.into_iter()
+        .map(|p| p.iter().map(|j| Vector3::new(j[0], j[1], j[2])).collect())
+        .collect())
+}
+
+fn to_matrices(t: &Tensor) -> anyhow::Result<Vec<Vec<Matrix3<f64>>>> {
+    let (b, j) = (t.dim(0)?, t.dim(1)?);
+    let v = t
+        .to_dtype(DType::F64)?
+        .reshape((b, j, 9))?
+        .to_vec3::<f64>()?;
+    Ok(v.into_iter()
+        .map(|p| p.iter().map(|m| Matrix3::from_row_slice(m)).collect())
+        .collect())
+}
+
+fn to_betas(t: &Tensor, nb: usize) -> anyhow::Result<Vec<Vec<f64>>> {
+    let v = t.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    Ok(v.into_iter()
+        .map(|b| b[..nb.min(b.len())].to_vec())
+        .collect())
+}
+
+/// Running sums of the evaluation figures (metres).
+#[derive(Default)]
+struct Scores {
+    mpjpe: f64,
+    pa: f64,
+    direct: f64,
+    pve: f64,
+    n: usize,
+}
+
+impl Scores {
+    /// Adds a batch: predicted root-relative joints and body (local rotations, beta) against
+    /// the batch's ground truth; `direct` are joints before a solver (heatmap network only).
+    fn add(
+        &mut self,
+        body: &BodyModel,
+        batch: &Batch,
+        joints: &Tensor,
+        direct: Option<&Tensor>,
+        rotations: &Tensor,
+        beta: &Tensor,
+    ) -> anyhow::Result<()> {
+        let nb = body.num_betas;
+        let gt = to_rows(&batch.joints)?;
+        let pred = to_rows(joints)?;
+        let direct = direct.map(to_rows).transpose()?;
+        let (rot_p, rot_g) = (to_matrices(rotations)?, to_matrices(&batch.rotations)?);
+        let (beta_p, beta_g) = (to_betas(beta, nb)?, to_betas(&batch.beta, nb)?);
+        for (i, (g, p)) in gt.iter().zip(&pred).enumerate() {
+            self.mpjpe += mpjpe(p, g);
+            self.pa += pa_mpjpe(p, g);
+            if let Some(d) = &direct {
+                self.direct += mpjpe(&d[i], g);
+            }
+            let mp = body.forward(&beta_p[i], &rot_p[i])?;
+            let mg = body.forward(&beta_g[i], &rot_g[i])?;
+            self.pve += vertex_error(&mp, &mg);
+            self.n += 1;
+        }
+        Ok(())
+    }
+
+    fn report(&self, has_direct: bool) -> EvalReport {
+        let k = 1000.0 / self.n.max(1) as f64;
+        EvalReport {
+            mpjpe_mm: self.mpjpe * k,
+            pa_mpjpe_mm: self.pa * k,
+            mpjpe_uvd_mm: if has_direct {
+                self.direct * k
+            } else {
+                f64::NAN
+            },
+            pve_mm: self.pve * k,
+            samples: self.n,
+        }
+    }
+}
+
+/// Batches of `batch_size` over the whole of `ds`, in order.
+fn batches(
+    ds: &dyn Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> impl Iterator<Item = anyhow::Result<Batch>> {
+    let step = batch_size.max(1);
+    (0..ds.len()).step_by(step).map(move |start| {
+        let idx: Vec<usize> = (start..(start + step).min(ds.len())).collect();
+        Batch::gather(ds, &idx, device)
+    })
+}
+
 /// Evaluates `net` on `ds` (evaluation mode; solver on the test path with `iterations`).
 pub fn evaluate(
     net: &HeatmapNet,
@@ -167,63 +266,46 @@ pub fn evaluate(
         ..BatchIkolOptions::default()
     };
     let s = net.config().input_size;
-    let (mut e, mut pa, mut eu, mut pve, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
-    let nb = body.num_betas;
-    let to_rows = |t: &Tensor| -> anyhow::Result<Vec<Vec<Vector3<f64>>>> {
-        let v = t.to_dtype(DType::F64)?.to_vec3::<f64>()?;
-        Ok(v.into_iter()
-            .map(|p| p.iter().map(|j| Vector3::new(j[0], j[1], j[2])).collect())
-            .collect())
-    };
-    let mut start = 0;
-    while start < ds.len() {
-        let idx: Vec<usize> = (start..(start + batch_size.max(1)).min(ds.len())).collect();
-        start += idx.len();
-        let batch = Batch::gather(ds, &idx, device)?;
+    let mut scores = Scores::default();
+    for batch in batches(ds, batch_size, device) {
+        let batch = batch?;
         let out = net.forward_t(&batch.images, false)?;
         let xyz = predicted_joints(&out.uvd.detach(), &batch, s)?;
         let rest = basis.rest(&out.beta.detach())?;
         let leaf = out.leaf.as_ref().map(Tensor::detach);
         let sol = solve(&xyz, &out.phi.detach(), &rest, leaf.as_ref(), &opts)?;
-        let gt = to_rows(&batch.joints)?;
-        let pred = to_rows(&sol.joints)?;
-        let direct = to_rows(&xyz)?;
-        let mats = |t: &Tensor| -> anyhow::Result<Vec<Vec<Matrix3<f64>>>> {
-            let (b, j) = (t.dim(0)?, t.dim(1)?);
-            let v = t
-                .to_dtype(DType::F64)?
-                .reshape((b, j, 9))?
-                .to_vec3::<f64>()?;
-            Ok(v.into_iter()
-                .map(|p| p.iter().map(|m| Matrix3::from_row_slice(m)).collect())
-                .collect())
-        };
-        let (rot_p, rot_g) = (mats(&sol.local_rotations)?, mats(&batch.rotations)?);
-        let betas = |t: &Tensor| -> anyhow::Result<Vec<Vec<f64>>> {
-            let v = t.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-            Ok(v.into_iter()
-                .map(|b| b[..nb.min(b.len())].to_vec())
-                .collect())
-        };
-        let (beta_p, beta_g) = (betas(&out.beta)?, betas(&batch.beta)?);
-        for (i, ((g, p), d)) in gt.iter().zip(&pred).zip(&direct).enumerate() {
-            e += mpjpe(p, g);
-            pa += pa_mpjpe(p, g);
-            eu += mpjpe(d, g);
-            let mp = body.forward(&beta_p[i], &rot_p[i])?;
-            let mg = body.forward(&beta_g[i], &rot_g[i])?;
-            pve += vertex_error(&mp, &mg);
-            n += 1;
-        }
+        scores.add(
+            body,
+            &batch,
+            &sol.joints,
+            Some(&xyz),
+            &sol.local_rotations,
+            &out.beta,
+        )?;
     }
-    let k = 1000.0 / n.max(1) as f64;
-    Ok(EvalReport {
-        mpjpe_mm: e * k,
-        pa_mpjpe_mm: pa * k,
-        mpjpe_uvd_mm: eu * k,
-        pve_mm: pve * k,
-        samples: n,
-    })
+    Ok(scores.report(true))
+}
+
+/// Evaluates a body regressor on `ds` (evaluation mode): its last outer iteration's body, posed
+/// by forward kinematics on `basis`; `mpjpe_uvd_mm` is NaN (there is no uvd).
+pub fn evaluate_regressor(
+    net: &RegressorNet,
+    ds: &dyn Dataset,
+    body: &BodyModel,
+    basis: &RestBasis,
+    batch_size: usize,
+    device: &Device,
+) -> anyhow::Result<EvalReport> {
+    let mut scores = Scores::default();
+    for batch in batches(ds, batch_size, device) {
+        let batch = batch?;
+        let steps = net.forward_t(&batch.images, false)?;
+        let last = steps.last().context("the regressor ran no iteration")?;
+        let rot = axis_angle_to_matrix(&last.theta.detach())?;
+        let joints = posed_joints(&rot, &basis.rest(&last.beta.detach())?)?;
+        scores.add(body, &batch, &joints, None, &rot, &last.beta)?;
+    }
+    Ok(scores.report(false))
 }
 
 /// Mean vertex distance of two posed meshes after aligning their root joints.
@@ -247,7 +329,7 @@ pub struct Trainer {
     pub cfg: TrainConfig,
     device: Device,
     varmap: VarMap,
-    net: HeatmapNet,
+    net: Model,
     opt: AdamW,
     step: usize,
     skipped: usize,
@@ -258,6 +340,13 @@ pub struct Trainer {
 }
 
 struct TrainSet(Box<dyn Dataset>);
+
+/// The network being trained.
+#[derive(Debug)]
+enum Model {
+    Heatmap(HeatmapNet),
+    Regressor(RegressorNet, RegressorNetConfig),
+}
 
 impl std::fmt::Debug for Trainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -296,7 +385,10 @@ impl Trainer {
         }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let net = HeatmapNet::new(&cfg.net, vb)?;
+        let net = match cfg.regressor_net() {
+            Some(r) => Model::Regressor(RegressorNet::new(&r, vb)?, r),
+            None => Model::Heatmap(HeatmapNet::new(&cfg.net, vb)?),
+        };
         reseed_varmap(&varmap, cfg.seed)?;
         let o = &cfg.optim;
         let opt = AdamW::new(
@@ -430,8 +522,20 @@ impl Trainer {
         self.skipped
     }
 
-    pub fn net(&self) -> &HeatmapNet {
-        &self.net
+    /// The heatmap network (None when a body regressor is trained).
+    pub fn net(&self) -> Option<&HeatmapNet> {
+        match &self.net {
+            Model::Heatmap(n) => Some(n),
+            Model::Regressor(..) => None,
+        }
+    }
+
+    /// The body regressor (None when the heatmap network is trained).
+    pub fn regressor(&self) -> Option<&RegressorNet> {
+        match &self.net {
+            Model::Regressor(n, _) => Some(n),
+            Model::Heatmap(_) => None,
+        }
     }
 
     pub fn varmap(&self) -> &VarMap {
@@ -479,16 +583,24 @@ impl Trainer {
             .iter()
             .map(|v| v.as_tensor().copy())
             .collect::<candle_core::Result<_>>()?;
-        let out = self.net.forward_t(&batch.images, true)?;
-        let solver = self.cfg.solver.enabled.then(|| self.cfg.solver.options());
-        let losses = compute_losses(
-            &out,
-            &batch,
-            &self.cfg.loss,
-            self.cfg.net.input_size,
-            &self.basis,
-            solver.as_ref(),
-        )?;
+        let losses = match &self.net {
+            Model::Heatmap(net) => {
+                let out = net.forward_t(&batch.images, true)?;
+                let solver = self.cfg.solver.enabled.then(|| self.cfg.solver.options());
+                compute_losses(
+                    &out,
+                    &batch,
+                    &self.cfg.loss,
+                    self.cfg.net.input_size,
+                    &self.basis,
+                    solver.as_ref(),
+                )?
+            }
+            Model::Regressor(net, _) => {
+                let steps = net.forward_t(&batch.images, true)?;
+                regressor_losses(&steps, &batch, &self.cfg.loss, &self.basis)?
+            }
+        };
         let values = losses.values()?;
         let lr = self.cfg.optim.lr_at(step);
         let mut report = StepReport {
@@ -547,15 +659,25 @@ impl Trainer {
         let Some(ds) = &self.eval else {
             return Ok(None);
         };
-        Ok(Some(evaluate(
-            &self.net,
-            ds,
-            &self.body,
-            &self.basis,
-            self.cfg.solver.iterations,
-            self.cfg.batch_size,
-            &self.device,
-        )?))
+        Ok(Some(match &self.net {
+            Model::Heatmap(net) => evaluate(
+                net,
+                ds,
+                &self.body,
+                &self.basis,
+                self.cfg.solver.iterations,
+                self.cfg.batch_size,
+                &self.device,
+            )?,
+            Model::Regressor(net, _) => evaluate_regressor(
+                net,
+                ds,
+                &self.body,
+                &self.basis,
+                self.cfg.batch_size,
+                &self.device,
+            )?,
+        }))
     }
 
     /// Writes `<dir>/checkpoint-<step>.safetensors` (backbone weights with the network config in
@@ -564,7 +686,15 @@ impl Trainer {
     pub fn save_checkpoint(&self, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {dir:?}"))?;
         let weights = dir.join(format!("checkpoint-{:07}.safetensors", self.step));
-        ikol_backbone::weights::save_varmap(&weights, &self.cfg.net, &self.varmap)?;
+        match &self.net {
+            Model::Heatmap(_) => {
+                ikol_backbone::weights::save_varmap(&weights, &self.cfg.net, &self.varmap)?
+            }
+            Model::Regressor(_, r) => {
+                ikol_backbone::DirectRegressor::from_varmap(r, &self.varmap, &Device::Cpu)?
+                    .save(&weights)?
+            }
+        }
         let mut meta = HashMap::new();
         meta.insert(META_STEP.to_string(), self.step.to_string());
         meta.insert(META_SKIPPED.to_string(), self.skipped.to_string());
@@ -596,7 +726,7 @@ impl Trainer {
         let mut metrics = csv_file(
             &dir.join("metrics.csv"),
             fresh,
-            "step,total,beta,twist,uvd,opt,theta,lr,grad_norm,skipped,seconds",
+            "step,total,beta,twist,uvd,opt,theta,joints_3d,keypoints_2d,lr,grad_norm,skipped,seconds",
         )?;
         let mut evals = csv_file(
             &dir.join("eval.csv"),
@@ -620,7 +750,7 @@ impl Trainer {
             let l = r.losses;
             writeln!(
                 metrics,
-                "{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.step,
                 l.total,
                 l.beta,
@@ -628,6 +758,8 @@ impl Trainer {
                 l.uvd,
                 l.opt,
                 l.theta,
+                l.joints_3d,
+                l.keypoints_2d,
                 r.lr,
                 r.grad_norm,
                 u8::from(r.skipped),
@@ -639,7 +771,10 @@ impl Trainer {
                     r.step, self.skipped
                 ));
             }
-            bar.set_message(format!("loss {:.4} (opt {:.4})", l.total, l.opt));
+            bar.set_message(match self.net {
+                Model::Heatmap(_) => format!("loss {:.4} (opt {:.4})", l.total, l.opt),
+                Model::Regressor(..) => format!("loss {:.4} (3D {:.4})", l.total, l.joints_3d),
+            });
             bar.inc(1);
             let done = self.step;
             let eval_due = self.cfg.eval_every > 0 && done.is_multiple_of(self.cfg.eval_every);

@@ -139,14 +139,14 @@ fn nan_guard_skips_the_batch() -> anyhow::Result<()> {
         4,
     )?;
     let mut tr = Trainer::with_dataset(cfg, Box::new(Poisoned(ds)), &dev)?;
-    let before = tr.net().forward_t(
+    let before = tr.net().unwrap().forward_t(
         &candle_core::Tensor::ones((1, 3, 64, 64), candle_core::DType::F32, &dev)?,
         false,
     )?;
     let r = tr.train_step()?;
     assert!(r.skipped);
     assert_eq!((tr.step(), tr.skipped()), (1, 1));
-    let after = tr.net().forward_t(
+    let after = tr.net().unwrap().forward_t(
         &candle_core::Tensor::ones((1, 3, 64, 64), candle_core::DType::F32, &dev)?,
         false,
     )?;
@@ -175,6 +175,7 @@ fn solver_losses_train_the_heads() -> anyhow::Result<()> {
             uvd: 0.0,
             theta,
             opt,
+            ..Default::default()
         };
         cfg.solver.jacobian = ikol_train::config::JacobianChoice::Differentiated;
         let mut tr = Trainer::new(cfg, &dev)?;

@@ -171,6 +171,10 @@ impl DirectRegressor {
         Self::from_varmap(cfg, &varmap, device)
     }
 
+    pub fn net(&self) -> &RegressorNet {
+        &self.net
+    }
+
     pub fn config(&self) -> &RegressorNetConfig {
         &self.cfg
     }
@@ -236,6 +240,31 @@ impl DirectRegressor {
             })
             .collect())
     }
+}
+
+/// Whether `path` is one of our regressor checkpoints (its metadata names the config); reads
+/// only the header.
+pub fn is_regressor_checkpoint(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return false;
+    }
+    // The JSON header of a safetensors file, bounded: a header is a few kB per hundred tensors.
+    let n = u64::from_le_bytes(len);
+    if n > 64 << 20 {
+        return false;
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).is_ok()
+        && serde_json::from_slice::<serde_json::Value>(&header).is_ok_and(|v| {
+            v.get("__metadata__")
+                .and_then(|m| m.get(REGRESSOR_CONFIG_KEY))
+                .is_some()
+        })
 }
 
 /// The camera-frame root position that agrees with the weak-perspective camera `cam` of a crop
@@ -343,6 +372,7 @@ mod tests {
         let net = DirectRegressor::from_varmap(&cfg, &varmap, &Device::Cpu).unwrap();
         let path = dir.join("hkmr.safetensors");
         net.save(&path).unwrap();
+        assert!(is_regressor_checkpoint(&path));
         let back = DirectRegressor::load(&path, &Device::Cpu).unwrap();
         assert_eq!(back.config(), &cfg);
         let x = Tensor::ones((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
