@@ -237,6 +237,12 @@ pub struct TrainConfig {
     pub net: NetConfig,
     /// Head sizes of a body regressor.
     pub regressor: RegressorOptions,
+    /// SPIN: the model fitter in the loop (body regressors only; see `crate::spin`).
+    pub fitting_in_the_loop: Option<crate::spin::SpinConfig>,
+    /// For experiments: this fraction of the training samples (a seeded draw per index) has its
+    /// 3D labels (joints, rotations, shape) hidden, leaving the 2D keypoints (body regressors
+    /// only).
+    pub hide_3d_fraction: f64,
     pub body: BodyChoice,
     pub data: DataConfig,
     /// Held-out synthetic set for evaluation.
@@ -275,6 +281,8 @@ impl Default for TrainConfig {
             },
             model: ModelChoice::Heatmap,
             regressor: RegressorOptions::default(),
+            fitting_in_the_loop: None,
+            hide_3d_fraction: 0.0,
             body: BodyChoice::Small,
             data: DataConfig::Synthetic {
                 count: 256,
@@ -333,11 +341,25 @@ impl TrainConfig {
         self.net.validate()?;
         match self.regressor_net() {
             Some(r) => r.validate()?,
-            None => anyhow::ensure!(
-                self.net.variant == Variant::Ikol24,
-                "training needs the ikol24 variant (the IKOL layer uses the leaf quaternions)"
-            ),
+            None => {
+                anyhow::ensure!(
+                    self.net.variant == Variant::Ikol24,
+                    "training needs the ikol24 variant (the IKOL layer uses the leaf quaternions)"
+                );
+                anyhow::ensure!(
+                    self.fitting_in_the_loop.is_none() && self.hide_3d_fraction == 0.0,
+                    "fitting_in_the_loop and hide_3d_fraction need a body regressor (model hkmr \
+                     or flat)"
+                );
+            }
         }
+        if let Some(s) = &self.fitting_in_the_loop {
+            s.validate()?;
+        }
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.hide_3d_fraction),
+            "hide_3d_fraction must be in [0, 1]"
+        );
         anyhow::ensure!(self.batch_size > 0, "batch_size must be positive");
         anyhow::ensure!(
             self.optim.lr.is_finite() && self.optim.lr > 0.0,

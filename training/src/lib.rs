@@ -18,6 +18,7 @@ pub mod loss;
 pub mod optim;
 pub mod plot;
 pub mod pw3d;
+pub mod spin;
 pub mod train;
 
 pub use config::TrainConfig;

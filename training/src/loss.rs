@@ -277,35 +277,65 @@ pub fn posed_joints(rotations: &Tensor, rest: &Tensor) -> candle_core::Result<Te
     Tensor::cat(&pos, 1)
 }
 
-/// The losses of a body regressor's outer iterations on a batch (module docs).
+/// Mean of `err` (B, ...) over each sample, weighted by `w` (B,): sum_b w_b mean(err_b) /
+/// sum_b w_b, and 0 when no sample has weight.
+fn weighted_mean(err: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let b = err.dim(0)?;
+    let per = err.reshape((b, ()))?.mean(1)?;
+    let w = w.to_dtype(err.dtype())?;
+    per.mul(&w)?
+        .sum_all()?
+        .div(&w.sum_all()?.affine(1.0, 1e-9)?)
+}
+
+/// 3D targets of a regressor batch: the batch's own, or SPIN's with fits in place of hidden
+/// labels; `weight` (B,) weighs each sample's 3D terms (0: 2D only).
+#[derive(Debug, Clone, Copy)]
+pub struct Targets3d<'a> {
+    pub joints: &'a Tensor,
+    pub rotations: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub weight: &'a Tensor,
+}
+
+/// The losses of a body regressor's outer iterations on a batch (module docs); `targets`
+/// default to the batch's labels with every sample weighted 1.
 pub fn regressor_losses(
     steps: &[RegressorStep],
     batch: &Batch,
     weights: &LossWeights,
     basis: &RestBasis,
+    targets: Option<Targets3d<'_>>,
 ) -> candle_core::Result<Losses> {
     let Some(last) = steps.last() else {
         candle_core::bail!("the regressor returned no iteration")
     };
     let dt = last.theta.dtype();
+    let ones = Tensor::ones(batch.len(), dt, last.theta.device())?;
+    let t = targets.unwrap_or(Targets3d {
+        joints: &batch.joints,
+        rotations: &batch.rotations,
+        beta: &batch.beta,
+        weight: &ones,
+    });
     let target_2d = batch.uvd.narrow(2, 0, 2)?.to_dtype(dt)?.affine(2.0, 0.0)?;
-    let target_3d = batch.joints.to_dtype(dt)?;
-    let target_rot = batch.rotations.to_dtype(dt)?;
-    let target_beta = batch.beta.to_dtype(dt)?;
+    let target_3d = t.joints.to_dtype(dt)?;
+    let target_rot = t.rotations.to_dtype(dt)?;
+    let target_beta = t.beta.to_dtype(dt)?;
     let mut total = Tensor::zeros((), dt, last.theta.device())?;
     let mut terms = None;
     for step in steps {
         let rot = axis_angle_to_matrix(&step.theta)?;
         let joints = posed_joints(&rot, &basis.rest(&step.beta)?)?;
-        let j3 = joints.sub(&target_3d)?.abs()?.mean_all()?;
-        let (s, t) = (step.cam.narrow(1, 0, 1)?, step.cam.narrow(1, 1, 2)?);
+        let j3 = weighted_mean(&joints.sub(&target_3d)?.abs()?, t.weight)?;
+        let (scale, shift) = (step.cam.narrow(1, 0, 1)?, step.cam.narrow(1, 1, 2)?);
         let proj = joints
             .narrow(2, 0, 2)?
-            .broadcast_mul(&s.unsqueeze(2)?)?
-            .broadcast_add(&t.unsqueeze(1)?)?;
+            .broadcast_mul(&scale.unsqueeze(2)?)?
+            .broadcast_add(&shift.unsqueeze(1)?)?;
         let k2 = proj.sub(&target_2d)?.abs()?.mean_all()?;
-        let r = rot.sub(&target_rot)?.sqr()?.mean_all()?;
-        let b = step.beta.sub(&target_beta)?.sqr()?.mean_all()?;
+        let r = weighted_mean(&rot.sub(&target_rot)?.sqr()?, t.weight)?;
+        let b = weighted_mean(&step.beta.sub(&target_beta)?.sqr()?, t.weight)?;
         let prior = step.beta.sqr()?.mean_all()?;
         total = total
             .add(&j3.affine(weights.joints_3d, 0.0)?)?

@@ -13,7 +13,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use ikol_backbone::regressor::axis_angle_to_matrix;
-use ikol_backbone::{HeatmapNet, RegressorNet, RegressorNetConfig};
+use ikol_backbone::{HeatmapNet, RegressorNet, RegressorNetConfig, RegressorStep};
 use ikol_body::BodyModel;
 use ikol_solver::batch::BatchIkolOptions;
 use ikol_types::nalgebra::{Matrix3, Vector3};
@@ -25,9 +25,11 @@ use crate::data::{
     Batch, Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, sample_seed,
 };
 use crate::loss::{
-    LossValues, RestBasis, compute_losses, posed_joints, predicted_joints, regressor_losses, solve,
+    LossValues, RestBasis, Targets3d, compute_losses, posed_joints, predicted_joints,
+    regressor_losses, solve,
 };
 use crate::optim::AdamW;
+use crate::spin::{FitStore, SpinLoop, label_weights, labels_hidden, store_path_for};
 use ikol_eval::metrics::{mpjpe, pa_mpjpe};
 
 /// Metadata keys of the state file.
@@ -47,6 +49,8 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// The NaN guard skipped this batch.
     pub skipped: bool,
+    /// Samples supervised by a stored fit (SPIN) in this batch.
+    pub fits: usize,
     pub seconds: f64,
 }
 
@@ -337,6 +341,7 @@ pub struct Trainer {
     body: std::sync::Arc<BodyModel>,
     train: TrainSet,
     eval: Option<InMemory>,
+    spin: Option<SpinLoop>,
 }
 
 struct TrainSet(Box<dyn Dataset>);
@@ -410,6 +415,15 @@ impl Trainer {
         } else {
             None
         };
+        let spin = match cfg.fitting_in_the_loop {
+            Some(s) => Some(SpinLoop::new(
+                s,
+                body.clone(),
+                train.len(),
+                cfg.net.num_betas,
+            )?),
+            None => None,
+        };
         Ok(Self {
             cfg,
             device: device.clone(),
@@ -422,6 +436,7 @@ impl Trainer {
             body,
             train: TrainSet(train),
             eval,
+            spin,
         })
     }
 
@@ -487,6 +502,13 @@ impl Trainer {
         };
         self.step = parse(META_STEP)?;
         self.skipped = parse(META_SKIPPED)?;
+        if let Some(spin) = self.spin.as_mut() {
+            spin.store = FitStore::load(
+                &store_path_for(weights),
+                self.train.0.len(),
+                self.cfg.net.num_betas,
+            )?;
+        }
         self.opt.t = parse(META_ADAM_T)?;
         for slot in &mut self.opt.slots {
             let get = |p: &str| -> anyhow::Result<Tensor> {
@@ -583,6 +605,7 @@ impl Trainer {
             .iter()
             .map(|v| v.as_tensor().copy())
             .collect::<candle_core::Result<_>>()?;
+        let mut fits = 0;
         let losses = match &self.net {
             Model::Heatmap(net) => {
                 let out = net.forward_t(&batch.images, true)?;
@@ -598,7 +621,40 @@ impl Trainer {
             }
             Model::Regressor(net, _) => {
                 let steps = net.forward_t(&batch.images, true)?;
-                regressor_losses(&steps, &batch, &self.cfg.loss, &self.basis)?
+                let hidden: Vec<bool> = idx
+                    .iter()
+                    .map(|&i| labels_hidden(i, self.cfg.hide_3d_fraction))
+                    .collect();
+                match self.spin.as_mut() {
+                    Some(spin) => {
+                        let last = steps.last().context("the regressor ran no iteration")?;
+                        let detached = RegressorStep {
+                            theta: last.theta.detach(),
+                            beta: last.beta.detach(),
+                            cam: last.cam.detach(),
+                        };
+                        let sup =
+                            spin.step(&idx, &hidden, &detached, &batch, self.cfg.net.input_size)?;
+                        fits = sup.from_fits;
+                        let t = Targets3d {
+                            joints: &sup.joints,
+                            rotations: &sup.rotations,
+                            beta: &sup.beta,
+                            weight: &sup.weight_3d,
+                        };
+                        regressor_losses(&steps, &batch, &self.cfg.loss, &self.basis, Some(t))?
+                    }
+                    None => {
+                        let w = label_weights(&hidden, &self.device)?;
+                        let t = Targets3d {
+                            joints: &batch.joints,
+                            rotations: &batch.rotations,
+                            beta: &batch.beta,
+                            weight: &w,
+                        };
+                        regressor_losses(&steps, &batch, &self.cfg.loss, &self.basis, Some(t))?
+                    }
+                }
             }
         };
         let values = losses.values()?;
@@ -609,6 +665,7 @@ impl Trainer {
             lr,
             grad_norm: f64::NAN,
             skipped: false,
+            fits,
             seconds: 0.0,
         };
         let mut ok = values.total.is_finite();
@@ -695,6 +752,9 @@ impl Trainer {
                     .save(&weights)?
             }
         }
+        if let Some(spin) = &self.spin {
+            spin.store.save(&store_path_for(&weights))?;
+        }
         let mut meta = HashMap::new();
         meta.insert(META_STEP.to_string(), self.step.to_string());
         meta.insert(META_SKIPPED.to_string(), self.skipped.to_string());
@@ -726,7 +786,7 @@ impl Trainer {
         let mut metrics = csv_file(
             &dir.join("metrics.csv"),
             fresh,
-            "step,total,beta,twist,uvd,opt,theta,joints_3d,keypoints_2d,lr,grad_norm,skipped,seconds",
+            "step,total,beta,twist,uvd,opt,theta,joints_3d,keypoints_2d,fits,lr,grad_norm,skipped,seconds",
         )?;
         let mut evals = csv_file(
             &dir.join("eval.csv"),
@@ -750,7 +810,7 @@ impl Trainer {
             let l = r.losses;
             writeln!(
                 metrics,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.step,
                 l.total,
                 l.beta,
@@ -760,6 +820,7 @@ impl Trainer {
                 l.theta,
                 l.joints_3d,
                 l.keypoints_2d,
+                r.fits,
                 r.lr,
                 r.grad_norm,
                 u8::from(r.skipped),

@@ -132,3 +132,105 @@ fn regressor_resume_is_exact_and_the_checkpoint_loads() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&cfg.out_dir)?;
     Ok(())
 }
+
+/// SPIN's fitter on a batch predicted by an untrained regressor: every sample gets a stored fit
+/// whose reprojection error is below the prediction's, and samples without 3D labels are
+/// supervised by it.
+#[test]
+fn spin_fits_beat_the_prediction_and_supervise_hidden_samples() -> anyhow::Result<()> {
+    use ikol_train::data::{Batch, SynthDataset, SynthOptions};
+    use ikol_train::spin::{SpinConfig, SpinLoop};
+    let dev = Device::Cpu;
+    let cfg = config(ModelChoice::Hkmr, "spin-step");
+    let body = cfg.body.load()?;
+    let ds = SynthDataset::new(
+        SynthOptions::new(cfg.net.input_size, cfg.net.num_betas, cfg.body),
+        3,
+        4,
+    )?;
+    let batch = Batch::gather(&ds, &[0, 1, 2, 3], &dev)?;
+    let net = DirectRegressor::initialised(&cfg.regressor_net().unwrap(), &dev)?;
+    let last = net.infer(&batch.images)?;
+    let spin_cfg = SpinConfig {
+        max_error: 1.0,
+        ..SpinConfig::default()
+    };
+    let mut spin = SpinLoop::new(spin_cfg, body, 4, cfg.net.num_betas)?;
+    let sup = spin.step(
+        &[0, 1, 2, 3],
+        &[true, true, false, false],
+        &last,
+        &batch,
+        64,
+    )?;
+    assert_eq!(spin.store.filled(), 4);
+    for (i, (&fit, &pred)) in spin
+        .store
+        .error
+        .iter()
+        .zip(&sup.predicted_error)
+        .enumerate()
+    {
+        eprintln!(
+            "sample {i}: reprojection {:.3} -> {:.3} of the crop side",
+            pred, fit
+        );
+        assert!(
+            fit < 0.5 * pred,
+            "sample {i}: fit {fit} vs prediction {pred}"
+        );
+    }
+    assert_eq!(sup.from_fits, 2);
+    assert_eq!(sup.weight_3d.to_vec1::<f32>()?, vec![1.0; 4]);
+    // Labelled samples keep their ground truth; hidden ones get the fit's joints.
+    let (gt, got) = (batch.joints.to_vec3::<f32>()?, sup.joints.to_vec3::<f32>()?);
+    assert_eq!(gt[2], got[2]);
+    assert_ne!(gt[0], got[0]);
+    Ok(())
+}
+
+/// SPIN mode resumes exactly: the fit store is written with the checkpoint and read back.
+#[test]
+fn spin_resume_is_exact() -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let mut cfg = config(ModelChoice::Flat, "resume-spin");
+    cfg.batch_size = 4;
+    cfg.hide_3d_fraction = 0.5;
+    cfg.fitting_in_the_loop = Some(ikol_train::spin::SpinConfig {
+        iterations: 3,
+        ..Default::default()
+    });
+    let mut a = Trainer::new(cfg.clone(), &dev)?;
+    for _ in 0..2 {
+        a.train_step()?;
+    }
+    let ckpt = a.save_checkpoint(&cfg.out_dir)?;
+    let store = ikol_train::spin::store_path_for(&ckpt);
+    assert!(store.exists());
+    let saved = ikol_train::spin::FitStore::load(&store, 8, cfg.net.num_betas)?;
+    assert!(saved.filled() > 0);
+    let cont: Vec<(f64, usize)> = (0..2)
+        .map(|_| {
+            let r = a.train_step()?;
+            Ok((r.losses.total, r.fits))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut b = Trainer::resume(&ckpt, None, &dev)?;
+    let resumed: Vec<(f64, usize)> = (0..2)
+        .map(|_| {
+            let r = b.train_step()?;
+            Ok((r.losses.total, r.fits))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(cont, resumed);
+    // A store of another training set is refused by name.
+    let e = ikol_train::spin::FitStore::load(&store, 9, cfg.net.num_betas)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("fits.safetensors") && e.contains("another training set"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&cfg.out_dir)?;
+    Ok(())
+}

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use ikol_types::{Crop, Intrinsics};
+use ikol_types::{Affine2, Crop, Intrinsics};
 
 use crate::backbone::PersonBox;
 use crate::preprocess::{RgbFrame, crop_for_box, crops_tensor};
@@ -233,7 +233,10 @@ impl DirectRegressor {
                         .map(|c| [c[0], c[1], c[2]])
                         .collect(),
                     beta: beta[nb * i..nb * (i + 1)].to_vec(),
-                    translation: weak_to_translation(&cam, &crop, intrinsics),
+                    translation: crop
+                        .affine()
+                        .inverse()
+                        .and_then(|inv| weak_to_translation(&cam, &inv, crop.size, intrinsics)),
                     cam,
                     crop,
                 }
@@ -268,16 +271,26 @@ pub fn is_regressor_checkpoint(path: &Path) -> bool {
 }
 
 /// The camera-frame root position that agrees with the weak-perspective camera `cam` of a crop
-/// (module docs); `None` for a scale below `MIN_SCALE` or a degenerate crop.
-pub fn weak_to_translation(cam: &[f64; 3], crop: &Crop, k: &Intrinsics) -> Option<[f64; 3]> {
+/// (module docs): `crop_to_frame` maps crop pixels (`size` square) to frame pixels. `None` for a
+/// scale below `MIN_SCALE` or a degenerate crop.
+pub fn weak_to_translation(
+    cam: &[f64; 3],
+    crop_to_frame: &Affine2,
+    size: u32,
+    k: &Intrinsics,
+) -> Option<[f64; 3]> {
     let [s, tx, ty] = *cam;
-    if !(s.is_finite() && tx.is_finite() && ty.is_finite()) || s < MIN_SCALE {
+    let side = f64::from(size) * crop_to_frame.scale();
+    if !(s.is_finite() && tx.is_finite() && ty.is_finite())
+        || s < MIN_SCALE
+        || !side.is_finite()
+        || side <= 0.0
+    {
         return None;
     }
-    let z = 2.0 * k.fx / (s * crop.side);
-    let half = f64::from(crop.size) / 2.0;
-    let inv = crop.affine().inverse()?;
-    let [u, v] = inv.apply([half + tx * half, half + ty * half]);
+    let z = 2.0 * k.fx / (s * side);
+    let half = f64::from(size) / 2.0;
+    let [u, v] = crop_to_frame.apply([half + tx * half, half + ty * half]);
     let p = k.unproject(u, v, z);
     let t = [p.x, p.y, p.z];
     t.iter().all(|x| x.is_finite()).then_some(t)
@@ -337,7 +350,8 @@ mod tests {
             224,
         );
         let cam = [0.8, 0.1, -0.2];
-        let t = weak_to_translation(&cam, &crop, &k).unwrap();
+        let inv = crop.affine().inverse().unwrap();
+        let t = weak_to_translation(&cam, &inv, crop.size, &k).unwrap();
         let to_crop = |p: Vector3<f64>| {
             let a = crop.affine().apply(k.project(&p).unwrap());
             [a[0] / 112.0 - 1.0, a[1] / 112.0 - 1.0]
@@ -354,8 +368,8 @@ mod tests {
             let moved = ((q[0] - r[0]).powi(2) + (q[1] - r[1]).powi(2)).sqrt();
             assert!((moved / 1e-4 - 0.8).abs() < 1e-3, "{moved}");
         }
-        assert!(weak_to_translation(&[0.0, 0.0, 0.0], &crop, &k).is_none());
-        assert!(weak_to_translation(&[f64::NAN, 0.0, 0.0], &crop, &k).is_none());
+        assert!(weak_to_translation(&[0.0, 0.0, 0.0], &inv, crop.size, &k).is_none());
+        assert!(weak_to_translation(&[f64::NAN, 0.0, 0.0], &inv, crop.size, &k).is_none());
     }
 
     #[test]

@@ -1,0 +1,446 @@
+//! SPIN: model fitting in the training loop (Kolotouros et al., "Learning to Reconstruct 3D
+//! Human Pose and Shape via Model-fitting in the Loop", ICCV 2019; `../shared/seeds/spin-notes.md`).
+//!
+//! Each training step, for every sample of the batch, the regressor's prediction (local
+//! rotations, shape, and the root translation its weak-perspective camera implies) starts the
+//! model fitter of `ikol-solver` (`method=fit`: Levenberg-Marquardt over rotations, root and
+//! shape against the sample's 2D keypoints, with joint limits, a shape prior and a loose
+//! Gaussian around the prediction; SMPLify's role in SPIN). A per-sample store keeps the best
+//! fit seen so far by reprojection error (SPIN's dictionary; filled as samples are first seen,
+//! not before training). The network is then supervised, per sample:
+//! - by the ground truth where the sample has 3D labels (SPIN: `has_smpl` wins);
+//! - else by the stored fit (rotations, shape, and its root-relative joints) where the fit is
+//!   valid (reprojection error below `max_error` of the crop side, SPIN's threshold) and beats
+//!   the prediction's own reprojection error;
+//! - else by its 2D keypoints alone.
+//!
+//! The store is written next to each checkpoint (`<checkpoint>.fits.safetensors`, f64) and read
+//! back on resume, so a resumed run continues exactly.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use ikol_backbone::RegressorStep;
+use ikol_backbone::direct::weak_to_translation;
+use ikol_body::{Anchor, BodyModel};
+use ikol_solver::fit::{BodyState, FitInput, FitOptions, Keypoint, SurfaceModel, fit};
+use ikol_types::joints::{SMPL_JOINTS, SMPL24_PARENTS};
+use ikol_types::nalgebra::{Matrix3, Vector3};
+use ikol_types::rotation::{axis_angle_to_matrix, matrix_to_axis_angle};
+use ikol_types::{Affine2, Intrinsics};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Batch, sample_seed};
+
+/// The `fitting_in_the_loop` section of the training config.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpinConfig {
+    /// Levenberg-Marquardt iterations per fit.
+    pub iterations: usize,
+    /// A fit supervises only with a mean reprojection error below this fraction of the crop
+    /// side (0.05 = 11 px at 224).
+    pub max_error: f64,
+    /// Spread of the Gaussian around the network's prediction, radians (the fit's only pose
+    /// prior besides the joint limits; SPIN's SMPLify uses a mixture of Gaussians learned on
+    /// mocap that we do not have).
+    pub sigma_pose: f64,
+}
+
+impl Default for SpinConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 10,
+            max_error: 0.05,
+            sigma_pose: 1.0,
+        }
+    }
+}
+
+impl SpinConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.iterations > 0,
+            "fitting_in_the_loop.iterations must be positive"
+        );
+        anyhow::ensure!(
+            self.max_error > 0.0 && self.max_error.is_finite(),
+            "fitting_in_the_loop.max_error must be a positive fraction of the crop side"
+        );
+        anyhow::ensure!(
+            self.sigma_pose > 0.0 && self.sigma_pose.is_finite(),
+            "fitting_in_the_loop.sigma_pose must be positive"
+        );
+        Ok(())
+    }
+}
+
+/// Whether sample `index` has its 3D labels hidden: a draw per index from a fixed seed, so every
+/// run of a comparison hides the same samples; `fraction` of them on average.
+pub fn labels_hidden(index: usize, fraction: f64) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    let draw = sample_seed(0x0041_DE3D, index as u64) % 1_000_000;
+    (draw as f64) < fraction * 1e6
+}
+
+/// The best fit per training sample: axis-angle rotations (24 x 3), shape, and the mean
+/// reprojection error as a fraction of the crop side (infinite: no fit yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitStore {
+    pub theta: Vec<[f64; 3 * SMPL_JOINTS]>,
+    pub beta: Vec<Vec<f64>>,
+    pub error: Vec<f64>,
+}
+
+/// `x.safetensors` -> `x.fits.safetensors`.
+pub fn store_path_for(weights: &Path) -> PathBuf {
+    let stem = weights
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    weights.with_file_name(format!("{stem}.fits.safetensors"))
+}
+
+impl FitStore {
+    pub fn new(samples: usize, num_betas: usize) -> Self {
+        Self {
+            theta: vec![[0.0; 3 * SMPL_JOINTS]; samples],
+            beta: vec![vec![0.0; num_betas]; samples],
+            error: vec![f64::INFINITY; samples],
+        }
+    }
+
+    /// Samples that have a fit.
+    pub fn filled(&self) -> usize {
+        self.error.iter().filter(|e| e.is_finite()).count()
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let n = self.error.len();
+        let nb = self.beta.first().map_or(0, Vec::len);
+        let theta: Vec<f64> = self.theta.iter().flatten().copied().collect();
+        let beta: Vec<f64> = self.beta.iter().flatten().copied().collect();
+        let items = vec![
+            (
+                "fits.theta".to_string(),
+                Tensor::from_vec(theta, (n, 3 * SMPL_JOINTS), &Device::Cpu)?,
+            ),
+            (
+                "fits.beta".to_string(),
+                Tensor::from_vec(beta, (n, nb), &Device::Cpu)?,
+            ),
+            (
+                "fits.error".to_string(),
+                Tensor::from_vec(self.error.clone(), n, &Device::Cpu)?,
+            ),
+        ];
+        safetensors::serialize_to_file(items, None, path)
+            .with_context(|| format!("writing the fit store {path:?}"))
+    }
+
+    /// Reads a store written by [`FitStore::save`] for `samples` samples of `num_betas` shapes.
+    pub fn load(path: &Path, samples: usize, num_betas: usize) -> anyhow::Result<Self> {
+        let t = candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("reading the fit store {path:?}"))?;
+        let get = |k: &str| -> anyhow::Result<&Tensor> {
+            t.get(k).with_context(|| format!("{path:?} lacks {k}"))
+        };
+        let theta = get("fits.theta")?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let beta = get("fits.beta")?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let error = get("fits.error")?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        anyhow::ensure!(
+            theta.len() == samples
+                && beta.len() == samples
+                && error.len() == samples
+                && theta.iter().all(|r| r.len() == 3 * SMPL_JOINTS)
+                && beta.iter().all(|r| r.len() == num_betas),
+            "{path:?} holds fits of another training set ({} samples, expected {samples})",
+            error.len()
+        );
+        Ok(Self {
+            theta: theta
+                .into_iter()
+                .map(|r| {
+                    let mut a = [0.0; 3 * SMPL_JOINTS];
+                    a.copy_from_slice(&r);
+                    a
+                })
+                .collect(),
+            beta,
+            error,
+        })
+    }
+}
+
+/// What the fits add to one batch: targets with fits in place of hidden labels, and per sample
+/// the weight of the 3D terms (1: ground truth or a fit, 0: 2D only).
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    pub joints: Tensor,
+    pub rotations: Tensor,
+    pub beta: Tensor,
+    pub weight_3d: Tensor,
+    /// Samples supervised by a fit in this batch.
+    pub from_fits: usize,
+    /// Per sample, the prediction's own mean reprojection error (fraction of the crop side).
+    pub predicted_error: Vec<f64>,
+}
+
+/// The fitter, its options and the store.
+#[derive(Debug)]
+pub struct SpinLoop {
+    cfg: SpinConfig,
+    body: std::sync::Arc<BodyModel>,
+    surface: SurfaceModel,
+    pub store: FitStore,
+}
+
+/// One sample's camera: crop -> frame affine and intrinsics, from the batch rows.
+fn camera(crop_to_frame: &[f32], k_inv: &[f32]) -> Option<(Affine2, Intrinsics)> {
+    let a = Affine2 {
+        m: [
+            [
+                f64::from(crop_to_frame[0]),
+                f64::from(crop_to_frame[1]),
+                f64::from(crop_to_frame[2]),
+            ],
+            [
+                f64::from(crop_to_frame[3]),
+                f64::from(crop_to_frame[4]),
+                f64::from(crop_to_frame[5]),
+            ],
+        ],
+    };
+    let ki = Matrix3::from_row_slice(&k_inv.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
+    let k = ki.try_inverse()?;
+    Some((
+        a,
+        Intrinsics {
+            fx: k[(0, 0)],
+            fy: k[(1, 1)],
+            cx: k[(0, 2)],
+            cy: k[(1, 2)],
+        },
+    ))
+}
+
+/// Root-relative joints of a body (local rotations, shape).
+fn joints_of(
+    body: &BodyModel,
+    rotations: &[Matrix3<f64>],
+    beta: &[f64],
+) -> anyhow::Result<Vec<Vector3<f64>>> {
+    let nb = body.num_betas.min(beta.len());
+    let rest = body.rest_joints(&beta[..nb])?;
+    let (_, posed) = ikol_body::forward_kinematics(rotations, &rest, &SMPL24_PARENTS);
+    Ok(posed.iter().map(|p| p - posed[0]).collect())
+}
+
+impl SpinLoop {
+    pub fn new(
+        cfg: SpinConfig,
+        body: std::sync::Arc<BodyModel>,
+        samples: usize,
+        num_betas: usize,
+    ) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let anchors: Vec<Anchor> = (0..SMPL_JOINTS).map(Anchor::Joint).collect();
+        let surface = SurfaceModel::new(&body, &anchors)?;
+        Ok(Self {
+            cfg,
+            body,
+            surface,
+            store: FitStore::new(samples, num_betas),
+        })
+    }
+
+    fn options(&self) -> FitOptions {
+        FitOptions {
+            iterations: self.cfg.iterations,
+            sigma_pose: self.cfg.sigma_pose,
+            // 2D keypoints only: no 3D points, no track, no temporal terms.
+            sigma_3d: 0.0,
+            sigma_beta_track: 0.0,
+            sigma_accel: 0.0,
+            sigma_translation: 0.0,
+            sigma_angular_accel: 0.0,
+            ..FitOptions::default()
+        }
+    }
+
+    /// Fits every sample of the batch from the prediction `last`, updates the store and returns
+    /// the supervision (module docs). `indices` are the samples' training-set indices and
+    /// `hidden[i]` says that sample `i` has no 3D labels.
+    pub fn step(
+        &mut self,
+        indices: &[usize],
+        hidden: &[bool],
+        last: &RegressorStep,
+        batch: &Batch,
+        input_size: usize,
+    ) -> anyhow::Result<Supervision> {
+        let host2 = |t: &Tensor| -> anyhow::Result<Vec<Vec<f32>>> {
+            let b = t.dim(0)?;
+            Ok(t.to_dtype(DType::F32)?.reshape((b, ()))?.to_vec2::<f32>()?)
+        };
+        let (theta, beta, cam) = (host2(&last.theta)?, host2(&last.beta)?, host2(&last.cam)?);
+        let (uvd, c2f, kinv) = (
+            host2(&batch.uvd)?,
+            host2(&batch.crop_to_frame)?,
+            host2(&batch.k_inv)?,
+        );
+        let mut joints = host2(&batch.joints)?;
+        let mut rotations = host2(&batch.rotations)?;
+        let mut betas = host2(&batch.beta)?;
+        let nb = betas.first().map_or(0, Vec::len);
+        let mut weight = vec![1f32; indices.len()];
+        let mut from_fits = 0;
+        let mut predicted_error = vec![f64::INFINITY; indices.len()];
+        let model_nb = self.surface.betas();
+        let s = input_size as f64;
+        for (i, &index) in indices.iter().enumerate() {
+            let Some((crop_to_frame, k)) = camera(&c2f[i], &kinv[i]) else {
+                weight[i] = if hidden[i] { 0.0 } else { 1.0 };
+                continue;
+            };
+            let side = s * crop_to_frame.scale();
+            let keypoints: Vec<Keypoint> = (0..SMPL_JOINTS)
+                .map(|j| {
+                    let (u, v) = (f64::from(uvd[i][3 * j]), f64::from(uvd[i][3 * j + 1]));
+                    let inside = u.abs() <= 0.5 && v.abs() <= 0.5;
+                    Keypoint {
+                        point: j,
+                        uv: crop_to_frame.apply([(u + 0.5) * s, (v + 0.5) * s]),
+                        weight: if inside { 1.0 } else { 0.0 },
+                    }
+                })
+                .collect();
+            let rot: Vec<Matrix3<f64>> = (0..SMPL_JOINTS)
+                .map(|j| {
+                    let w = &theta[i][3 * j..3 * j + 3];
+                    axis_angle_to_matrix(&Vector3::new(
+                        f64::from(w[0]),
+                        f64::from(w[1]),
+                        f64::from(w[2]),
+                    ))
+                })
+                .collect();
+            let mut b: Vec<f64> = beta[i].iter().map(|&x| f64::from(x)).collect();
+            b.resize(model_nb, 0.0);
+            let c = [
+                f64::from(cam[i][0]),
+                f64::from(cam[i][1]),
+                f64::from(cam[i][2]),
+            ];
+            let reprojection =
+                |rot: &[Matrix3<f64>], beta: &[f64], t: &Vector3<f64>| -> anyhow::Result<f64> {
+                    let js = joints_of(&self.body, rot, beta)?;
+                    let (mut sum, mut w) = (0.0, 0.0);
+                    for kp in &keypoints {
+                        if let Some(p) = k.project(&(js[kp.point] + t)) {
+                            sum += kp.weight
+                                * ((p[0] - kp.uv[0]).powi(2) + (p[1] - kp.uv[1]).powi(2)).sqrt();
+                            w += kp.weight;
+                        }
+                    }
+                    Ok(if w > 0.0 {
+                        sum / w / side
+                    } else {
+                        f64::INFINITY
+                    })
+                };
+            let predicted = weak_to_translation(&c, &crop_to_frame, input_size as u32, &k)
+                .map(Vector3::from)
+                .filter(|t| t.z > 0.1);
+            let pred_error = match predicted {
+                Some(t) => reprojection(&rot, &b, &t)?,
+                None => f64::INFINITY,
+            };
+            predicted_error[i] = pred_error;
+            if let Some(t) = predicted {
+                let init = BodyState {
+                    rotations: rot.clone(),
+                    translation: t,
+                    beta: b.clone(),
+                };
+                let input = FitInput {
+                    intrinsics: &k,
+                    keypoints: &keypoints,
+                    points_3d: &[],
+                    centre: &[],
+                    pose_prior: Some(&rot),
+                    beta_track: None,
+                    translation_prior: None,
+                    history: &[],
+                    rotation_history: &[],
+                };
+                // A fit that fails (degenerate start) leaves the store as it was.
+                if let Ok(f) = fit(&self.surface, &input, &init, &self.options()) {
+                    let err =
+                        reprojection(&f.state.rotations, &f.state.beta, &f.state.translation)?;
+                    if err < self.store.error[index] {
+                        let mut th = [0.0; 3 * SMPL_JOINTS];
+                        for (j, r) in f.state.rotations.iter().enumerate() {
+                            let w = matrix_to_axis_angle(r);
+                            th[3 * j..3 * j + 3].copy_from_slice(&[w.x, w.y, w.z]);
+                        }
+                        let mut fb = f.state.beta.clone();
+                        fb.resize(nb, 0.0);
+                        self.store.theta[index] = th;
+                        self.store.beta[index] = fb;
+                        self.store.error[index] = err;
+                    }
+                }
+            }
+            if !hidden[i] {
+                continue;
+            }
+            let stored = self.store.error[index];
+            if stored < self.cfg.max_error && stored < pred_error {
+                let th = &self.store.theta[index];
+                let rs: Vec<Matrix3<f64>> = (0..SMPL_JOINTS)
+                    .map(|j| {
+                        axis_angle_to_matrix(&Vector3::new(th[3 * j], th[3 * j + 1], th[3 * j + 2]))
+                    })
+                    .collect();
+                let js = joints_of(&self.body, &rs, &self.store.beta[index])?;
+                joints[i] = js
+                    .iter()
+                    .flat_map(|p| [p.x as f32, p.y as f32, p.z as f32])
+                    .collect();
+                rotations[i] = rs
+                    .iter()
+                    .flat_map(|r| (0..9).map(move |e| r[(e / 3, e % 3)] as f32))
+                    .collect();
+                betas[i] = self.store.beta[index].iter().map(|&x| x as f32).collect();
+                from_fits += 1;
+            } else {
+                weight[i] = 0.0;
+            }
+        }
+        let dev = batch.joints.device();
+        let b = indices.len();
+        let cat = |rows: Vec<Vec<f32>>, shape: &[usize]| -> anyhow::Result<Tensor> {
+            let mut dims = vec![b];
+            dims.extend_from_slice(shape);
+            Ok(Tensor::from_vec(rows.concat(), dims, dev)?)
+        };
+        Ok(Supervision {
+            joints: cat(joints, &[SMPL_JOINTS, 3])?,
+            rotations: cat(rotations, &[SMPL_JOINTS, 3, 3])?,
+            beta: cat(betas, &[nb])?,
+            weight_3d: Tensor::from_vec(weight, b, dev)?,
+            from_fits,
+            predicted_error,
+        })
+    }
+}
+
+/// Per-sample 3D weights without fitting: 0 for samples whose labels are hidden.
+pub fn label_weights(hidden: &[bool], device: &Device) -> candle_core::Result<Tensor> {
+    let w: Vec<f32> = hidden.iter().map(|&h| if h { 0.0 } else { 1.0 }).collect();
+    Tensor::from_vec(w, hidden.len(), device)
+}
