@@ -12,6 +12,7 @@
 
 pub mod augment;
 pub mod coco;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod loss;

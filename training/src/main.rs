@@ -67,6 +67,37 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The seed systems at equal budget: heatmap + IKOL, flat (HMR/SPIN) and HKMR regressors,
+    /// the regressors also with 3D labels hidden (2D only, or SPIN's fitting in the loop);
+    /// writes each run's config, the table (results.md / .csv), curves.png and bars.png.
+    Compare {
+        #[arg(long, default_value = "runs/compare")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1500)]
+        steps: usize,
+        /// Synthetic training samples.
+        #[arg(long, default_value_t = 1024)]
+        count: usize,
+        #[arg(long, default_value_t = 128)]
+        eval_count: usize,
+        #[arg(long, default_value_t = 250)]
+        eval_every: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// ResNet-18 layout at this stem width.
+        #[arg(long, default_value_t = 8)]
+        width: usize,
+        #[arg(long, default_value_t = 64)]
+        input_size: usize,
+        /// Fraction of samples without 3D labels in the -2d and -spin runs.
+        #[arg(long, default_value_t = 0.5)]
+        hide: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Only these runs (names as in the table), repeatable.
+        #[arg(long)]
+        only: Vec<String>,
+    },
     /// Write synthetic shards and a manifest.
     Synth {
         #[arg(long)]
@@ -207,6 +238,35 @@ fn main() -> anyhow::Result<()> {
                  over {} samples",
                 e.mpjpe_mm, e.pa_mpjpe_mm, e.pve_mm, e.mpjpe_uvd_mm, e.samples
             );
+        }
+        Cmd::Compare {
+            out,
+            steps,
+            count,
+            eval_count,
+            eval_every,
+            batch_size,
+            width,
+            input_size,
+            hide,
+            seed,
+            only,
+        } => {
+            let o = ikol_train::compare::CompareOptions {
+                out,
+                steps,
+                count,
+                eval_count,
+                eval_every,
+                batch_size,
+                width,
+                input_size,
+                hide,
+                seed,
+                only,
+            };
+            ikol_train::compare::run(&o, &dev, true)?;
+            print!("{}", std::fs::read_to_string(o.out.join("results.md"))?);
         }
         Cmd::Plot { runs, out } => {
             let runs: Vec<&std::path::Path> = runs.iter().map(PathBuf::as_path).collect();

@@ -2,8 +2,9 @@
 //!
 //! `plot_runs` draws two panels from one or more run directories: the training loss per step
 //! (log10 scale, smoothed by a running mean) on the left and the evaluation MPJPE (mm) on the
-//! right; run `i` uses colour `PALETTE[i]` (blue, orange, green, red). The axes carry the numeric
-//! ranges only (the built-in font has few letters).
+//! right; run `i` uses colour `PALETTE[i]` (blue, orange, green, red, purple, brown, pink, grey:
+//! matplotlib's tab10 order). The axes carry the numeric ranges only (the built-in font has few
+//! letters). `plot_bars` draws grouped bars (MPJPE, PA-MPJPE, PVE per run) in the same colours.
 
 use std::path::Path;
 
@@ -11,7 +12,16 @@ use anyhow::Context;
 use ikol_render::{Frame, PixelFormat, draw_label, draw_line, write_png};
 
 /// Colours of successive runs.
-pub const PALETTE: [[u8; 3]; 4] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40]];
+pub const PALETTE: [[u8; 3]; 8] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+];
 
 /// Column `col` of a CSV with a header, as (step, value) rows (non-finite values dropped).
 pub fn read_csv_column(path: &Path, col: &str) -> anyhow::Result<Vec<(f64, f64)>> {
@@ -150,6 +160,66 @@ pub fn plot_runs(runs: &[&Path], out: &Path) -> anyhow::Result<()> {
         draw_panel(&mut frame, &right, &eval, false);
         draw_label(&mut frame, 160, 4, "LOSS", 1, [0, 0, 0], None);
         draw_label(&mut frame, 560, 4, "TEST", 1, [0, 0, 0], None);
+    }
+    write_png(out, &rgb, w as u32, h as u32).with_context(|| format!("writing {out:?}"))?;
+    Ok(())
+}
+
+/// Writes `out` (PNG): three panels (MPJPE, PA-MPJPE, PVE in mm), one bar per run in the run's
+/// colour with its value above it and its number (1-based) below.
+pub fn plot_bars(groups: &[[f64; 3]], out: &Path) -> anyhow::Result<()> {
+    let (w, h) = (900usize, 320usize);
+    let mut rgb = vec![255u8; w * h * 3];
+    {
+        let mut frame = Frame::new(&mut rgb, w, h, 3 * w, PixelFormat::Rgb)?;
+        let black = [0, 0, 0];
+        for (k, title) in ["MPJPE", "PA-MPJPE", "PVE"].iter().enumerate() {
+            let x0 = 20.0 + 300.0 * k as f32;
+            let (pw, ph, y0) = (270.0f32, 240.0f32, 40.0f32);
+            let top = groups
+                .iter()
+                .map(|g| g[k])
+                .filter(|v| v.is_finite())
+                .fold(1e-9, f64::max);
+            draw_line(&mut frame, [x0, y0 + ph], [x0 + pw, y0 + ph], 1.0, black);
+            draw_label(&mut frame, x0 as i64 + 100, 8, title, 2, black, None);
+            let slot = pw / groups.len().max(1) as f32;
+            for (i, g) in groups.iter().enumerate() {
+                let v = g[k];
+                if !v.is_finite() {
+                    continue;
+                }
+                let cx = x0 + slot * (i as f32 + 0.5);
+                let bar = (v / top) as f32 * (ph - 14.0);
+                draw_line(
+                    &mut frame,
+                    [cx, y0 + ph],
+                    [cx, y0 + ph - bar],
+                    slot * 0.7,
+                    PALETTE[i % PALETTE.len()],
+                );
+                let label = format!("{v:.0}");
+                let lx = cx as i64 - 3 * label.len() as i64;
+                draw_label(
+                    &mut frame,
+                    lx,
+                    (y0 + ph - bar) as i64 - 11,
+                    &label,
+                    1,
+                    black,
+                    None,
+                );
+                draw_label(
+                    &mut frame,
+                    cx as i64 - 3,
+                    (y0 + ph) as i64 + 3,
+                    &format!("{}", i + 1),
+                    1,
+                    black,
+                    None,
+                );
+            }
+        }
     }
     write_png(out, &rgb, w as u32, h as u32).with_context(|| format!("writing {out:?}"))?;
     Ok(())

@@ -234,3 +234,33 @@ fn spin_resume_is_exact() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&cfg.out_dir)?;
     Ok(())
 }
+
+/// `ikol-train compare` at a toy budget: every run trains, the table has a row per run and the
+/// pictures are written.
+#[test]
+fn compare_runs_every_system_and_writes_the_table() -> anyhow::Result<()> {
+    use ikol_train::compare::{CompareOptions, ENTRIES, run};
+    let o = CompareOptions {
+        out: std::env::temp_dir().join(format!("ikol-compare-{}", std::process::id())),
+        steps: 2,
+        count: 4,
+        eval_count: 2,
+        eval_every: 2,
+        batch_size: 2,
+        width: 4,
+        ..CompareOptions::default()
+    };
+    let outcomes = run(&o, &Device::Cpu, false)?;
+    assert_eq!(outcomes.len(), ENTRIES.len());
+    assert!(outcomes.iter().all(|r| r.eval.mpjpe_mm.is_finite()));
+    let md = std::fs::read_to_string(o.out.join("results.md"))?;
+    assert_eq!(md.lines().count(), 2 + ENTRIES.len());
+    for f in ["curves.png", "bars.png", "hkmr-spin/config.json"] {
+        assert!(o.out.join(f).exists(), "{f}");
+    }
+    // The written config is the run's: it reads back and validates.
+    let c = TrainConfig::from_file(&o.out.join("hkmr-spin/config.json"))?;
+    assert!(c.fitting_in_the_loop.is_some() && c.hide_3d_fraction == 0.5);
+    std::fs::remove_dir_all(&o.out)?;
+    Ok(())
+}
