@@ -280,3 +280,34 @@ fn body_regressor_errors_name_the_problem() {
         e.set_state(gst::State::Null).unwrap();
     }
 }
+
+/// `ikolsolver method=none` keeps the regressor's body and writes its joints and box; the IK
+/// methods refuse it (no twist) and leave the person without a body.
+#[test]
+fn the_solver_keeps_a_regressed_body() {
+    let ck = regressor_checkpoint(ikol_backbone::RegressorKind::Hkmr);
+    for (method, kept) in [("none", true), ("ikol", false)] {
+        init();
+        let line = format!(
+            "ikolbackbone model=hkmr checkpoint=\"{ck}\" body-model=small fov=60 \
+             ! ikolsolver method={method} body-model=small"
+        );
+        let mut h = gst_check::Harness::new_parse(&line);
+        h.set_src_caps_str(&rgb_caps(320, 240));
+        let m = meta_of(&h.push_and_pull(input(None)).unwrap());
+        let p = &m.people[0];
+        assert_eq!(p.mesh_joints.len() == 24, kept, "{method}");
+        if kept {
+            let t = p.translation.unwrap();
+            for (mj, j) in p.mesh_joints.iter().zip(&p.joints_3d) {
+                for c in 0..3 {
+                    assert!(
+                        (mj[c] - (t[c] + j[c])).abs() < 1e-3,
+                        "{mj:?} vs {j:?} + {t:?}"
+                    );
+                }
+            }
+            assert!(p.person_box.is_some());
+        }
+    }
+}

@@ -43,6 +43,7 @@ use ikol_solver::{
     camera_translation,
 };
 use ikol_types::joints::{HYBRIK_JOINTS, SMPL_JOINTS};
+use ikol_types::rotation::axis_angle_to_matrix;
 
 use super::fitting::Bodies;
 use super::{SolverInit, SolverMethod};
@@ -145,7 +146,9 @@ fn fit_field<'a>(o: &'a mut FitOptions, name: &str) -> Option<&'a mut f64> {
 impl Settings {
     fn method(&self) -> Method {
         match self.method {
-            SolverMethod::Hybrik | SolverMethod::Fit => Method::Hybrik(AnalyticOptions::default()),
+            SolverMethod::Hybrik | SolverMethod::Fit | SolverMethod::None => {
+                Method::Hybrik(AnalyticOptions::default())
+            }
             SolverMethod::HybrikNaive => Method::HybrikNaive(AnalyticOptions::default()),
             SolverMethod::Ikol => Method::Ikol(IkolOptions {
                 iterations: self.iterations as usize,
@@ -232,39 +235,75 @@ impl IkolSolver {
             rest: Rest::Shape { basis, beta: &beta },
             leaf_rotations: (leaf.len() == 5).then_some(leaf.as_slice()),
         };
-        let sol = match ikol_solver::solve(&input, &method) {
-            Ok(s) => s,
-            Err(e) => {
-                gst::warning!(CAT, imp = self, "track {}: not solved: {e}", p.track_id);
+        // A body regressor (ikolbackbone model=hkmr|hmr) gave the body itself: it is the start
+        // of a fit, or kept as it is (method=none); the IK methods need joints and twist.
+        let given = regressed_body(p, state.bodies.betas());
+        match (&given, s.method) {
+            (None, SolverMethod::None) => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "track {}: method=none keeps a regressor's body, and there is none \
+                     (ikolbackbone model=hkmr or hmr gives one)",
+                    p.track_id
+                );
                 return;
             }
-        };
-        let uv: Vec<[f64; 2]> = p
-            .joints_2d
-            .iter()
-            .map(|q| [q[0].into(), q[1].into()])
-            .collect();
-        let w: Vec<f64> = p.confidence.iter().map(|&c| c.into()).collect();
+            (Some(_), SolverMethod::Ikol | SolverMethod::Hybrik | SolverMethod::HybrikNaive) => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "track {}: a regressor's body has no twist for {:?}; use method=none or fit",
+                    p.track_id,
+                    s.method
+                );
+                return;
+            }
+            _ => {}
+        }
         let k = meta.intrinsics.as_ref();
-        let t = k.and_then(|k| {
-            camera_translation(
-                &sol.joints,
-                &uv,
-                (w.len() == sol.joints.len()).then_some(w.as_slice()),
-                k,
-            )
-        });
         let root = p
             .root
             .map(|r| Vector3::new(r[0].into(), r[1].into(), r[2].into()));
-        let ik = BodyState {
-            rotations: sol.local_rotations.clone(),
-            translation: t.or(root).unwrap_or_else(Vector3::zeros),
-            beta: {
-                let mut b = sol.beta.clone().unwrap_or(beta);
-                b.resize(state.bodies.betas(), 0.0);
-                b
-            },
+        let (ik, t, ik_residual) = match given {
+            Some(b) => {
+                let t = Some(b.translation);
+                (b, t, Vec::new())
+            }
+            None => {
+                let sol = match ikol_solver::solve(&input, &method) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        gst::warning!(CAT, imp = self, "track {}: not solved: {e}", p.track_id);
+                        return;
+                    }
+                };
+                let uv: Vec<[f64; 2]> = p
+                    .joints_2d
+                    .iter()
+                    .map(|q| [q[0].into(), q[1].into()])
+                    .collect();
+                let w: Vec<f64> = p.confidence.iter().map(|&c| c.into()).collect();
+                let t = k.and_then(|k| {
+                    camera_translation(
+                        &sol.joints,
+                        &uv,
+                        (w.len() == sol.joints.len()).then_some(w.as_slice()),
+                        k,
+                    )
+                });
+                let ik = BodyState {
+                    rotations: sol.local_rotations.clone(),
+                    translation: t.or(root).unwrap_or_else(Vector3::zeros),
+                    beta: {
+                        let mut b = sol.beta.clone().unwrap_or(beta);
+                        b.resize(state.bodies.betas(), 0.0);
+                        b
+                    },
+                };
+                let residual: Vec<f32> = sol.residual.iter().map(|&r| r as f32).collect();
+                (ik, t, residual)
+            }
         };
         let body = if s.method == SolverMethod::Fit {
             let Some(k) = k else {
@@ -333,12 +372,32 @@ impl IkolSolver {
                 .map(|j| ((body_joint(p, j) - j0) - (targets[j] - targets[0])).norm() as f32)
                 .collect()
         } else {
-            sol.residual.iter().map(|&r| r as f32).collect()
+            ik_residual
         };
         if t.is_none() && root.is_none() {
             p.translation = None;
         }
     }
+}
+
+/// The body a regressor wrote (24 axis-angle rotations, a translation, no twist), with its shape
+/// padded or cut to `betas`; `None` for any other front end.
+fn regressed_body(p: &Person, betas: usize) -> Option<BodyState> {
+    if p.theta.len() != SMPL_JOINTS || !p.twist.is_empty() {
+        return None;
+    }
+    let t = p.translation?;
+    let mut beta: Vec<f64> = p.beta.iter().map(|&b| b.into()).collect();
+    beta.resize(betas, 0.0);
+    Some(BodyState {
+        rotations: p
+            .theta
+            .iter()
+            .map(|w| axis_angle_to_matrix(&Vector3::new(w[0].into(), w[1].into(), w[2].into())))
+            .collect(),
+        translation: Vector3::new(t[0].into(), t[1].into(), t[2].into()),
+        beta,
+    })
 }
 
 fn body_joint(p: &Person, j: usize) -> Vector3<f64> {

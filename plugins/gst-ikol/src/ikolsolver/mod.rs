@@ -30,6 +30,10 @@ pub enum SolverMethod {
         nick = "fit"
     )]
     Fit,
+    /// Keep the body a regressor gave (`ikolbackbone model=hkmr|hmr`): only its joints, surface
+    /// landmarks and box are written.
+    #[enum_value(name = "Keep the network's body (model=hkmr or hmr)", nick = "none")]
+    None,
 }
 
 /// The `init` property (IKOL's starting swing angles).
