@@ -314,3 +314,85 @@ fn bad_files_are_named() {
     ]);
     assert!(!ok && msg.contains("ikol24_r34w2.pth"), "{msg}");
 }
+
+/// `--variant hkmr|hmr`: a regressor checkpoint in, the body per box out (24 rotations, shape,
+/// camera and a translation in front of the camera at the depth the weak camera implies); the
+/// wrong kind and the flip test are refused by name.
+#[test]
+fn a_body_regressor_writes_the_body() {
+    let (w, h, px) = card();
+    let png = tmp("card-regressor.png");
+    write_png(&png, w, h, png::ColorType::Rgb, &px);
+    let dev = ikol_backbone::candle::Device::Cpu;
+    for kind in [
+        ikol_backbone::RegressorKind::Hkmr,
+        ikol_backbone::RegressorKind::Flat,
+    ] {
+        let ck = tmp(&format!("{}.safetensors", kind.name()));
+        let cfg = ikol_backbone::RegressorNetConfig::tiny(kind);
+        ikol_backbone::DirectRegressor::initialised(&cfg, &dev)
+            .unwrap()
+            .save(&ck)
+            .unwrap();
+        let variant = match kind {
+            ikol_backbone::RegressorKind::Hkmr => "hkmr",
+            ikol_backbone::RegressorKind::Flat => "hmr",
+        };
+        let out = tmp(&format!("{variant}.json"));
+        let (ok, msg) = ikol(&[
+            "backbone",
+            "--checkpoint",
+            s(&ck),
+            "--variant",
+            variant,
+            "--image",
+            s(&png),
+            "--box",
+            "60,15,40,95",
+            "--focal-length",
+            "200",
+            "--output",
+            s(&out),
+        ]);
+        assert!(ok, "{msg}");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(v["variant"], variant);
+        let p = &v["people"][0];
+        assert_eq!(rows(&p["theta"], 3).len(), 24);
+        assert_eq!(p["beta"].as_array().unwrap().len(), 10);
+        let cam: Vec<f64> = p["cam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let t: Vec<f64> = p["translation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        // Depth 2 f / (s L): f = 200, L = 1.25 x 95 px.
+        let z = 2.0 * 200.0 / (cam[0] * 1.25 * 95.0);
+        assert!((t[2] - z).abs() < 1e-6 * z, "{t:?} vs {z}");
+        // The wrong kind and the flip test are refused.
+        let other = if variant == "hkmr" { "hmr" } else { "hkmr" };
+        for (extra, expect) in [
+            (vec!["--variant", other], "regressor, not"),
+            (vec!["--variant", variant, "--flip-test"], "--flip-test"),
+        ] {
+            let mut args = vec![
+                "backbone",
+                "--checkpoint",
+                s(&ck),
+                "--image",
+                s(&png),
+                "--output",
+                s(&out),
+            ];
+            args.extend(extra);
+            let (ok, msg) = ikol(&args);
+            assert!(!ok && msg.contains(expect), "{msg}");
+        }
+    }
+}
