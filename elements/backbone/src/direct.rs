@@ -272,7 +272,8 @@ pub fn is_regressor_checkpoint(path: &Path) -> bool {
 
 /// The camera-frame root position that agrees with the weak-perspective camera `cam` of a crop
 /// (module docs): `crop_to_frame` maps crop pixels (`size` square) to frame pixels. `None` for a
-/// scale below `MIN_SCALE` or a degenerate crop.
+/// scale below `MIN_SCALE`, a degenerate crop or a root nearer than `MIN_ROOT_DEPTH_M` (a
+/// crop far larger than the person gives such a depth: followed, it would grow without bound).
 pub fn weak_to_translation(
     cam: &[f64; 3],
     crop_to_frame: &Affine2,
@@ -289,6 +290,9 @@ pub fn weak_to_translation(
         return None;
     }
     let z = 2.0 * k.fx / (s * side);
+    if z < ikol_types::camera::MIN_ROOT_DEPTH_M {
+        return None;
+    }
     let half = f64::from(size) / 2.0;
     let [u, v] = crop_to_frame.apply([half + tx * half, half + ty * half]);
     let p = k.unproject(u, v, z);
@@ -370,6 +374,8 @@ mod tests {
         }
         assert!(weak_to_translation(&[0.0, 0.0, 0.0], &inv, crop.size, &k).is_none());
         assert!(weak_to_translation(&[f64::NAN, 0.0, 0.0], &inv, crop.size, &k).is_none());
+        // A root nearer than 0.3 m: 2 f / (s L) = 3000 / (s 500) < 0.3 for s > 20.
+        assert!(weak_to_translation(&[25.0, 0.0, 0.0], &inv, crop.size, &k).is_none());
     }
 
     #[test]

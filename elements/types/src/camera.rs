@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// or `fov` property is set. 60 degrees is typical of webcams and phone main cameras.
 pub const DEFAULT_HFOV_DEG: f64 = 60.0;
 
+/// Nearest camera depth of a body's root joint, metres: a root nearer than this is not a person
+/// in view (a degenerate estimate), and no fit may take a body past it.
+pub const MIN_ROOT_DEPTH_M: f64 = 0.3;
+
 /// Pinhole intrinsics: focal lengths and principal point in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Intrinsics {

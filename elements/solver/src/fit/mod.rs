@@ -41,6 +41,7 @@ pub mod surface;
 
 use ikol_body::nalgebra::{DMatrix, DVector, Matrix2x3, Matrix3, Vector2, Vector3};
 use ikol_types::Intrinsics;
+use ikol_types::camera::MIN_ROOT_DEPTH_M;
 use ikol_types::joints::SMPL_JOINTS;
 use ikol_types::rotation::{matrix_to_axis_angle, skew};
 
@@ -302,9 +303,9 @@ pub fn fit(
         };
         let d = ch.solve(&(-&normal.g));
         let next = state.step(d.as_slice());
-        // A body may not pass the camera: steps that take the root nearer than MIN_ROOT_DEPTH
+        // A body may not pass the camera: steps that take the root nearer than MIN_ROOT_DEPTH_M
         // are refused (the keypoints' energy is flat behind the camera).
-        let e = if next.translation.z < MIN_ROOT_DEPTH {
+        let e = if next.translation.z < MIN_ROOT_DEPTH_M {
             f64::INFINITY
         } else {
             energy_and_normal(model, input, &next, o, None)
@@ -376,7 +377,7 @@ fn validate(
             "the starting body is malformed or not finite".into(),
         ));
     }
-    if init.translation.z < MIN_ROOT_DEPTH {
+    if init.translation.z < MIN_ROOT_DEPTH_M {
         return Err(SolverError::NothingToFit(
             "the starting body is not in front of the camera".into(),
         ));
@@ -427,9 +428,6 @@ fn validate(
     }
     Ok(())
 }
-
-/// Nearest the root may come to the camera, metres.
-const MIN_ROOT_DEPTH: f64 = 0.3;
 
 /// Nearest distance to the camera at which a point still counts as projected.
 const MIN_DEPTH: f64 = 0.05;

@@ -203,6 +203,7 @@ impl IkolBackbone {
         m: &mut FrameMeta,
         rgb: &RgbFrame<'_>,
         k: &Intrinsics,
+        frame: (u32, u32),
     ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
         let boxes: Vec<PersonBox> = m
             .people
@@ -259,15 +260,19 @@ impl IkolBackbone {
             p.translation = p.root;
             p.theta = e.theta.iter().map(|w| w.map(|x| x as f32)).collect();
             p.beta = beta.iter().map(|&b| b as f32).collect();
+            // The box sent upstream is clipped to the frame: a wrong depth makes the projected
+            // joints huge, and a crop grown from them would make the next estimate worse still.
+            let points: Vec<[f64; 2]> = p.joints_2d.iter().map(|q| q.map(f64::from)).collect();
             if let Some(b) = BBox::around_points(
-                p.joints_2d
+                points
                     .iter()
-                    .filter(|q| q.iter().all(|x| x.is_finite()))
-                    .map(|q| q.map(f64::from)),
+                    .copied()
+                    .filter(|q| q.iter().all(|x| x.is_finite())),
                 FEEDBACK_BOX_SCALE,
             )
-            .filter(BBox::is_valid)
-            {
+            .and_then(|b| {
+                common::tight_box(&[[b.x, b.y], [b.x + b.w, b.y + b.h]], 0.0, Some(frame))
+            }) {
                 feedback.push((p.track_id, b));
             }
             kept.push(p);
@@ -671,7 +676,7 @@ impl BaseTransformImpl for IkolBackbone {
                     Net::Direct { net, body } => {
                         let rgb = RgbFrame::new(data, info.width(), info.height(), stride)
                             .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
-                        self.direct(net, body, &mut m, &rgb, &k)?
+                        self.direct(net, body, &mut m, &rgb, &k, (info.width(), info.height()))?
                     }
                     Net::BlazePose {
                         landmarker,
