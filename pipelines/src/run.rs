@@ -828,7 +828,11 @@ struct Attempt<'a> {
 }
 
 /// Brings `pipeline` to PAUSED and seeks to its start with the SEGMENT flag (`--loop`).
-fn preroll_for_loop(pipeline: &gst::Pipeline, bus: &gst::Bus) -> Result<()> {
+fn preroll_for_loop(
+    pipeline: &gst::Pipeline,
+    bus: &gst::Bus,
+    before_seek: impl FnOnce(),
+) -> Result<()> {
     // Each play restarts the timestamps; a container muxer cannot take that (mp4mux writes
     // a file without playable streams), so refuse rather than write a broken file.
     if let Some(mux) = pipeline
@@ -871,6 +875,9 @@ fn preroll_for_loop(pipeline: &gst::Pipeline, bus: &gst::Bus) -> Result<()> {
             .unwrap_or_else(|| "the pipeline did not preroll within 60 s".into());
         bail!("{why}");
     }
+    // The preroll frame has been counted; the seek flushes it and it comes again, possibly
+    // before `seek_simple` returns, so whatever restarts the counts must run now.
+    before_seek();
     pipeline
         .seek_simple(
             gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
@@ -964,14 +971,14 @@ impl Attempt<'_> {
         // posts SEGMENT_DONE (answered by the next, non-flushing, segment seek) instead of EOS.
         let mut plays_left = self.loops;
         if plays_left != 1 {
-            if let Err(e) = preroll_for_loop(pipeline, bus) {
+            // The preroll frame is flushed by the seek and comes again: counts restart first.
+            let counts = &self.counts;
+            if let Err(e) = preroll_for_loop(pipeline, bus, || *lock(counts) = Counts::default()) {
                 return Ok(Outcome::Failed {
                     message: format!("--loop: {e:#}"),
                     network: false,
                 });
             }
-            // The preroll frame was flushed by the seek and comes again.
-            *lock(&self.counts) = Counts::default();
         }
         let started = pipeline.set_state(gst::State::Playing);
         let is_live = started == Ok(gst::StateChangeSuccess::NoPreroll);

@@ -15,6 +15,11 @@ use crate::preprocess::{RgbFrame, crop_for_box, crops_tensor};
 use crate::weights::{check_fit, infer_config, read_checkpoint, save_safetensors};
 use crate::{Error, Result};
 
+/// Most crops in one forward pass of [`Backbone::estimate`] (and the regressors'): the full-size
+/// ResNet-34 needs about MEASURED per crop at 256 px, so 256 people in one batch would not fit
+/// in 1 GiB.
+pub const MAX_BATCH: usize = 8;
+
 /// A loaded network ready for inference (evaluation mode).
 #[derive(Debug, Clone)]
 pub struct Backbone {
@@ -342,7 +347,13 @@ impl Backbone {
                 depth_factor: DEPTH_FACTOR_M,
             });
         }
-        let x = crops_tensor(frame, &crops, &self.device)?;
-        self.infer(&x)?.people(&crops, &cams, size as f64)
+        // At most MAX_BATCH crops per forward pass: the working memory grows with the batch,
+        // and `roi` / `--box` allow 256 people.
+        let mut out = Vec::with_capacity(crops.len());
+        for (cr, ca) in crops.chunks(MAX_BATCH).zip(cams.chunks(MAX_BATCH)) {
+            let x = crops_tensor(frame, cr, &self.device)?;
+            out.extend(self.infer(&x)?.people(cr, ca, size as f64)?);
+        }
+        Ok(out)
     }
 }

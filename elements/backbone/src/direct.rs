@@ -212,14 +212,19 @@ impl DirectRegressor {
             .iter()
             .map(|p| crop_for_box(&p.bbox, self.cfg.input_size))
             .collect::<Result<Vec<_>>>()?;
-        let step = self.infer(&crops_tensor(frame, &crops, &self.device)?)?;
         let host = |t: &Tensor| -> Result<Vec<f64>> {
             Ok(t.to_device(&Device::Cpu)?
                 .to_dtype(DType::F64)?
                 .flatten_all()?
                 .to_vec1::<f64>()?)
         };
-        let (theta, beta, cam) = (host(&step.theta)?, host(&step.beta)?, host(&step.cam)?);
+        let (mut theta, mut beta, mut cam) = (Vec::new(), Vec::new(), Vec::new());
+        for chunk in crops.chunks(crate::backbone::MAX_BATCH) {
+            let step = self.infer(&crops_tensor(frame, chunk, &self.device)?)?;
+            theta.extend(host(&step.theta)?);
+            beta.extend(host(&step.beta)?);
+            cam.extend(host(&step.cam)?);
+        }
         let nb = self.cfg.head.num_betas;
         let joints = theta.len() / (3 * crops.len());
         Ok(crops
