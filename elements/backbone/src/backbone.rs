@@ -16,8 +16,8 @@ use crate::weights::{check_fit, infer_config, read_checkpoint, save_safetensors}
 use crate::{Error, Result};
 
 /// Most crops in one forward pass of [`Backbone::estimate`] (and the regressors'): the full-size
-/// ResNet-34 needs about MEASURED per crop at 256 px, so 256 people in one batch would not fit
-/// in 1 GiB.
+/// ResNet-34 at 256 px peaks at +200 MiB over its weights for 8 crops (`backbone-bench --batch
+/// 8`: 315 MiB in all; +30 MiB for one), so 256 people in one batch would need about 6 GiB.
 pub const MAX_BATCH: usize = 8;
 
 /// A loaded network ready for inference (evaluation mode).
