@@ -102,7 +102,7 @@ const FRAMES: usize = 100;
 const NL: usize = BODY_LANDMARKS;
 /// Views, in the calibration's order.
 const VIEWS: [&str; 4] = ["cam01", "cam02", "cam03", "cam04"];
-/// The evaluated view.
+/// The evaluated view unless `--view` names another.
 const EVAL_VIEW: usize = 0;
 /// First landmark of the legs group (hips down); 0..LEGS is the upper body with face and hands.
 const LEGS: usize = 23;
@@ -1037,6 +1037,8 @@ struct Metrics {
     accel_err: Option<f64>,
     flexion: Option<f64>,
     px: Option<f64>,
+    /// Frames whose points are nearer the reference with their left/right labels swapped.
+    swapped: usize,
 }
 
 impl Metrics {
@@ -1047,7 +1049,7 @@ impl Metrics {
             "abs_error_camera_axes_mm": self.axis,
             "mean_accel_mm_per_frame2": self.accel, "reference_mean_accel_same_frames": self.ref_accel,
             "accel_error_mm_per_frame2": self.accel_err, "flexion_error_deg": self.flexion,
-            "error_2d_px": self.px,
+            "error_2d_px": self.px, "left_right_swapped_frames": self.swapped,
         })
     }
 }
@@ -1087,6 +1089,11 @@ fn evaluate(row: &RowInput, reference: &RefLimbs, cam: &Camera) -> Metrics {
         let pw = root_aligned_world(&pred, &r_cw);
         let gw = root_aligned_world(&gt, &ident);
         mp.push(mean_distance(&pw, &gw));
+        // The 12 points alternate left, right.
+        let mirrored: Vec<_> = (0..pw.len()).map(|i| pw[i ^ 1]).collect();
+        if mean_distance(&mirrored, &gw) < mean_distance(&pw, &gw) {
+            m.swapped += 1;
+        }
         // Camera axes: the prediction as it is, the reference rotated into cam01.
         for (p, g) in pw.iter().zip(&gw) {
             let d = cam.r * (p - g);
@@ -1222,11 +1229,13 @@ struct Args {
     vars: Vec<String>,
     /// Element properties for every run (`--set ELEMENT.PROPERTY=VALUE`, as `ikol run`).
     sets: Vec<String>,
+    /// The view the product runs on and is evaluated in (index into [`VIEWS`]).
+    view: usize,
 }
 
 const USAGE: &str = "usage: multiview-accuracy [--media DIR] [--ikol PATH] [--pipeline FILE] \
                      [--methods ikol,hybrik,fit] [--keep DIR [--reuse]] [--out DIR] \
-                     [--var NAME=VALUE ...] [--set ELEMENT.PROPERTY=VALUE ...]";
+                     [--var NAME=VALUE ...] [--set ELEMENT.PROPERTY=VALUE ...] [--view camNN]";
 
 fn parse_args() -> Result<Args> {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
@@ -1243,6 +1252,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("out"),
         vars: Vec::new(),
         sets: Vec::new(),
+        view: EVAL_VIEW,
     };
     if !a.ikol.exists() {
         a.ikol = root.join("target/release/ikol");
@@ -1269,6 +1279,13 @@ fn parse_args() -> Result<Args> {
             "--out" => a.out = val("--out")?.into(),
             "--var" => a.vars.push(val("--var")?),
             "--set" => a.sets.push(val("--set")?),
+            "--view" => {
+                let v = val("--view")?;
+                a.view = VIEWS
+                    .iter()
+                    .position(|n| *n == v)
+                    .ok_or_else(|| anyhow!("--view {v}: not one of {}", VIEWS.join(", ")))?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -1300,7 +1317,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 fn table_row(name: &str, m: &Metrics) -> String {
     let ax = m.axis.map(|a| a.map(Some));
     format!(
-        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         m.frames,
         m.missing,
         f1(m.pa_mpjpe),
@@ -1313,6 +1330,7 @@ fn table_row(name: &str, m: &Metrics) -> String {
         f2(m.accel_err),
         f1(m.flexion),
         f1(m.px),
+        m.swapped,
     )
 }
 
@@ -1464,7 +1482,7 @@ fn main() -> Result<()> {
         checks.push((label, all, limbs));
     }
 
-    let cam = &cams[EVAL_VIEW];
+    let cam = &cams[a.view];
     let ref_limbs = RefLimbs {
         world: reference
             .points
@@ -1504,7 +1522,7 @@ fn main() -> Result<()> {
             tmp.clone()
         }
     };
-    let input = a.media.join(format!("{}.mp4", VIEWS[EVAL_VIEW]));
+    let input = a.media.join(format!("{}.mp4", VIEWS[a.view]));
     let mut runs = Vec::new();
     for method in &a.methods {
         let json = work.join(format!("{method}.jsonl"));
@@ -1545,10 +1563,7 @@ fn main() -> Result<()> {
     }
 
     // Rows.
-    let (w, h) = (
-        views[EVAL_VIEW].size[0] as f64,
-        views[EVAL_VIEW].size[1] as f64,
-    );
+    let (w, h) = (views[a.view].size[0] as f64, views[a.view].size[1] as f64);
     let mut rows: Vec<(String, Option<Metrics>, Option<String>)> = Vec::new();
     let mut fronts: Vec<(String, Option<f64>, usize)> = Vec::new();
     let mut baseline: Option<Metrics> = None;
@@ -1616,7 +1631,7 @@ fn main() -> Result<()> {
     let _ = writeln!(
         md,
         "## multiview-accuracy: {} single view vs a 4-view triangulated reference\n",
-        VIEWS[EVAL_VIEW]
+        VIEWS[a.view]
     );
     let _ = writeln!(
         md,
@@ -1669,12 +1684,15 @@ fn main() -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "| Row | frames | missing | PA-MPJPE | MPJPE | abs x | abs y | abs z | accel | ref accel | accel err | flexion err (deg) | 2D (px) |"
+        "| Row | frames | missing | PA-MPJPE | MPJPE | abs x | abs y | abs z | accel | ref accel | accel err | flexion err (deg) | 2D (px) | L/R |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         md,
-        "| reference (triangulated) | {n_ref} | {} | - | - | - | - | - | {} | {} | - | - | - |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        md,
+        "| reference (triangulated) | {n_ref} | {} | - | - | - | - | - | {} | {} | - | - | - | - |",
         FRAMES - n_ref,
         f2(ref_accel),
         f2(ref_accel)

@@ -21,11 +21,19 @@ const JOINT0: usize = LANDMARKS;
 const LANDMARK_HIPS: [usize; 2] = [23, 24];
 /// Frames a track is remembered without being seen.
 const FORGET_AFTER: u64 = 30;
-/// A labelling is repaired when the swapped one fits the last body this much better...
+/// A labelling is repaired when the swapped one fits the track's labels body this much better...
 const SWAP_GAIN: f64 = 0.5;
 /// ...and the current one is off by more than this fraction of the body's height (mean over
-/// the landmarks).
+/// the landmarks). Landmarks within it (as given or swapped) agree with the labels body, and
+/// the body fitted to them becomes the next labels body.
 const SWAP_MIN_ERROR: f64 = 0.04;
+/// Frames the labels body is kept while the landmarks agree with neither labelling. On the
+/// pose2sim clip's cam02 (seen from behind) BlazePose turns its labels round over one frame
+/// whose landmarks are neither (both shoulders and both wrists in the middle); compared with
+/// that frame's body, the next frame's swap did not show, and the repair then carried the
+/// swapped labels on after BlazePose had turned them back (57 of 100 frames swapped, against
+/// BlazePose's own 27; `multiview-accuracy --view cam02`).
+const LABELS_MAX_AGE: u64 = 5;
 /// A warm start that ends this far off (mean keypoint error, fraction of the body's height) is
 /// retried from the IK solution.
 const RESTART_ERROR: f64 = 0.03;
@@ -41,6 +49,18 @@ struct Track {
     beta_sum: Vec<f64>,
     frames: f64,
     last_frame: u64,
+    /// The labels body: the last body fitted to landmarks that agreed with the labels body
+    /// before it, and its frame. Left/right labels are repaired against it.
+    labels: Option<(BodyState, u64)>,
+}
+
+/// What the left/right check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Labels {
+    /// The labels were swapped back.
+    repaired: bool,
+    /// The landmarks (after any repair) agree with the labels body.
+    agree: bool,
 }
 
 /// The body model as the fitter and the outputs need it, and the tracks.
@@ -162,19 +182,22 @@ impl Bodies {
         (kps, p3, vec![JOINT0])
     }
 
-    /// Repairs swapped left/right landmark labels against the track's last body: `true` when
-    /// it swapped them.
-    fn repair_swap(&self, p: &mut Person, track: &Track, k: &Intrinsics) -> bool {
+    /// Repairs swapped left/right landmark labels against the labels body `reference`.
+    fn repair_swap(&self, p: &mut Person, reference: &BodyState, k: &Intrinsics) -> Labels {
+        let unknown = Labels {
+            repaired: false,
+            agree: true,
+        };
         if !self.landmarks || p.landmarks_2d.len() != LANDMARKS {
-            return false;
+            return unknown;
         }
-        let last = self.surface.pose(&track.state);
+        let last = self.surface.pose(reference);
         let Some(prev): Option<Vec<[f64; 2]>> = last.points[..LANDMARKS]
             .iter()
             .map(|x| k.project(x))
             .collect()
         else {
-            return false;
+            return unknown;
         };
         let cost = |order: &[usize]| {
             let (mut e, mut w) = (0.0, 0.0);
@@ -190,7 +213,13 @@ impl Bodies {
         let mut swapped = same.clone();
         swap_left_right(&mut swapped);
         let (now, other) = (cost(&same), cost(&swapped));
-        if other < SWAP_GAIN * now && now > SWAP_MIN_ERROR * extent(&prev) {
+        let tolerance = SWAP_MIN_ERROR * extent(&prev);
+        if other < SWAP_GAIN * now && now > tolerance {
+            // The points stay where they are and change labels, in 3D too: BlazePose's world
+            // landmarks of a swapped frame are the body the right way round with the labels
+            // swapped (a mirror-handed body), not the body mirrored in depth. Measured on the
+            // pose2sim clip's cam02, frames 44-65 against the 4-view reference: labels swapped
+            // back 124-202 mm, swapped back and mirrored in depth 233-313 mm, as given 436-641.
             swap_left_right(&mut p.landmarks_2d);
             swap_left_right(&mut p.landmarks_3d);
             // The SMPL joints mapped from the landmarks carry the same swap (their supports are
@@ -206,9 +235,15 @@ impl Bodies {
                     }
                 }
             }
-            true
+            Labels {
+                repaired: true,
+                agree: other <= tolerance,
+            }
         } else {
-            false
+            Labels {
+                repaired: false,
+                agree: now <= tolerance,
+            }
         }
     }
 
@@ -225,11 +260,19 @@ impl Bodies {
         o: &FitOptions,
     ) -> Result<Solved, String> {
         let track = self.tracks.get(&p.track_id).cloned();
-        // Only against the last frame's body: a body seen a while ago may have turned round.
-        let repaired = track
+        // Only against a recent body: a body seen a while ago may have turned round.
+        let labels = track
             .as_ref()
-            .filter(|t| t.last_frame + 1 == frame)
-            .is_some_and(|t| self.repair_swap(p, t, k));
+            .and_then(|t| t.labels.as_ref())
+            .filter(|(_, f)| frame.saturating_sub(*f) <= LABELS_MAX_AGE)
+            .map_or(
+                Labels {
+                    repaired: false,
+                    agree: true,
+                },
+                |(s, _)| self.repair_swap(p, s, k),
+            );
+        let repaired = labels.repaired;
         let (kps, p3, centre) = self.observations(p);
         let fresh = |t: &&Track| t.last_frame + 1 == frame;
         let history: Vec<Vec<Vector3<f64>>> = track
@@ -294,6 +337,7 @@ impl Bodies {
             beta_sum: vec![0.0; r.state.beta.len()],
             frames: 0.0,
             last_frame: frame,
+            labels: None,
         });
         if t.last_frame + 1 != frame || restarted {
             t.history.clear();
@@ -315,6 +359,13 @@ impl Bodies {
         }
         t.frames = t.frames * keep + 1.0;
         t.last_frame = frame;
+        let stale = t
+            .labels
+            .as_ref()
+            .is_none_or(|(_, f)| frame.saturating_sub(*f) >= LABELS_MAX_AGE);
+        if labels.agree || stale {
+            t.labels = Some((r.state.clone(), frame));
+        }
         Ok(Solved {
             state: r.state,
             repaired,
@@ -406,17 +457,13 @@ mod tests {
     #[test]
     fn swapped_labels_are_repaired_and_true_ones_kept() {
         let (bodies, s, k, p) = scene();
-        let track = Track {
-            state: s.clone(),
-            history: VecDeque::new(),
-            rotation_history: VecDeque::new(),
-            beta_sum: vec![0.0; s.beta.len()],
-            frames: 1.0,
-            last_frame: 1,
-        };
         let mut same = p.clone();
-        assert!(
-            !bodies.repair_swap(&mut same, &track, &k),
+        assert_eq!(
+            bodies.repair_swap(&mut same, &s, &k),
+            Labels {
+                repaired: false,
+                agree: true
+            },
             "true labels kept"
         );
         assert_eq!(same.landmarks_2d, p.landmarks_2d);
@@ -427,8 +474,12 @@ mod tests {
             swapped.joints_3d.swap(l, r);
             swapped.joints_2d.swap(l, r);
         }
-        assert!(
-            bodies.repair_swap(&mut swapped, &track, &k),
+        assert_eq!(
+            bodies.repair_swap(&mut swapped, &s, &k),
+            Labels {
+                repaired: true,
+                agree: true
+            },
             "swap detected"
         );
         assert_eq!(swapped.landmarks_2d, p.landmarks_2d);
@@ -436,6 +487,41 @@ mod tests {
         // The front end's joints, mapped from the swapped landmarks, are swapped back too.
         assert_eq!(swapped.joints_3d, p.joints_3d);
         assert_eq!(swapped.joints_2d, p.joints_2d);
+    }
+
+    #[test]
+    fn a_swap_after_a_frame_of_neither_labelling_is_repaired() {
+        // BlazePose turning its labels round passes through a frame whose left and right
+        // landmarks both lie in the middle; the next frame's swap is judged against the last
+        // body whose landmarks agreed, not against that frame's.
+        let (mut bodies, s, k, p) = scene();
+        let o = FitOptions::default();
+        let first = bodies
+            .fit(&mut p.clone(), &s, true, &k, 1, &o)
+            .expect("fit");
+        assert!(!first.repaired);
+        let mut middle = p.clone();
+        let q = &mut middle.landmarks_2d;
+        for (l, r) in ikol_detect::blazepose::landmarks::LEFT_RIGHT_PAIRS {
+            let m = [0.5 * (q[l][0] + q[r][0]), 0.5 * (q[l][1] + q[r][1])];
+            q[l][..2].copy_from_slice(&m);
+            q[r][..2].copy_from_slice(&m);
+        }
+        let f2 = bodies.fit(&mut middle, &s, true, &k, 2, &o).expect("fit");
+        assert!(!f2.repaired);
+        let labels = bodies.tracks[&1].labels.as_ref().map(|l| l.1);
+        assert_eq!(
+            labels,
+            Some(1),
+            "a frame of neither labelling is no labels body"
+        );
+        let mut swapped = p.clone();
+        swap_left_right(&mut swapped.landmarks_2d);
+        swap_left_right(&mut swapped.landmarks_3d);
+        let f3 = bodies.fit(&mut swapped, &s, true, &k, 3, &o).expect("fit");
+        assert!(f3.repaired, "swap against frame 1's body");
+        assert_eq!(swapped.landmarks_2d, p.landmarks_2d);
+        assert_eq!(bodies.tracks[&1].labels.as_ref().map(|l| l.1), Some(3));
     }
 
     #[test]
