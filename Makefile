@@ -145,10 +145,12 @@ body-fixtures: $(PYENV)/bin/python
 MULTIVIEW_METHODS ?= ikol,hybrik,fit
 # Element properties for every run, e.g. MULTIVIEW_SET="ikolsolver.fit-sigma-accel=0.03".
 MULTIVIEW_SET ?=
+# The view the chain runs on and is judged in (cam01..cam04; default cam01).
+MULTIVIEW_VIEW ?=
 .PHONY: multiview-accuracy
 multiview-accuracy: setup models
 	$(CARGO) build --release --locked -p ikol -p ikol-tests
 	tests/tools/fetch_multiview.sh $(MEDIA)/pose2sim-multiview
 	target/release/multiview-accuracy --media $(MEDIA)/pose2sim-multiview \
 		--ikol target/release/ikol --methods $(MULTIVIEW_METHODS) --out $(OUT) \
-		$(foreach s,$(MULTIVIEW_SET),--set $(s))
+		$(foreach s,$(MULTIVIEW_SET),--set $(s)) $(if $(MULTIVIEW_VIEW),--view $(MULTIVIEW_VIEW))

@@ -1,5 +1,6 @@
 //! Box tracking across frames: greedy matching by intersection over union (highest IoU pair
-//! first), new ids for unmatched boxes, tracks kept for `max_age` frames without a match.
+//! first), new ids for unmatched boxes that score at least `start_score`, tracks kept for
+//! `max_age` frames without a match.
 
 use ikol_types::BBox;
 
@@ -14,6 +15,11 @@ pub struct TrackerConfig {
     pub max_age: u32,
     /// At most this many people per frame (highest scores kept); 0 = no limit.
     pub max_people: usize,
+    /// A box that continues no track starts one only with at least this score; a track goes on
+    /// with weaker boxes (hysteresis). BlazePose's detector keeps boxes from 0.5 (mediapipe's
+    /// `min_detection_confidence`); on the pose2sim demo clip its two false tracks (part of the
+    /// subject, a shape on the floor) scored 0.54 and 0.54, the two people 0.96 and 0.78.
+    pub start_score: f64,
 }
 
 impl Default for TrackerConfig {
@@ -22,6 +28,7 @@ impl Default for TrackerConfig {
             iou_threshold: 0.3,
             max_age: 5,
             max_people: 4,
+            start_score: 0.6,
         }
     }
 }
@@ -106,6 +113,7 @@ impl Tracker {
         for (d, m) in dets.iter().zip(det_track) {
             let t = match m {
                 Some(ti) => &mut self.tracks[ti],
+                None if d.score < self.config.start_score => continue,
                 None => {
                     self.tracks.push(Track {
                         id: self.next_id,
@@ -159,10 +167,24 @@ mod tests {
         let f2 = t.update(&[
             det(310.0, 0.0, 0.85),
             det(10.0, 0.0, 0.95),
-            det(600.0, 0.0, 0.5),
+            det(600.0, 0.0, 0.7),
         ]);
         let ids: Vec<(u64, f64)> = f2.iter().map(|t| (t.id, t.bbox.x)).collect();
         assert_eq!(ids, [(1, 10.0), (2, 310.0), (3, 600.0)]);
+    }
+
+    #[test]
+    fn weak_boxes_continue_tracks_but_start_none() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        assert!(t.update(&[det(0.0, 0.0, 0.55)]).is_empty(), "0.55 < 0.6");
+        assert!(t.tracks().is_empty());
+        assert_eq!(t.update(&[det(0.0, 0.0, 0.6)])[0].id, 1);
+        // The same person, now weak; and a weak newcomer elsewhere.
+        let f = t.update(&[det(5.0, 0.0, 0.3), det(400.0, 0.0, 0.59)]);
+        assert_eq!(
+            f.iter().map(|t| (t.id, t.score)).collect::<Vec<_>>(),
+            [(1, 0.3)]
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@
 //! the one where the body is not mirrored is kept ((left - right) x up points forward, with up
 //! = shoulders - ankles and forward = toes - heels, both free of the labelling).
 //!
-//! **Predictions**: `ikol run pipelines/video-to-overlay.pipeline` on cam01 for each method
+//! **Predictions**: `ikol run pipelines/video-to-overlay.pipeline` on cam01 (or `--view`) for each method
 //! (`METHOD=M INIT=analytic DETECTOR=blazepose MODEL=blazepose FOCAL=fx PRINCIPAL=cx,cy`;
 //! a pipeline without `PRINCIPAL` is run again without it, the principal point then being the
 //! frame centre). Per frame the subject is the person of the track that is most often the
@@ -57,10 +57,12 @@
 //! reported, not filled); mm unless stated:
 //! - PA-MPJPE: per frame, the similarity transform (scale, rotation, translation; Umeyama, no
 //!   reflection) that best maps the 12 predicted points onto the reference; mean distance.
-//! - MPJPE: predictions rotated from cam01's camera axes into the world frame (rotation only),
+//! - MPJPE: predictions rotated from the view's (cam01's) camera axes into the world frame (rotation only),
 //!   each set minus its hip centre (mean of the two hips); mean distance.
 //! - |x|, |y|, |z|: mean absolute error per axis of the same root-aligned points, in cam01's
 //!   camera axes (z = depth).
+//! - L/R: frames whose 12 points, root-aligned, are nearer the reference with their left and
+//!   right labels exchanged (a front end's swap the product did not repair).
 //! - accel: mean |p[t+1] - 2 p[t] + p[t-1]| (mm/frame^2) of the root-aligned points, over the
 //!   frames t whose neighbours are present; "ref accel" is the reference's own on the same
 //!   frames; accel err (VIBE) = mean |acc_pred - acc_ref|. The reference is not smoothed: most
@@ -1680,7 +1682,8 @@ fn main() -> Result<()> {
     }
     let _ = writeln!(
         md,
-        "\nAccuracy (mm unless stated; accel in mm/frame^2; root = hip centre; axes of the per-axis errors: cam01's, z = depth):\n"
+        "\nAccuracy (mm unless stated; accel in mm/frame^2; root = hip centre; axes of the per-axis errors: {}'s, z = depth; L/R: frames nearer the reference with left and right exchanged):\n",
+        VIEWS[a.view]
     );
     let _ = writeln!(
         md,
@@ -1722,7 +1725,7 @@ fn main() -> Result<()> {
     for (method, fe, n) in &fronts {
         let _ = writeln!(
             md,
-            "| front end 2D (landmarks_2d), {method} run | {n} | {} | | | | | | | | | | {} |",
+            "| front end 2D (landmarks_2d), {method} run | {n} | {} | | | | | | | | | | {} | |",
             FRAMES - n,
             f1(*fe)
         );

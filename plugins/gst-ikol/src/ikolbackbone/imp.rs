@@ -338,6 +338,16 @@ impl IkolBackbone {
             // A new person (not followed from the last frame) inside an older one's body is a
             // detection of part of that body (a tile of the frame), not someone else.
             let new = !rois.contains_key(&p.track_id);
+            if new {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "track {}: new, pose presence {:.3}, detection score {:.3}",
+                    p.track_id,
+                    pose.presence,
+                    p.score
+                );
+            }
             if let Some(old) = kept.iter().find(|k| {
                 same_body(&k.landmarks_2d, &p.landmarks_2d)
                     || (new && part_of(&k.landmarks_2d, &p.landmarks_2d))
