@@ -42,15 +42,18 @@ pub struct EvalArgs {
     /// J_regressor_h36m.npy (17 x vertices) replacing the model's own H36M-17 regressor.
     #[arg(long, value_name = "NPY")]
     pub h36m_regressor: Option<PathBuf>,
-    /// Network weights for --model heatmap: upstream HybrIK/IKOL .pth or our .safetensors.
+    /// Network weights for --model heatmap (upstream HybrIK/IKOL .pth or our .safetensors) or
+    /// hkmr / hmr (our regressor .safetensors, from `ikol-train`).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
     /// Network variant of the checkpoint.
     #[arg(long, default_value = "ikol24", value_parser = ["ikol24", "hybrik29"])]
     pub variant: String,
-    /// Joint network: `heatmap` (the IKOL/HybrIK network from --checkpoint) or `blazepose`
-    /// (pretrained BlazePose, fetched by `make models`).
-    #[arg(long, default_value = "heatmap", value_parser = ["heatmap", "blazepose"])]
+    /// Network: `heatmap` (the IKOL/HybrIK network from --checkpoint), `blazepose`
+    /// (pretrained BlazePose, fetched by `make models`), or a body regressor from --checkpoint:
+    /// `hkmr` (HKMR's kinematic-tree regressor) or `hmr` (HMR/SPIN's flat one), which give the
+    /// body itself (use --method none or fit).
+    #[arg(long, default_value = "heatmap", value_parser = ["heatmap", "blazepose", "hkmr", "hmr"])]
     pub model: String,
     /// Where the network runs: `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
@@ -59,8 +62,9 @@ pub struct EvalArgs {
     #[arg(long)]
     pub flip_test: bool,
     /// Inverse kinematics: `ikol` (Gauss-Newton), `hybrik` (adaptive analytic),
-    /// `hybrik-naive`, or `fit` (the body fitted to the 2D and 3D joints per track over time).
-    #[arg(long, default_value = "ikol", value_parser = ["ikol", "hybrik", "hybrik-naive", "fit"])]
+    /// `hybrik-naive`, `fit` (the body fitted to the 2D and 3D joints per track over time), or
+    /// `none` (the body a regressor gave, --model hkmr / hmr).
+    #[arg(long, default_value = "ikol", value_parser = ["ikol", "hybrik", "hybrik-naive", "fit", "none"])]
     pub method: String,
     /// Gauss-Newton iterations (ikol), 0 to 100.
     #[arg(long, default_value_t = 5, value_name = "N",
@@ -210,6 +214,12 @@ fn plan(a: &EvalArgs) -> Result<(PipelineFile, BTreeMap<&'static str, String>)> 
     vars.insert("PRINT", "false".into());
 
     let (name, text_of_file) = if a.ground_truth_joints {
+        if a.method == "none" {
+            bail!(
+                "--method none keeps a regressor's body; --ground-truth-joints gives joints: \
+                 use ikol, hybrik, hybrik-naive or fit"
+            );
+        }
         if a.checkpoint.is_some() || a.flip_test {
             eprintln!(
                 "note: --ground-truth-joints evaluates the solver alone: the network options \
@@ -218,6 +228,7 @@ fn plan(a: &EvalArgs) -> Result<(PipelineFile, BTreeMap<&'static str, String>)> 
         }
         (ORACLE_NAME, ORACLE_PIPELINE)
     } else {
+        let regressor = matches!(a.model.as_str(), "hkmr" | "hmr");
         match (&a.checkpoint, a.model.as_str()) {
             (Some(c), _) => check_file(
                 "--checkpoint",
@@ -229,7 +240,23 @@ fn plan(a: &EvalArgs) -> Result<(PipelineFile, BTreeMap<&'static str, String>)> 
                  HybrIK/IKOL .pth or our .safetensors), or use --model blazepose (pretrained \
                  BlazePose) or --ground-truth-joints (the solver alone)"
             ),
+            (None, m @ ("hkmr" | "hmr")) => bail!(
+                "--model {m} needs a checkpoint: pass --checkpoint FILE (a regressor \
+                 .safetensors written by ikol-train)"
+            ),
             (None, _) => {}
+        }
+        match (regressor, a.method.as_str()) {
+            (true, "none" | "fit") | (false, "ikol" | "hybrik" | "hybrik-naive" | "fit") => {}
+            (true, m) => bail!(
+                "--model {} gives the body itself, not joints for inverse kinematics: use \
+                 --method none (its body) or fit (fitted from it), not {m}",
+                a.model
+            ),
+            (false, m) => bail!(
+                "--method {m} keeps a regressor's body: it needs --model hkmr or hmr, not {}",
+                a.model
+            ),
         }
         vars.insert("MODEL", a.model.clone());
         vars.insert(

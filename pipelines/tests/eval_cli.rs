@@ -1,7 +1,8 @@
 //! `ikol eval-3dpw` and the two 3DPW pipeline files on the fixture tree `tests/data/3dpw`
 //! (2 test sequences, 12 person-frames with a valid camera pose): the solver alone on
-//! ground-truth joints reproduces the ground truth, the network chain scores every person, and
-//! bad options fail with messages that name the option and the path.
+//! ground-truth joints reproduces the ground truth, the network chain (joints or a body
+//! regressor) scores every person, and bad options fail with messages that name the option and
+//! the path.
 
 #![allow(clippy::unwrap_used)]
 
@@ -187,6 +188,67 @@ fn network_chain_scores_every_person() {
     assert_eq!(summary(&one)["all"]["samples"].as_u64(), Some(5));
     assert_eq!(csv_rows(&one, "fixture_walk_00"), 5);
     assert!(!one.join("fixture_pair_01.csv").exists());
+}
+
+/// A body regressor (HKMR, tiny and random as in the backbone tests) with `--method none`:
+/// every person is scored from the regressor's own body; the IK methods, a regressor without
+/// a checkpoint and `--method none` without a regressor are refused by name.
+#[test]
+fn regressor_chain_scores_every_person_and_bad_pairs_are_refused() {
+    let dir = tmp("regressor");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = dir.join("hkmr.safetensors");
+    let cfg = ikol_backbone::RegressorNetConfig::tiny(ikol_backbone::RegressorKind::Hkmr);
+    ikol_backbone::DirectRegressor::initialised(&cfg, &ikol_backbone::candle::Device::Cpu)
+        .unwrap()
+        .save(&ck)
+        .unwrap();
+    let out = dir.join("out");
+    let r = ikol(&[
+        "eval-3dpw",
+        "--root",
+        "tests/data/3dpw",
+        "--model",
+        "hkmr",
+        "--checkpoint",
+        s(&ck),
+        "--method",
+        "none",
+        "--output",
+        s(&out),
+    ]);
+    assert!(r.ok, "{}", r.all());
+    let v = summary(&out);
+    assert_eq!(v["all"]["samples"].as_u64(), Some(12), "{v}");
+    assert_eq!(v["all"]["missing"].as_u64(), Some(0), "{v}");
+    assert!(v["all"]["mpjpe_mm"].as_f64().unwrap().is_finite(), "{v}");
+
+    let o = s(&out);
+    let refused = |args: &[&str], needles: &[&str]| {
+        let r = ikol(args);
+        assert!(!r.ok, "{args:?}: {}", r.all());
+        for n in needles {
+            assert!(r.stderr.contains(n), "{args:?}: no {n:?} in {}", r.all());
+        }
+    };
+    let root = ["eval-3dpw", "--root", "tests/data/3dpw", "--output", o];
+    let ck = s(&ck);
+    refused(
+        &[&root[..], &["--model", "hkmr", "--checkpoint", ck]].concat(),
+        &["--model hkmr gives the body itself", "not ikol"],
+    );
+    refused(
+        &[&root[..], &["--model", "hmr", "--method", "none"]].concat(),
+        &["--model hmr needs a checkpoint"],
+    );
+    refused(
+        &[&root[..], &["--model", "blazepose", "--method", "none"]].concat(),
+        &["--method none keeps a regressor's body", "not blazepose"],
+    );
+    refused(
+        &[&root[..], &["--ground-truth-joints", "--method", "none"]].concat(),
+        &["--method none keeps a regressor's body"],
+    );
 }
 
 #[test]
