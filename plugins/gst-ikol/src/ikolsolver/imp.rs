@@ -171,10 +171,26 @@ struct State {
     basis24: JointShapeBasis,
     basis29: Option<JointShapeBasis>,
     bodies: Bodies,
-    /// Frames seen since start (the fit's track clock).
+    /// The fit's track clock: frames since start, counted from the timestamps when the stream
+    /// has them (a frame a leaky queue dropped still counts), else one per buffer.
     frame: u64,
+    /// Timestamp of the last buffer, nanoseconds.
+    last_pts: Option<u64>,
+    /// Frame duration from the caps' framerate, nanoseconds.
+    frame_ns: Option<u64>,
     /// Width and height of the video (for clipping boxes).
     size: Option<(u32, u32)>,
+}
+
+/// Frames the track clock advances for a buffer at `pts` after one at `last`, `frame_ns`
+/// apart: the frames between them, at least one; one when a timestamp or the rate is unknown
+/// (or time went backwards). The fit's acceleration terms assume consecutive frames one frame
+/// apart, so a gap must show as one.
+fn clock_step(last: Option<u64>, pts: Option<u64>, frame_ns: Option<u64>) -> u64 {
+    match (last, pts, frame_ns) {
+        (Some(l), Some(p), Some(d)) if d > 0 && p > l => ((p - l).saturating_add(d / 2) / d).max(1),
+        _ => 1,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -576,6 +592,8 @@ impl BaseTransformImpl for IkolSolver {
             basis29,
             bodies,
             frame: 0,
+            last_pts: None,
+            frame_ns: None,
             size: None,
         });
         Ok(())
@@ -584,6 +602,14 @@ impl BaseTransformImpl for IkolSolver {
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         if let Some(s) = common::lock(&self.state).as_mut() {
             s.size = common::frame_size(incaps);
+            s.frame_ns = incaps
+                .structure(0)
+                .and_then(|st| st.get::<gst::Fraction>("framerate").ok())
+                .filter(|f| f.numer() > 0 && f.denom() > 0)
+                .map(|f| {
+                    let (n, d) = (f.numer() as u128, f.denom() as u128);
+                    ((1_000_000_000 * d + n / 2) / n) as u64
+                });
         }
         Ok(())
     }
@@ -615,7 +641,12 @@ impl BaseTransformImpl for IkolSolver {
             if discont {
                 state.bodies.reset();
             }
-            state.frame += 1;
+            let pts = buf.pts().map(gst::ClockTime::nseconds);
+            let frame_ns = state
+                .frame_ns
+                .or_else(|| buf.duration().map(gst::ClockTime::nseconds));
+            state.frame += clock_step(state.last_pts, pts, frame_ns);
+            state.last_pts = pts.or(state.last_pts);
             state.bodies.forget_old(state.frame);
             let frame = m.clone();
             for p in &mut m.people {
@@ -628,5 +659,26 @@ impl BaseTransformImpl for IkolSolver {
             gst::FlowError::Error
         })?;
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock_step;
+
+    #[test]
+    fn the_track_clock_counts_frames_from_timestamps() {
+        let d = Some(16_666_667); // 60 fps
+        assert_eq!(clock_step(Some(0), Some(16_666_667), d), 1);
+        // Two frames a leaky queue dropped: the next buffer is three frames on.
+        assert_eq!(clock_step(Some(0), Some(50_000_000), d), 3);
+        // Jitter of a third of a frame still rounds to one.
+        assert_eq!(clock_step(Some(0), Some(11_000_000), d), 1);
+        // No timestamp, no rate, time going backwards or standing: one per buffer.
+        assert_eq!(clock_step(None, Some(50_000_000), d), 1);
+        assert_eq!(clock_step(Some(0), None, d), 1);
+        assert_eq!(clock_step(Some(0), Some(50_000_000), None), 1);
+        assert_eq!(clock_step(Some(50_000_000), Some(0), d), 1);
+        assert_eq!(clock_step(Some(0), Some(0), d), 1);
     }
 }
