@@ -321,9 +321,9 @@ impl Bodies {
                 ..input
             };
             // After a repair the IK solution (solved from the swapped labels) is a poor start:
-            // start from the labels body instead (on cam02, 17 of 26 restarts were on repaired
-            // frames; from the labels body the fit's accel there went 83 -> 71 mm/frame^2 and
-            // its 2D error 17.4 -> 15.9 px, `multiview-accuracy --view cam02`).
+            // start from the labels body instead. On cam02 (uncalibrated) 17 of 26 restarts were
+            // on repaired frames; from the labels body the fit's accel went 83 -> 71
+            // mm/frame^2 and its 2D error 17.4 -> 15.9 px (`multiview-accuracy --view cam02`).
             let from = track
                 .as_ref()
                 .filter(|_| repaired)
