@@ -15,6 +15,8 @@ mediapipe) and with its built-in kernels, on 1 and 2 threads.
     python3 -m venv ~/.cache/ikol/mpenv && ~/.cache/ikol/mpenv/bin/pip install ai-edge-litert==2.3.0 numpy
     ~/.cache/ikol/mpenv/bin/python elements/detect/tools/gen_tflite_fixture.py \
         [--models ~/.cache/ikol/models] [--out elements/detect/tests/data/tflite_expected.json]
+        [--time-only]   (only the timings, nothing written: to set beside `blazepose-bench`'s
+                         "model" medians in the same session)
 
 Inputs (float32, NHWC, h/w/c zero-based):
   smooth: v = sin(0.031 h + 0.017 w (c + 1) + 0.9 c) * cos(0.023 w - 0.011 h + 0.5 c)  in [-1, 1]
@@ -106,7 +108,19 @@ def main():
     ap.add_argument("--models", default=os.environ.get("IKOL_MODELS", os.path.expanduser("~/.cache/ikol/models")))
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "tests", "data", "tflite_expected.json"))
+    ap.add_argument("--time-only", action="store_true", help="print the timings only, write nothing")
     args = ap.parse_args()
+    if args.time_only:
+        for name, cfg in MODELS.items():
+            path = os.path.join(args.models, f"{name}.tflite")
+            it = make(path, OpResolverType.AUTO, 1)
+            x = to_range(smooth(tuple(it.get_input_details()[0]["shape"])), *cfg["range"])
+            timings = {}
+            for threads in (1, 2):
+                runs = [time_it(make(path, OpResolverType.AUTO, threads), x, 10) for _ in range(5)]
+                timings[f"xnnpack_{threads}t_ms_median_of_5x10"] = round(float(np.median(runs)), 2)
+            print(f"{name}: {timings}")
+        return
 
     result = {
         "generator": "elements/detect/tools/gen_tflite_fixture.py",
