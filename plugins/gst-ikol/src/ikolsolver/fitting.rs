@@ -35,7 +35,7 @@ const SWAP_MIN_ERROR: f64 = 0.04;
 /// BlazePose's own 27; `multiview-accuracy --view cam02`).
 const LABELS_MAX_AGE: u64 = 5;
 /// A warm start that ends this far off (mean keypoint error, fraction of the body's height) is
-/// retried from the IK solution.
+/// retried from the IK solution (after a left/right repair, from the labels body).
 const RESTART_ERROR: f64 = 0.03;
 
 /// What one track remembers.
