@@ -4,10 +4,11 @@
 //! ```text
 //! cargo run --release -p ikol-tests --bin multiview-accuracy -- [--media DIR] [--ikol PATH]
 //!     [--pipeline FILE] [--methods ikol,hybrik,fit] [--keep DIR [--reuse]] [--out DIR]
-//!     [--var NAME=VALUE ...] [--set ELEMENT.PROPERTY=VALUE ...]
+//!     [--var NAME=VALUE ...] [--set ELEMENT.PROPERTY=VALUE ...] [--view camNN]
 //! ```
 //! (`--var` passes a pipeline variable and `--set` an element property to every run, e.g.
-//! `--set ikolsolver.fit-sigma-accel=0.03`.)
+//! `--set ikolsolver.fit-sigma-accel=0.03`; `--view` runs and judges the chain on another of
+//! the four views, cam01 by default.)
 //! (`make multiview-accuracy` fetches the media and models, builds and runs it.)
 //!
 //! **Data.** The 4 synchronised views of pose2sim 0.10.49's `Demo_SinglePerson` (100 frames,
