@@ -146,6 +146,15 @@ pub fn tight_box(
     b.is_valid().then_some(b)
 }
 
+/// The framerate of raw video caps, when it is a positive fraction (`None` for variable rate
+/// `0/1` and for caps without one).
+pub fn frame_rate(caps: &gst::CapsRef) -> Option<gst::Fraction> {
+    caps.structure(0)?
+        .get::<gst::Fraction>("framerate")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+}
+
 /// Width and height of raw video caps (`None` for other caps).
 pub fn frame_size(caps: &gst::CapsRef) -> Option<(u32, u32)> {
     let s = caps.structure(0)?;

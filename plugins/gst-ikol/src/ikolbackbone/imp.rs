@@ -262,12 +262,11 @@ impl IkolBackbone {
             p.beta = beta.iter().map(|&b| b as f32).collect();
             // The box sent upstream is clipped to the frame: a wrong depth makes the projected
             // joints huge, and a crop grown from them would make the next estimate worse still.
-            let points: Vec<[f64; 2]> = p.joints_2d.iter().map(|q| q.map(f64::from)).collect();
             if let Some(b) = BBox::around_points(
-                points
+                p.joints_2d
                     .iter()
-                    .copied()
-                    .filter(|q| q.iter().all(|x| x.is_finite())),
+                    .filter(|q| q.iter().all(|x| x.is_finite()))
+                    .map(|q| q.map(f64::from)),
                 FEEDBACK_BOX_SCALE,
             )
             .and_then(|b| {

@@ -507,11 +507,7 @@ impl BaseTransformImpl for IkolExport {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        let fps = incaps
-            .structure(0)
-            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-            .filter(|f| f.numer() > 0 && f.denom() > 0)
-            .map(|f| f64::from(f.numer()) / f64::from(f.denom()));
+        let fps = common::frame_rate(incaps).map(|f| f64::from(f.numer()) / f64::from(f.denom()));
         if let Some(State::Takes(t)) = common::lock(&self.state).as_mut() {
             t.fps = fps;
         }

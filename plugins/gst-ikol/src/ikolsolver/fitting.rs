@@ -63,6 +63,14 @@ struct Labels {
     agree: bool,
 }
 
+impl Labels {
+    /// Nothing to judge against (no landmarks, no recent labels body): kept, and taken as agreeing.
+    const UNKNOWN: Self = Self {
+        repaired: false,
+        agree: true,
+    };
+}
+
 /// The body model as the fitter and the outputs need it, and the tracks.
 #[derive(Debug)]
 pub struct Bodies {
@@ -184,12 +192,8 @@ impl Bodies {
 
     /// Repairs swapped left/right landmark labels against the labels body `reference`.
     fn repair_swap(&self, p: &mut Person, reference: &BodyState, k: &Intrinsics) -> Labels {
-        let unknown = Labels {
-            repaired: false,
-            agree: true,
-        };
         if !self.landmarks || p.landmarks_2d.len() != LANDMARKS {
-            return unknown;
+            return Labels::UNKNOWN;
         }
         let last = self.surface.pose(reference);
         let Some(prev): Option<Vec<[f64; 2]>> = last.points[..LANDMARKS]
@@ -197,7 +201,7 @@ impl Bodies {
             .map(|x| k.project(x))
             .collect()
         else {
-            return unknown;
+            return Labels::UNKNOWN;
         };
         let cost = |order: &[usize]| {
             let (mut e, mut w) = (0.0, 0.0);
@@ -265,13 +269,7 @@ impl Bodies {
             .as_ref()
             .and_then(|t| t.labels.as_ref())
             .filter(|(_, f)| frame.saturating_sub(*f) <= LABELS_MAX_AGE)
-            .map_or(
-                Labels {
-                    repaired: false,
-                    agree: true,
-                },
-                |(s, _)| self.repair_swap(p, s, k),
-            );
+            .map_or(Labels::UNKNOWN, |(s, _)| self.repair_swap(p, s, k));
         let repaired = labels.repaired;
         let (kps, p3, centre) = self.observations(p);
         let fresh = |t: &&Track| t.last_frame + 1 == frame;

@@ -602,14 +602,10 @@ impl BaseTransformImpl for IkolSolver {
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         if let Some(s) = common::lock(&self.state).as_mut() {
             s.size = common::frame_size(incaps);
-            s.frame_ns = incaps
-                .structure(0)
-                .and_then(|st| st.get::<gst::Fraction>("framerate").ok())
-                .filter(|f| f.numer() > 0 && f.denom() > 0)
-                .map(|f| {
-                    let (n, d) = (f.numer() as u128, f.denom() as u128);
-                    ((1_000_000_000 * d + n / 2) / n) as u64
-                });
+            s.frame_ns = common::frame_rate(incaps).map(|f| {
+                let (n, d) = (f.numer() as u128, f.denom() as u128);
+                ((1_000_000_000 * d + n / 2) / n) as u64
+            });
         }
         Ok(())
     }
