@@ -4,6 +4,8 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# Every cargo run reads its standard input from /dev/null: a build script's `rustc -` probe that
+# inherits it would compile whatever stdin holds (on a CI whose stdin is its own log: the log).
 CARGO ?= cargo
 OUT ?= out
 
@@ -42,10 +44,10 @@ models: setup
 	elements/detect/tools/fetch_mediapipe_models.sh $(MODELS)
 
 fmt:
-	$(CARGO) fmt --all --check
+	$(CARGO) fmt --all --check </dev/null
 
 lint: setup
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings </dev/null
 
 # On CI (CI=true) no incremental cache: it only costs disk on a one-shot build.
 ifneq ($(CI),)
@@ -75,7 +77,7 @@ media:
 	pipelines/tools/fetch_demo_media.sh $(MEDIA) >/dev/null
 
 test: setup models media validators fmt lint
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked </dev/null
 	@du -sh target 2>/dev/null | sed 's/^/test: build directory /' || true
 
 # The real clip of the demo, fetched and checked once (see `media`).
@@ -86,7 +88,7 @@ DEMO_CLIP := $(MEDIA)/pose2sim/cam01.mp4
 # body model, overlay video + JSON lines, every person in view. FOCAL and PRINCIPAL are the
 # clip's calibration (pose2sim's Calib.qca.txt, cam01).
 demo: setup models
-	$(CARGO) build --workspace --release --locked
+	$(CARGO) build --workspace --release --locked </dev/null
 	@mkdir -p $(OUT)
 	target/release/ikol inspect-model default
 	target/release/ikol mesh --body-model default --output $(OUT)/tpose.obj --render $(OUT)/tpose.png
@@ -106,7 +108,7 @@ demo: setup models
 # SOAK_LOOPS times (200) in one stream, resident memory sampled; run after `make demo`.
 .PHONY: soak
 soak: setup models
-	$(CARGO) build --release --locked -p ikol -p gst-ikol
+	$(CARGO) build --release --locked -p ikol -p gst-ikol </dev/null
 	tests/tools/soak.sh
 
 # Coverage-guided fuzzing of every parser (cargo-fuzz / libFuzzer, ASan, 1 GiB limits); crashes
@@ -149,7 +151,7 @@ MULTIVIEW_SET ?=
 MULTIVIEW_VIEW ?=
 .PHONY: multiview-accuracy
 multiview-accuracy: setup models
-	$(CARGO) build --release --locked -p ikol -p ikol-tests
+	$(CARGO) build --release --locked -p ikol -p ikol-tests </dev/null
 	tests/tools/fetch_multiview.sh $(MEDIA)/pose2sim-multiview
 	target/release/multiview-accuracy --media $(MEDIA)/pose2sim-multiview \
 		--ikol target/release/ikol --methods $(MULTIVIEW_METHODS) --out $(OUT) \
