@@ -1,6 +1,6 @@
 //! `ikol mocap`: a video in, one motion file per tracked person out (BVH, glTF binary, TRC,
-//! NPZ; several formats in one pass). Runs the default chain (BlazePose detector and landmarks,
-//! the body fitted per track, `method=fit`) with one `ikolexport` per output, through the same
+//! NPZ; several formats in one pass). Runs the default chain (BlazePose detector and landmarks
+//! with the flip test, the body fitted per track, `method=fit`) with one `ikolexport` per output, through the same
 //! runner as `ikol run` (progress, Ctrl-C finalises the files).
 
 use std::fmt::Write as _;
@@ -86,7 +86,8 @@ pub fn description(a: &MocapArgs) -> Result<String> {
     let _ = write!(
         d,
         " ! video/x-raw,format=RGB ! ikolcrop detector=blazepose max-people={} tracking=true \
-         ! ikolbackbone model=blazepose body-model={bm} focal-length={} principal-point={} \
+         ! ikolbackbone model=blazepose flip-test=true body-model={bm} focal-length={} \
+         principal-point={} \
          ! ikolsolver method=fit init=analytic body-model={bm}",
         a.max_people,
         a.focal.unwrap_or(0.0),

@@ -17,6 +17,8 @@ use ikol_body::nalgebra::Vector3;
 use ikol_body::{BodyModel, JointShapeBasis};
 use ikol_types::BBox;
 
+use crate::blazepose::Padding;
+use crate::blazepose::landmarks::{mirrored_roi, sides_disagree, swap_left_right};
 use crate::blazepose::{
     DetectorPostprocess, LandmarkOutputs, POSE_PRESENCE_THRESHOLD, PoseDetection, PoseLandmarks,
     RotatedRect, decode_pose, detection_roi, detector_input, landmark_input,
@@ -247,6 +249,7 @@ impl PersonDetector for BlazePoseDetector {
 #[derive(Debug)]
 pub struct BlazePoseLandmarker {
     model: tflite::Model,
+    flip_test: bool,
 }
 
 impl BlazePoseLandmarker {
@@ -257,7 +260,17 @@ impl BlazePoseLandmarker {
         model
             .retain_outputs(&["Identity", "Identity_1", "Identity_3", "Identity_4"])
             .map_err(failed)?;
-        Ok(Self { model })
+        Ok(Self {
+            model,
+            flip_test: false,
+        })
+    }
+
+    /// Also runs the mirrored crop and averages the two poses (the flip test of SimpleBaseline /
+    /// HybrIK; [`crate::blazepose::landmarks::mirrored_roi`]): twice the model time.
+    pub fn with_flip_test(mut self, on: bool) -> Self {
+        self.flip_test = on;
+        self
     }
 
     /// The pose in `roi`, or `None` when the model says no pose is there.
@@ -268,15 +281,49 @@ impl BlazePoseLandmarker {
     ) -> Result<Option<PoseLandmarks>, DetectError> {
         let input = landmark_input(image, roi).map_err(failed)?;
         let (h, w) = (input.height, input.width);
-        let outs = run(&self.model, input.data, h, w)?;
-        let flag = output(&outs, "Identity_1")?;
-        let out = LandmarkOutputs {
-            landmarks: output(&outs, "Identity")?,
-            pose_flag: flag.first().copied().unwrap_or(0.0),
-            heatmap: Some(output(&outs, "Identity_3")?),
-            world: output(&outs, "Identity_4")?,
+        let mirrored = self.flip_test.then(|| {
+            let mut m = input.data.clone();
+            for row in m.chunks_exact_mut(3 * w) {
+                for c in 0..w / 2 {
+                    for k in 0..3 {
+                        row.swap(3 * c + k, 3 * (w - 1 - c) + k);
+                    }
+                }
+            }
+            m
+        });
+        let decode = |data: Vec<f32>, roi: &RotatedRect, padding: &Padding| {
+            let outs = run(&self.model, data, h, w)?;
+            let flag = output(&outs, "Identity_1")?;
+            let out = LandmarkOutputs {
+                landmarks: output(&outs, "Identity")?,
+                pose_flag: flag.first().copied().unwrap_or(0.0),
+                heatmap: Some(output(&outs, "Identity_3")?),
+                world: output(&outs, "Identity_4")?,
+            };
+            decode_pose(&out, roi, padding, POSE_PRESENCE_THRESHOLD).map_err(failed)
         };
-        decode_pose(&out, &input.roi, &input.padding, POSE_PRESENCE_THRESHOLD).map_err(failed)
+        let Some(pose) = decode(input.data, &input.roi, &input.padding)? else {
+            return Ok(None);
+        };
+        let Some(data) = mirrored else {
+            return Ok(Some(pose));
+        };
+        // The flip test: the mirrored crop is decoded as the crop of a mirrored frame, each pass
+        // refined from its own heatmap (so the half-cell offset of the refinement, which mirrors
+        // with the crop, cancels in x), and the two poses averaged.
+        let (roi, padding) = mirrored_roi(&input.roi, &input.padding);
+        let Some(other) = decode(data, &roi, &padding)? else {
+            return Ok(Some(pose));
+        };
+        let mut other = other.unmirrored();
+        // Keep the first pass's labelling (the solver's left/right repair judges it over
+        // time); the mirrored pass follows it.
+        if sides_disagree(&pose, &other) {
+            swap_left_right(&mut other.landmarks);
+            swap_left_right(&mut other.world);
+        }
+        Ok(Some(pose.mean_with(&other)))
     }
 }
 

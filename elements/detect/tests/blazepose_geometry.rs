@@ -735,3 +735,87 @@ fn one_euro_filter_of_the_auxiliary_landmarks() {
     // a timestamp that does not increase returns the input
     assert_eq!(f.apply(99_999_000, 0.01, 50.0), 50.0);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Flip test: the mirrored crop decoded as the crop of the frame mirrored about x = 0.
+
+#[test]
+fn mirrored_roi_projects_the_mirrored_crop_onto_the_mirrored_frame() {
+    // A crop point u (normalised, before letterbox removal) in the crop is 1 - u in the mirrored
+    // crop. Projected through the mirrored ROI and letterbox it must land on the mirror
+    // (x -> -x) of where u lands through the ROI: LandmarkProjectionCalculator,
+    // p = centre + R(rotation) [((u - left) / (1 - left - right) - 1/2) w, ...].
+    let roi = RotatedRect {
+        cx: 310.0,
+        cy: 455.0,
+        w: 660.0,
+        h: 640.0,
+        rotation: 0.3,
+    };
+    let padding = [0.1, 0.05, 0.02, 0.0];
+    let (mroi, mpad) = landmarks::mirrored_roi(&roi, &padding);
+    for (u, v) in [(0.2f32, 0.7f32), (0.5, 0.5), (0.93, 0.11)] {
+        let lm = |x: f32| NormLandmark {
+            x,
+            y: v,
+            z: 0.25,
+            visibility: 0.5,
+            presence: 0.5,
+        };
+        let p = landmarks::project_landmarks(&[lm(u)], &roi, &padding)[0];
+        let q = landmarks::project_landmarks(&[lm(1.0 - u)], &mroi, &mpad)[0];
+        // By hand for the first point, then the mirror relation for all.
+        if u == 0.2 {
+            let (x, y) = ((0.2 - 0.1) / 0.88 - 0.5, (0.7 - 0.05) / 0.95 - 0.5);
+            let (s, c) = 0.3f64.sin_cos();
+            assert_close!(p.x, 310.0 + (c * x - s * y) * 660.0, 1e-3);
+            assert_close!(p.y, 455.0 + (s * x + c * y) * 640.0, 1e-3);
+        }
+        assert_close!(q.x, -p.x, 1e-3);
+        assert_close!(q.y, p.y, 1e-3);
+        assert_close!(q.z, p.z, 1e-3);
+    }
+}
+
+#[test]
+fn an_unmirrored_pose_exchanges_sides_but_not_the_midline() {
+    let lm = |x: f64| Landmark {
+        x,
+        y: 2.0 * x,
+        z: 0.0,
+        visibility: 0.9,
+        presence: 0.9,
+    };
+    let wl = |x: f64| WorldLandmark {
+        x,
+        y: 3.0 * x,
+        z: x,
+        visibility: 0.9,
+        presence: 0.9,
+    };
+    let pose = PoseLandmarks {
+        presence: 0.8,
+        landmarks: (0..33).map(|i| lm(i as f64 + 1.0)).collect(),
+        auxiliary: vec![lm(100.0), lm(200.0)],
+        world: (0..33).map(|i| wl(i as f64 + 1.0)).collect(),
+    };
+    let m = pose.clone().unmirrored();
+    // 11 (left shoulder) <-> 12 (right shoulder): the right one is the left one mirrored.
+    assert_close!(m.landmarks[12].x, -12.0, 1e-12);
+    assert_close!(m.landmarks[12].y, 24.0, 1e-12);
+    assert_close!(m.landmarks[11].x, -13.0, 1e-12);
+    assert_close!(m.world[12].x, -12.0, 1e-12);
+    assert_close!(m.world[12].y, 36.0, 1e-12);
+    assert_close!(m.world[12].z, 12.0, 1e-12);
+    // The nose (0) stays itself; the auxiliary points are mirrored in place.
+    assert_close!(m.landmarks[0].x, -1.0, 1e-12);
+    assert_close!(m.auxiliary[0].x, -100.0, 1e-12);
+    assert_close!(m.auxiliary[1].y, 400.0, 1e-12);
+    // Twice is the identity; the mean with itself is itself; sides are told apart.
+    assert_eq!(m.clone().unmirrored(), pose);
+    assert_eq!(pose.clone().mean_with(&pose), pose);
+    let mut swapped = pose.clone();
+    landmarks::swap_left_right(&mut swapped.landmarks);
+    assert!(landmarks::sides_disagree(&pose, &swapped));
+    assert!(!landmarks::sides_disagree(&pose, &pose));
+}

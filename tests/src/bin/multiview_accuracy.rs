@@ -48,8 +48,10 @@
 //! a pipeline without `PRINCIPAL` is run again without it, the principal point then being the
 //! frame centre). Per frame the subject is the person of the track that is most often the
 //! tallest (`bbox`), unless it is much smaller than the tallest person of that frame. Rows:
-//! `BlazePose world landmarks` (`landmarks_3d`, 2D from `landmarks_2d`, of the first run that
-//! worked), `M (mesh at landmark anchors)` (`surface_landmarks_3d`), `M (SMPL joints)`
+//! `BlazePose world landmarks` (`landmarks_3d`, 2D from `landmarks_2d`) of one more run with
+//! `FLIP_TEST=false` (`landmarks.jsonl`: BlazePose as mediapipe gives it, the baseline), and
+//! `BlazePose world landmarks, the runs' front end` (of the first method run: the pipeline's
+//! default front end, with the flip test), `M (mesh at landmark anchors)` (`surface_landmarks_3d`), `M (SMPL joints)`
 //! (`joints_3d`, SMPL joints 16-21, 1, 2, 4, 5, 7, 8 against landmarks 11-16, 23-28), and the
 //! front end's 2D line per run (`landmarks_2d`).
 //!
@@ -74,7 +76,7 @@
 //!   rows project their camera-frame points with cam01's pinhole (fx, fy, cx, cy; the frame
 //!   centre as principal point when the pipeline had no PRINCIPAL); the BlazePose row uses `landmarks_2d`; the front-end lines are `landmarks_2d` of each run.
 //!
-//! Ratios: each method's mesh row over the BlazePose row (PA-MPJPE, MPJPE, accel err, flexion),
+//! Ratios: each method's mesh row over the (first) BlazePose row (PA-MPJPE, MPJPE, accel err, flexion),
 //! its mean accel over the reference's, and its 2D error over its own run's front-end 2D error.
 //!
 //! Writes the table to stdout and `--out` (default `out/`) as `multiview-accuracy.md`, and all
@@ -115,6 +117,8 @@ const LIMB_LANDMARKS: [usize; 12] = [11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27,
 const LIMB_SMPL: [usize; 12] = [16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8];
 /// Hips within the 12.
 const HIP_L: usize = 6;
+/// The files of the baseline run (BlazePose without the flip test) in the work folder.
+const LANDMARKS_RUN: &str = "landmarks";
 const HIP_R: usize = 7;
 /// (proximal, joint, distal) within the 12: L/R elbow, L/R knee.
 const FLEXION: [(usize, usize, usize); 4] = [(0, 2, 4), (1, 3, 5), (6, 8, 10), (7, 9, 11)];
@@ -884,14 +888,18 @@ struct RunOutcome {
 }
 
 /// Runs the product on cam01 with `method`; `Ok(principal accepted)`.
+/// One `ikol run` of the chain with `method` (and `extra` NAME=value variables), its files named
+/// after `tag` in `dir`; `Ok(principal point given)`.
 fn run_ikol(
     a: &Args,
+    tag: &str,
     method: &str,
+    extra: &[&str],
     cam: &Camera,
     input: &Path,
     dir: &Path,
 ) -> Result<bool, String> {
-    let json = dir.join(format!("{method}.jsonl"));
+    let json = dir.join(format!("{tag}.jsonl"));
     let mut with_principal = true;
     loop {
         let mut cmd = Command::new(&a.ikol);
@@ -900,13 +908,14 @@ fn run_ikol(
             .arg(format!("INPUT={}", input.display()))
             .arg(format!(
                 "OUTPUT={}",
-                dir.join(format!("{method}.mp4")).display()
+                dir.join(format!("{tag}.mp4")).display()
             ))
             .arg(format!("JSON={}", json.display()))
             .arg(format!("METHOD={method}"))
             .args(["INIT=analytic", "DETECTOR=blazepose", "MODEL=blazepose"])
             .arg(format!("FOCAL={:.3}", cam.fx))
-            .args(&a.vars);
+            .args(&a.vars)
+            .args(extra);
         for set in &a.sets {
             cmd.args(["--set", set]);
         }
@@ -1527,19 +1536,23 @@ fn main() -> Result<()> {
     };
     let input = a.media.join(format!("{}.mp4", VIEWS[a.view]));
     let mut runs = Vec::new();
-    for method in &a.methods {
-        let json = work.join(format!("{method}.jsonl"));
+    // The baseline is BlazePose's world landmarks as mediapipe gives them: one more run of the
+    // chain without the flip test (the pipelines' default front end has it), its landmarks only.
+    let landmarks_run = (LANDMARKS_RUN, "ikol", ["FLIP_TEST=false"].as_slice());
+    let method_runs = a
+        .methods
+        .iter()
+        .map(|m| (m.as_str(), m.as_str(), [].as_slice()));
+    for (tag, method, extra) in std::iter::once(landmarks_run).chain(method_runs) {
+        let json = work.join(format!("{tag}.jsonl"));
         let t0 = Instant::now();
-        let marker = work.join(format!("{method}.principal"));
+        let marker = work.join(format!("{tag}.principal"));
         let status = if a.reuse && json.is_file() {
-            eprintln!("multiview-accuracy: {method}: reusing {}", json.display());
+            eprintln!("multiview-accuracy: {tag}: reusing {}", json.display());
             Ok(marker.is_file())
         } else {
-            eprintln!(
-                "multiview-accuracy: {method}: ikol run on {}",
-                input.display()
-            );
-            let s = run_ikol(&a, method, cam, &input, &work);
+            eprintln!("multiview-accuracy: {tag}: ikol run on {}", input.display());
+            let s = run_ikol(&a, tag, method, extra, cam, &input, &work);
             if s == Ok(true) {
                 let _ = std::fs::write(&marker, "");
             } else {
@@ -1552,10 +1565,10 @@ fn main() -> Result<()> {
             .and_then(|_| read_jsonl(&json).map_err(|e| format!("{e:#}")))
             .map(|frames| select_subjects(&frames));
         if let Err(e) = &result {
-            eprintln!("multiview-accuracy: {method}: FAILED: {e}");
+            eprintln!("multiview-accuracy: {tag}: FAILED: {e}");
         }
         runs.push(RunOutcome {
-            method: method.clone(),
+            method: tag.to_owned(),
             result,
             principal: status.unwrap_or(false),
             seconds: t0.elapsed().as_secs_f64(),
@@ -1571,24 +1584,33 @@ fn main() -> Result<()> {
     let mut fronts: Vec<(String, Option<f64>, usize)> = Vec::new();
     let mut baseline: Option<Metrics> = None;
     let mut per_method: Vec<(String, Option<Metrics>, Option<f64>)> = Vec::new();
+    let (plain, runs) = runs.split_at(1);
+    if let Ok(s) = &plain[0].result {
+        let m = evaluate(&blazepose_row(s), &ref_limbs, cam);
+        rows.push((
+            "BlazePose world landmarks".into(),
+            Some(m.clone()),
+            Some("as mediapipe gives them (the chain with FLIP_TEST=false)".into()),
+        ));
+        baseline = Some(m);
+    } else if let Err(e) = &plain[0].result {
+        rows.push(("BlazePose world landmarks".into(), None, Some(e.clone())));
+    }
     if let Some(first) = runs.iter().find(|r| r.result.is_ok())
         && let Ok(s) = &first.result
     {
         let m = evaluate(&blazepose_row(s), &ref_limbs, cam);
         rows.push((
-            "BlazePose world landmarks".into(),
+            "BlazePose world landmarks, the runs' front end".into(),
             Some(m.clone()),
-            Some(format!("from the {} run", first.method)),
+            Some(format!(
+                "from the {} run: the pipeline's front end (its default: the flip test)",
+                first.method
+            )),
         ));
-        baseline = Some(m);
-    } else {
-        rows.push((
-            "BlazePose world landmarks".into(),
-            None,
-            Some("no run worked".into()),
-        ));
+        baseline.get_or_insert(m);
     }
-    for r in &runs {
+    for r in runs {
         match &r.result {
             Ok(s) => {
                 let k = if r.principal {
@@ -1784,7 +1806,9 @@ fn main() -> Result<()> {
         md,
         "\nTime: {total:.0} s (BlazePose on the 4 views {:.0} s, reference {ref_seconds:.1} s, runs {}).",
         bp_seconds.iter().sum::<f64>(),
-        runs.iter()
+        plain
+            .iter()
+            .chain(runs)
             .map(|r| format!("{} {:.0} s", r.method, r.seconds))
             .collect::<Vec<_>>()
             .join(", ")

@@ -179,6 +179,42 @@ pub struct LandmarkOutputs<'a> {
     pub world: &'a [f32],
 }
 
+/// The ROI and letterbox under which a horizontally **mirrored** crop is the crop of a frame
+/// mirrored about `x = 0`: centre `(-cx, cy)`, rotation negated, left and right padding
+/// exchanged. A pose decoded from the mirrored crop with them ([`decode_pose`]) is the pose of
+/// that mirrored frame; [`PoseLandmarks::unmirrored`] turns it back.
+pub fn mirrored_roi(roi: &RotatedRect, padding: &Padding) -> (RotatedRect, Padding) {
+    (
+        RotatedRect {
+            cx: -roi.cx,
+            rotation: -roi.rotation,
+            ..*roi
+        },
+        [padding[2], padding[1], padding[0], padding[3]],
+    )
+}
+
+/// Whether two poses name left and right the other way round: their paired body landmarks lie
+/// nearer each other in the frame with one pose's sides exchanged. (BlazePose may see a back
+/// for a front in one pass and not in the other; the mean of the two would put both sides on
+/// the midline.)
+pub fn sides_disagree(a: &PoseLandmarks, b: &PoseLandmarks) -> bool {
+    let d = |p: &Landmark, q: &Landmark| (p.x - q.x).hypot(p.y - q.y);
+    let (mut same, mut exchanged) = (0.0, 0.0);
+    for (l, r) in LEFT_RIGHT_PAIRS {
+        if let (Some(al), Some(ar), Some(bl), Some(br)) = (
+            a.landmarks.get(l),
+            a.landmarks.get(r),
+            b.landmarks.get(l),
+            b.landmarks.get(r),
+        ) {
+            same += d(al, bl) + d(ar, br);
+            exchanged += d(al, br) + d(ar, bl);
+        }
+    }
+    exchanged < same
+}
+
 /// A decoded pose.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoseLandmarks {
@@ -196,6 +232,47 @@ impl PoseLandmarks {
     /// The ROI for the next frame (`PoseLandmarksToRoi`).
     pub fn next_roi(&self) -> Option<RotatedRect> {
         roi_from_aux_landmarks(&self.auxiliary)
+    }
+
+    /// The pose of a frame mirrored about `x = 0` ([`mirrored_roi`]) as the pose of the frame:
+    /// `x -> -x` (pixels and world), left and right landmarks exchanged. The auxiliary
+    /// landmarks (hip centre, body-size point) lie on the midline: mirrored, not exchanged.
+    pub fn unmirrored(mut self) -> Self {
+        for l in self.landmarks.iter_mut().chain(&mut self.auxiliary) {
+            l.x = -l.x;
+        }
+        for w in &mut self.world {
+            w.x = -w.x;
+        }
+        swap_left_right(&mut self.landmarks);
+        swap_left_right(&mut self.world);
+        self
+    }
+
+    /// The mean of two poses of the same person (positions, world positions, probabilities).
+    pub fn mean_with(mut self, o: &Self) -> Self {
+        self.presence = 0.5 * (self.presence + o.presence);
+        let mean = |a: &mut Landmark, b: &Landmark| {
+            a.x = 0.5 * (a.x + b.x);
+            a.y = 0.5 * (a.y + b.y);
+            a.z = 0.5 * (a.z + b.z);
+            a.visibility = 0.5 * (a.visibility + b.visibility);
+            a.presence = 0.5 * (a.presence + b.presence);
+        };
+        for (a, b) in self.landmarks.iter_mut().zip(&o.landmarks) {
+            mean(a, b);
+        }
+        for (a, b) in self.auxiliary.iter_mut().zip(&o.auxiliary) {
+            mean(a, b);
+        }
+        for (a, b) in self.world.iter_mut().zip(&o.world) {
+            a.x = 0.5 * (a.x + b.x);
+            a.y = 0.5 * (a.y + b.y);
+            a.z = 0.5 * (a.z + b.z);
+            a.visibility = 0.5 * (a.visibility + b.visibility);
+            a.presence = 0.5 * (a.presence + b.presence);
+        }
+        self
     }
 }
 

@@ -424,7 +424,10 @@ impl ObjectImpl for IkolBackbone {
                     .build(),
                 glib::ParamSpecBoolean::builder("flip-test")
                     .nick("Flip test")
-                    .blurb("Also run the mirrored crop and average (HybrIK's flip test)")
+                    .blurb(
+                        "Also run the mirrored crop and average (HybrIK's flip test; heatmap and \
+                         blazepose: twice the network time)",
+                    )
                     .default_value(DEFAULT_FLIP_TEST)
                     .mutable_ready()
                     .build(),
@@ -544,7 +547,8 @@ impl BaseTransformImpl for IkolBackbone {
         let net = match s.model {
             BackboneModel::BlazePose => {
                 let landmarker = BlazePoseLandmarker::load(&models_dir())
-                    .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
+                    .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?
+                    .with_flip_test(s.flip_test);
                 let model = common::body_model("ikolbackbone", &s.body_model)?;
                 let body = BodyFromLandmarks::new(&model).map_err(|e| {
                     settings_err(format!("ikolbackbone: body-model `{}`: {e}", s.body_model))
