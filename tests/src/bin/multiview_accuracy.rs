@@ -76,6 +76,13 @@
 //!   rows project their camera-frame points with cam01's pinhole (fx, fy, cx, cy; the frame
 //!   centre as principal point when the pipeline had no PRINCIPAL); the BlazePose row uses `landmarks_2d`; the front-end lines are `landmarks_2d` of each run.
 //!
+//! Diagnosis (per BlazePose baseline and mesh row): where the 3D error comes from. PA-MPJPE
+//! again with every limb bone (upper arm, forearm, thigh, shin) given the reference's mean
+//! length, its direction kept, rebuilt outwards from the shoulders and hips; and with every limb
+//! bone's depth component (camera z) given the sign of the reference's, its length kept; per
+//! bone the frames whose depth sign differs from the reference's, and the mean bone lengths.
+//! (A single view fixes a bone's depth from its image and length only up to that sign.)
+//!
 //! Ratios: each method's mesh row over the (first) BlazePose row (PA-MPJPE, MPJPE, accel err, flexion),
 //! its mean accel over the reference's, and its 2D error over its own run's front-end 2D error.
 //!
@@ -1076,6 +1083,102 @@ fn root_aligned_world(p: &[Vector3<f64>], r_cw: &Matrix3<f64>) -> Vec<Vector3<f6
     p.iter().map(|q| r_cw * (q - h) * 1000.0).collect()
 }
 
+/// The limb bones among the 12 points (indices into [`LIMB_LANDMARKS`]), each parent listed
+/// before its child.
+const LIMB_BONES: [(usize, usize, &str); 8] = [
+    (0, 2, "left upper arm"),
+    (2, 4, "left forearm"),
+    (1, 3, "right upper arm"),
+    (3, 5, "right forearm"),
+    (6, 8, "left thigh"),
+    (8, 10, "left shin"),
+    (7, 9, "right thigh"),
+    (9, 11, "right shin"),
+];
+
+/// Where a row's 3D error comes from: its bone lengths, and the sign of each limb bone's depth.
+#[derive(Debug, Clone, Default)]
+struct Diagnosis {
+    /// Mean length per bone of [`LIMB_BONES`], mm: (row, reference).
+    lengths: Vec<(f64, f64)>,
+    /// Per bone: frames where the bone points towards the camera in the row and away from it
+    /// in the reference, or the other way round.
+    depth_sign: Vec<usize>,
+    pa: Option<f64>,
+    /// PA-MPJPE with every limb bone given the reference's mean length (directions kept).
+    pa_reference_lengths: Option<f64>,
+    /// PA-MPJPE with every limb bone's depth component given the reference's sign (lengths
+    /// kept).
+    pa_reference_signs: Option<f64>,
+}
+
+/// Rebuilds the limb chains of `p` bone by bone from the shoulders and hips with `bone`
+/// giving each bone's new vector from (bone index, its vector).
+fn rebuild(
+    p: &[Vector3<f64>],
+    bone: impl Fn(usize, Vector3<f64>) -> Vector3<f64>,
+) -> Vec<Vector3<f64>> {
+    let mut q = p.to_vec();
+    for (k, &(a, b, _)) in LIMB_BONES.iter().enumerate() {
+        q[b] = q[a] + bone(k, p[b] - p[a]);
+    }
+    q
+}
+
+/// [`Diagnosis`] of a row against the reference, in `cam`'s camera axes (z = depth).
+fn diagnose(row: &RowInput, reference: &RefLimbs, cam: &Camera) -> Diagnosis {
+    let mut pairs = Vec::new();
+    for f in 0..FRAMES {
+        if let (Some(Some(p)), Some(Some(g))) = (row.points.get(f), reference.world.get(f)) {
+            pairs.push((p.clone(), g.clone()));
+        }
+    }
+    let n = pairs.len();
+    let mut d = Diagnosis {
+        lengths: vec![(0.0, 0.0); LIMB_BONES.len()],
+        depth_sign: vec![0; LIMB_BONES.len()],
+        ..Diagnosis::default()
+    };
+    if n == 0 {
+        return d;
+    }
+    for (p, g) in &pairs {
+        for (k, &(a, b, _)) in LIMB_BONES.iter().enumerate() {
+            d.lengths[k].0 += (p[b] - p[a]).norm() * 1000.0 / n as f64;
+            d.lengths[k].1 += (g[b] - g[a]).norm() * 1000.0 / n as f64;
+            let gz = (cam.r * (g[b] - g[a])).z;
+            if (p[b] - p[a]).z * gz < 0.0 {
+                d.depth_sign[k] += 1;
+            }
+        }
+    }
+    let pa = |q: &[Vector3<f64>], g: &[Vector3<f64>]| {
+        let q: Vec<_> = q.iter().map(|v| v * 1000.0).collect();
+        let g: Vec<_> = g.iter().map(|v| v * 1000.0).collect();
+        mean_distance(&procrustes_align(&q, &g), &g)
+    };
+    let (mut a, mut l, mut s) = (Vec::new(), Vec::new(), Vec::new());
+    for (p, g) in &pairs {
+        a.push(pa(p, g));
+        let q = rebuild(p, |k, v| v.normalize() * d.lengths[k].1 / 1000.0);
+        l.push(pa(&q, g));
+        let q = rebuild(p, |k, v| {
+            let (pa_, pb) = (LIMB_BONES[k].0, LIMB_BONES[k].1);
+            let gz = (cam.r * (g[pb] - g[pa_])).z;
+            if v.z * gz < 0.0 {
+                Vector3::new(v.x, v.y, -v.z)
+            } else {
+                v
+            }
+        });
+        s.push(pa(&q, g));
+    }
+    d.pa = mean(&a);
+    d.pa_reference_lengths = mean(&l);
+    d.pa_reference_signs = mean(&s);
+    d
+}
+
 fn evaluate(row: &RowInput, reference: &RefLimbs, cam: &Camera) -> Metrics {
     let r_cw = cam.r.transpose();
     let ident = Matrix3::identity();
@@ -1585,7 +1688,12 @@ fn main() -> Result<()> {
     let mut baseline: Option<Metrics> = None;
     let mut per_method: Vec<(String, Option<Metrics>, Option<f64>)> = Vec::new();
     let (plain, runs) = runs.split_at(1);
+    let mut diagnoses: Vec<(String, Diagnosis)> = Vec::new();
     if let Ok(s) = &plain[0].result {
+        diagnoses.push((
+            "BlazePose world landmarks".into(),
+            diagnose(&blazepose_row(s), &ref_limbs, cam),
+        ));
         let m = evaluate(&blazepose_row(s), &ref_limbs, cam);
         rows.push((
             "BlazePose world landmarks".into(),
@@ -1619,11 +1727,12 @@ fn main() -> Result<()> {
                     [cam.fx, cam.fx, 0.5 * (w - 1.0), 0.5 * (h - 1.0)]
                 };
                 let note = (!r.principal).then(|| "principal point: frame centre".to_owned());
-                let mesh = evaluate(
-                    &points_row(s, |p| &p.surface_landmarks_3d, &LIMB_LANDMARKS, NL, k),
-                    &ref_limbs,
-                    cam,
-                );
+                let mesh_row = points_row(s, |p| &p.surface_landmarks_3d, &LIMB_LANDMARKS, NL, k);
+                let mesh = evaluate(&mesh_row, &ref_limbs, cam);
+                diagnoses.push((
+                    format!("{} (mesh at landmark anchors)", r.method),
+                    diagnose(&mesh_row, &ref_limbs, cam),
+                ));
                 let joints = evaluate(
                     &points_row(s, |p| &p.joints_3d, &LIMB_SMPL, 24, k),
                     &ref_limbs,
@@ -1801,6 +1910,55 @@ fn main() -> Result<()> {
             }
         }
     }
+    let _ = writeln!(
+        md,
+        "\nDiagnosis of the 3D error ({}'s camera axes, z = depth): PA-MPJPE as is, with every limb \
+         bone given the reference's mean length (its direction kept), and with every limb bone's \
+         depth component given the reference's sign (its length kept); then per bone the frames \
+         where it points towards the camera and the reference's away, or the other way round:\n",
+        VIEWS[a.view]
+    );
+    let names: Vec<&str> = LIMB_BONES.iter().map(|b| b.2).collect();
+    let _ = writeln!(
+        md,
+        "| Row | PA-MPJPE | reference lengths | reference depth signs | {} |\n|---|---|---|---|{}",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    for (name, d) in &diagnoses {
+        let signs: Vec<String> = d.depth_sign.iter().map(usize::to_string).collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} |",
+            f1(d.pa),
+            f1(d.pa_reference_lengths),
+            f1(d.pa_reference_signs),
+            signs.join(" | ")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nMean bone lengths (mm):\n\n| Bone | reference | {} |\n|---|---|{}",
+        diagnoses
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(diagnoses.len())
+    );
+    for (k, bone) in names.iter().enumerate() {
+        let reference = diagnoses.first().map(|(_, d)| d.lengths[k].1);
+        let _ = writeln!(
+            md,
+            "| {bone} | {} | {} |",
+            f1(reference),
+            diagnoses
+                .iter()
+                .map(|(_, d)| f1(Some(d.lengths[k].0)))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
     let total = t_start.elapsed().as_secs_f64();
     let _ = writeln!(
         md,
@@ -1840,6 +1998,15 @@ fn main() -> Result<()> {
                 "conventions": l, "reprojection_px": e, "reprojection_limbs_px": el,
             })).collect::<Vec<_>>(),
         },
+        "diagnosis": diagnoses.iter().map(|(name, d)| json!({
+            "row": name, "pa_mpjpe_mm": d.pa,
+            "pa_mpjpe_reference_lengths_mm": d.pa_reference_lengths,
+            "pa_mpjpe_reference_depth_signs_mm": d.pa_reference_signs,
+            "bones": LIMB_BONES.iter().enumerate().map(|(k, b)| json!({
+                "bone": b.2, "length_mm": d.lengths[k].0, "reference_length_mm": d.lengths[k].1,
+                "frames_depth_sign_differs": d.depth_sign[k],
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "rows": rows.iter().map(|(name, m, note)| json!({
             "row": name,
             "metrics": m.as_ref().map(Metrics::to_json),
@@ -1970,6 +2137,46 @@ mod tests {
                 )],
             })
             .collect()
+    }
+
+    /// The diagnosis on constructed rows: the reference seen by a camera with one bone's depth
+    /// mirrored is found (that bone's frames counted, the reference's signs undo the error), and
+    /// bones lengthened along themselves are undone by the reference's lengths.
+    #[test]
+    fn diagnosis_finds_a_mirrored_bone_and_wrong_lengths() {
+        let cam = &synthetic_cameras()[0];
+        let limbs: Vec<Vector3<f64>> = LIMB_LANDMARKS.iter().map(|&l| body()[l]).collect();
+        let frames = 3;
+        let reference = RefLimbs {
+            world: vec![Some(limbs.clone()); frames],
+            pixels: vec![None; frames],
+        };
+        let seen: Vec<Vector3<f64>> = limbs.iter().map(|p| cam.to_camera(p)).collect();
+        let row = |points: Vec<Vector3<f64>>| RowInput {
+            points: vec![Some(points); frames],
+            pixels: vec![None; frames],
+        };
+        // The left forearm (elbow 2 -> wrist 4) mirrored in depth.
+        let (elbow, wrist) = (2, 4);
+        let v = seen[wrist] - seen[elbow];
+        assert!(v.z.abs() > 0.01, "the test bone must have depth");
+        let mut mirrored = seen.clone();
+        mirrored[wrist] = seen[elbow] + Vector3::new(v.x, v.y, -v.z);
+        let d = diagnose(&row(mirrored), &reference, cam);
+        assert_eq!(d.depth_sign, vec![0, frames, 0, 0, 0, 0, 0, 0]);
+        assert!(d.pa.is_some_and(|e| e > 1.0), "{d:?}");
+        assert!(d.pa_reference_signs.is_some_and(|e| e < 1e-6), "{d:?}");
+        // Same lengths: rebuilding with the reference's lengths changes nothing.
+        assert!((d.pa_reference_lengths.unwrap_or(0.0) - d.pa.unwrap_or(1.0)).abs() < 1e-6);
+        // Every limb bone 20 % longer (children moved along their bones, outwards).
+        let longer = rebuild(&seen, |_, v| 1.2 * v);
+        let d = diagnose(&row(longer), &reference, cam);
+        assert_eq!(d.depth_sign, vec![0; 8]);
+        assert!(d.pa.is_some_and(|e| e > 1.0), "{d:?}");
+        assert!(d.pa_reference_lengths.is_some_and(|e| e < 1e-6), "{d:?}");
+        for (row, reference) in &d.lengths {
+            assert!((row / reference - 1.2).abs() < 1e-9, "{row} vs {reference}");
+        }
     }
 
     #[test]
