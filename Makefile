@@ -4,8 +4,9 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-# Every cargo run reads its standard input from /dev/null: a build script's `rustc -` probe that
-# inherits it would compile whatever stdin holds (on a CI whose stdin is its own log: the log).
+# Every cargo run (here and in the scripts the targets call) reads its standard input from
+# /dev/null: a `rustc -` probe that inherits it would compile whatever stdin holds (on a CI
+# whose stdin is its own log: the log).
 CARGO ?= cargo
 OUT ?= out
 

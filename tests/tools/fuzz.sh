@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 SECS=${FUZZ_SECONDS:-300}
 RUNS=${FUZZ_RUNS:--1}
 TARGETS=${FUZZ_TARGETS:-"pth pickle npz smpl body_safetensors tflite pw3d solve_json"}
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2 || exit 1
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2 </dev/null || exit 1
 # cargo-fuzz passes unstable -Z flags (sanitizer, coverage passes); this lets the one stable
 # toolchain accept them.
 export RUSTC_BOOTSTRAP=1
@@ -21,8 +21,8 @@ mkdir -p "$OUT"
 failed=0
 for t in $TARGETS; do
     corpus=target/fuzz-corpus/$t
-    cargo run -q --release -p ikol-tests --bin fuzz-seeds -- "$t" "$corpus" || exit 1
-    cargo fuzz run --fuzz-dir tests/fuzz -O "$t" "$corpus" -- \
+    cargo run -q --release -p ikol-tests --bin fuzz-seeds -- "$t" "$corpus" </dev/null || exit 1
+    cargo fuzz run --fuzz-dir tests/fuzz -O "$t" "$corpus" </dev/null -- \
         -max_total_time="$SECS" -runs="$RUNS" -rss_limit_mb=1024 -malloc_limit_mb=1024 -timeout=10 \
         -print_final_stats=1 > "$OUT/$t.log" 2>&1
     status=$?

@@ -741,9 +741,9 @@ fn one_euro_filter_of_the_auxiliary_landmarks() {
 
 #[test]
 fn mirrored_roi_projects_the_mirrored_crop_onto_the_mirrored_frame() {
-    // A crop point u (normalised, before letterbox removal) in the crop is 1 - u in the mirrored
-    // crop. Projected through the mirrored ROI and letterbox it must land on the mirror
-    // (x -> -x) of where u lands through the ROI: LandmarkProjectionCalculator,
+    // Crop pixel i sits at u = i / 256 (RotatedRect::crop_to_frame); mirrored, it is pixel
+    // 255 - i, at 255/256 - u. Projected through the mirrored ROI and letterbox that must land
+    // on the mirror (x -> -x) of where u lands through the ROI: LandmarkProjectionCalculator,
     // p = centre + R(rotation) [((u - left) / (1 - left - right) - 1/2) w, ...].
     let roi = RotatedRect {
         cx: 310.0,
@@ -753,7 +753,7 @@ fn mirrored_roi_projects_the_mirrored_crop_onto_the_mirrored_frame() {
         rotation: 0.3,
     };
     let padding = [0.1, 0.05, 0.02, 0.0];
-    let (mroi, mpad) = landmarks::mirrored_roi(&roi, &padding);
+    let (mroi, mpad) = landmarks::mirrored_roi(&roi, &padding, 256);
     for (u, v) in [(0.2f32, 0.7f32), (0.5, 0.5), (0.93, 0.11)] {
         let lm = |x: f32| NormLandmark {
             x,
@@ -763,7 +763,7 @@ fn mirrored_roi_projects_the_mirrored_crop_onto_the_mirrored_frame() {
             presence: 0.5,
         };
         let p = landmarks::project_landmarks(&[lm(u)], &roi, &padding)[0];
-        let q = landmarks::project_landmarks(&[lm(1.0 - u)], &mroi, &mpad)[0];
+        let q = landmarks::project_landmarks(&[lm(255.0 / 256.0 - u)], &mroi, &mpad)[0];
         // By hand for the first point, then the mirror relation for all.
         if u == 0.2 {
             let (x, y) = ((0.2 - 0.1) / 0.88 - 0.5, (0.7 - 0.05) / 0.95 - 0.5);
@@ -816,6 +816,10 @@ fn an_unmirrored_pose_exchanges_sides_but_not_the_midline() {
     assert_eq!(pose.clone().mean_with(&pose), pose);
     let mut swapped = pose.clone();
     landmarks::swap_left_right(&mut swapped.landmarks);
+    landmarks::swap_left_right(&mut swapped.world);
     assert!(landmarks::sides_disagree(&pose, &swapped));
     assert!(!landmarks::sides_disagree(&pose, &pose));
+    let mut lost = pose.clone();
+    lost.landmarks[11].x = f64::NAN;
+    assert!(!landmarks::sides_disagree(&pose, &lost));
 }

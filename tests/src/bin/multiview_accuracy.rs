@@ -901,7 +901,7 @@ fn run_ikol(
     a: &Args,
     tag: &str,
     method: &str,
-    extra: &[&str],
+    mut extra: &[&str],
     cam: &Camera,
     input: &Path,
     dir: &Path,
@@ -942,6 +942,11 @@ fn run_ikol(
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if !extra.is_empty() && text.contains("unknown variable") && text.contains("FLIP_TEST") {
+            eprintln!("multiview-accuracy: {tag}: the pipeline has no FLIP_TEST; again without");
+            extra = &[];
+            continue;
+        }
         if with_principal && text.contains("unknown variable") && text.contains("PRINCIPAL") {
             eprintln!("multiview-accuracy: {method}: the pipeline has no PRINCIPAL; again without");
             with_principal = false;
@@ -1160,7 +1165,10 @@ fn diagnose(row: &RowInput, reference: &RefLimbs, cam: &Camera) -> Diagnosis {
     let (mut a, mut l, mut s) = (Vec::new(), Vec::new(), Vec::new());
     for (p, g) in &pairs {
         a.push(pa(p, g));
-        let q = rebuild(p, |k, v| v.normalize() * d.lengths[k].1 / 1000.0);
+        let q = rebuild(p, |k, v| match v.try_normalize(1e-12) {
+            Some(u) => u * d.lengths[k].1 / 1000.0,
+            None => v,
+        });
         l.push(pa(&q, g));
         let q = rebuild(p, |k, v| {
             let (pa_, pb) = (LIMB_BONES[k].0, LIMB_BONES[k].1);
@@ -1689,6 +1697,7 @@ fn main() -> Result<()> {
     let mut per_method: Vec<(String, Option<Metrics>, Option<f64>)> = Vec::new();
     let (plain, runs) = runs.split_at(1);
     let mut diagnoses: Vec<(String, Diagnosis)> = Vec::new();
+    let mut baseline_name = "nothing (no run worked)";
     if let Ok(s) = &plain[0].result {
         diagnoses.push((
             "BlazePose world landmarks".into(),
@@ -1701,6 +1710,7 @@ fn main() -> Result<()> {
             Some("as mediapipe gives them (the chain with FLIP_TEST=false)".into()),
         ));
         baseline = Some(m);
+        baseline_name = "BlazePose world landmarks";
     } else if let Err(e) = &plain[0].result {
         rows.push(("BlazePose world landmarks".into(), None, Some(e.clone())));
     }
@@ -1716,7 +1726,10 @@ fn main() -> Result<()> {
                 first.method
             )),
         ));
-        baseline.get_or_insert(m);
+        if baseline.is_none() {
+            baseline = Some(m);
+            baseline_name = "BlazePose world landmarks, the runs' front end";
+        }
     }
     for r in runs {
         match &r.result {
@@ -1865,7 +1878,7 @@ fn main() -> Result<()> {
     let _ = writeln!(md, "\nNotes: {}.", notes.join("; "));
     let _ = writeln!(
         md,
-        "\nRatios (mesh at landmark anchors / BlazePose world landmarks; mean accel / reference's; 2D / the run's front-end 2D):\n"
+        "\nRatios (mesh at landmark anchors / {baseline_name}; mean accel / reference's; 2D / the run's front-end 2D):\n"
     );
     let _ = writeln!(
         md,

@@ -179,27 +179,35 @@ pub struct LandmarkOutputs<'a> {
     pub world: &'a [f32],
 }
 
-/// The ROI and letterbox under which a horizontally **mirrored** crop is the crop of a frame
-/// mirrored about `x = 0`: centre `(-cx, cy)`, rotation negated, left and right padding
-/// exchanged. A pose decoded from the mirrored crop with them ([`decode_pose`]) is the pose of
-/// that mirrored frame; [`PoseLandmarks::unmirrored`] turns it back.
-pub fn mirrored_roi(roi: &RotatedRect, padding: &Padding) -> (RotatedRect, Padding) {
+/// The ROI and letterbox under which a horizontally **mirrored** crop of `width` pixels is the
+/// crop of a frame mirrored about `x = 0`: centre `(-cx, cy)`, rotation negated, left and right
+/// padding exchanged. Crop pixel `i` sits at `u = i / width` of the crop
+/// ([`RotatedRect::crop_to_frame`]), so the mirror `i -> width - 1 - i` is
+/// `u -> (width - 1) / width - u`: the padding moves by one pixel's fraction to the left. A pose
+/// decoded from the mirrored crop with them ([`decode_pose`]) is the pose of that mirrored
+/// frame; [`PoseLandmarks::unmirrored`] turns it back.
+pub fn mirrored_roi(roi: &RotatedRect, padding: &Padding, width: usize) -> (RotatedRect, Padding) {
+    let pixel = 1.0 / width.max(1) as f64;
     (
         RotatedRect {
             cx: -roi.cx,
             rotation: -roi.rotation,
             ..*roi
         },
-        [padding[2], padding[1], padding[0], padding[3]],
+        [
+            padding[2] - pixel,
+            padding[1],
+            padding[0] + pixel,
+            padding[3],
+        ],
     )
 }
 
-/// Whether two poses name left and right the other way round: their paired body landmarks lie
-/// nearer each other in the frame with one pose's sides exchanged. (BlazePose may see a back
-/// for a front in one pass and not in the other; the mean of the two would put both sides on
-/// the midline.)
+/// Whether two poses of one person name left and right the other way round: their paired body
+/// landmarks lie nearer each other in the frame with one pose's sides exchanged. (BlazePose may
+/// see a back for a front in one pass and not in the other.) A NaN compares false: no.
 pub fn sides_disagree(a: &PoseLandmarks, b: &PoseLandmarks) -> bool {
-    let d = |p: &Landmark, q: &Landmark| (p.x - q.x).hypot(p.y - q.y);
+    let px = |p: &Landmark, q: &Landmark| (p.x - q.x).hypot(p.y - q.y);
     let (mut same, mut exchanged) = (0.0, 0.0);
     for (l, r) in LEFT_RIGHT_PAIRS {
         if let (Some(al), Some(ar), Some(bl), Some(br)) = (
@@ -208,8 +216,8 @@ pub fn sides_disagree(a: &PoseLandmarks, b: &PoseLandmarks) -> bool {
             b.landmarks.get(l),
             b.landmarks.get(r),
         ) {
-            same += d(al, bl) + d(ar, br);
-            exchanged += d(al, br) + d(ar, bl);
+            same += px(al, bl) + px(ar, br);
+            exchanged += px(al, br) + px(ar, bl);
         }
     }
     exchanged < same

@@ -105,7 +105,7 @@ impl Default for FitOptions {
             robust_2d: 40.0,
             // Chosen on the four pose2sim views (`make multiview-accuracy MULTIVIEW_VIEW=camNN`):
             // 0.04 m against 0.06 m lowers the mean PA-MPJPE of the fit from 79.3 to 77.9 mm with
-            // BlazePose as it is and from 76.4 to 73.1 mm with its flip test.
+            // BlazePose as it is and from 75.8 to 74.4 mm with its flip test.
             sigma_3d: 0.04,
             sigma_pose: 0.8,
             sigma_limit: 0.02,
