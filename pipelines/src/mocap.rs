@@ -45,6 +45,10 @@ pub struct MocapArgs {
     /// Most people per frame.
     #[arg(long, default_value_t = 4)]
     pub max_people: u32,
+    /// BlazePose without its flip test (the mirrored crop averaged in): about 1.5x faster,
+    /// less accurate in 3D.
+    #[arg(long)]
+    pub no_flip_test: bool,
     /// Print the pipeline and exit.
     #[arg(long)]
     pub dry_run: bool,
@@ -86,10 +90,11 @@ pub fn description(a: &MocapArgs) -> Result<String> {
     let _ = write!(
         d,
         " ! video/x-raw,format=RGB ! ikolcrop detector=blazepose max-people={} tracking=true \
-         ! ikolbackbone model=blazepose flip-test=true body-model={bm} focal-length={} \
+         ! ikolbackbone model=blazepose flip-test={} body-model={bm} focal-length={} \
          principal-point={} \
          ! ikolsolver method=fit init=analytic body-model={bm}",
         a.max_people,
+        !a.no_flip_test,
         a.focal.unwrap_or(0.0),
         quoted(a.principal.as_deref().unwrap_or("")),
     );

@@ -147,4 +147,14 @@ fn mocap_refuses_bad_arguments() {
         ok && msg.contains("ikolexport format=glb location=\"x.glb\""),
         "{msg}"
     );
+    assert!(msg.contains("flip-test=true"), "{msg}");
+    let (ok, msg) = ikol(&[
+        "mocap",
+        clip,
+        "--output",
+        "x.glb",
+        "--dry-run",
+        "--no-flip-test",
+    ]);
+    assert!(ok && msg.contains("flip-test=false"), "{msg}");
 }
