@@ -619,6 +619,16 @@ impl BaseTransformImpl for IkolBackbone {
                         model_nick(s.model)
                     )));
                 }
+                if s.flip_test {
+                    // The file pipelines turn the flip test on for BlazePose; a regressor has
+                    // none (its body is not a set of points to average), so it runs once.
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "flip-test: not for a body regressor (model={}), ignored",
+                        model_nick(s.model)
+                    );
+                }
                 let body = common::body_model("ikolbackbone", &s.body_model)?;
                 gst::info!(
                     CAT,
