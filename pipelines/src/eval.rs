@@ -240,7 +240,7 @@ fn plan(a: &EvalArgs) -> Result<(PipelineFile, BTreeMap<&'static str, String>)> 
                  HybrIK/IKOL .pth or our .safetensors), or use --model blazepose (pretrained \
                  BlazePose) or --ground-truth-joints (the solver alone)"
             ),
-            (None, m @ ("hkmr" | "hmr")) => bail!(
+            (None, m) if regressor => bail!(
                 "--model {m} needs a checkpoint: pass --checkpoint FILE (a regressor \
                  .safetensors written by ikol-train)"
             ),

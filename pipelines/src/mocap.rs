@@ -1,7 +1,7 @@
 //! `ikol mocap`: a video in, one motion file per tracked person out (BVH, glTF binary, TRC,
 //! NPZ; several formats in one pass). Runs the default chain (BlazePose detector and landmarks
-//! with the flip test, the body fitted per track, `method=fit`) with one `ikolexport` per output, through the same
-//! runner as `ikol run` (progress, Ctrl-C finalises the files).
+//! with the flip test, the body fitted per track, `method=fit`) with one `ikolexport` per
+//! output, through the same runner as `ikol run` (progress, Ctrl-C finalises the files).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

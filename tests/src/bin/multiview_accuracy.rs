@@ -43,25 +43,25 @@
 //! the one where the body is not mirrored is kept ((left - right) x up points forward, with up
 //! = shoulders - ankles and forward = toes - heels, both free of the labelling).
 //!
-//! **Predictions**: `ikol run pipelines/video-to-overlay.pipeline` on cam01 (or `--view`) for each method
-//! (`METHOD=M INIT=analytic DETECTOR=blazepose MODEL=blazepose FOCAL=fx PRINCIPAL=cx,cy`;
-//! a pipeline without `PRINCIPAL` is run again without it, the principal point then being the
-//! frame centre). Per frame the subject is the person of the track that is most often the
-//! tallest (`bbox`), unless it is much smaller than the tallest person of that frame. Rows:
-//! `BlazePose world landmarks` (`landmarks_3d`, 2D from `landmarks_2d`) of one more run with
-//! `FLIP_TEST=false` (`landmarks.jsonl`: BlazePose as mediapipe gives it, the baseline), and
-//! `BlazePose world landmarks, the runs' front end` (of the first method run: the pipeline's
-//! default front end, with the flip test), `M (mesh at landmark anchors)` (`surface_landmarks_3d`), `M (SMPL joints)`
-//! (`joints_3d`, SMPL joints 16-21, 1, 2, 4, 5, 7, 8 against landmarks 11-16, 23-28), and the
-//! front end's 2D line per run (`landmarks_2d`).
+//! **Predictions**: `ikol run pipelines/video-to-overlay.pipeline` on cam01 (or `--view`) for
+//! each method (`METHOD=M INIT=analytic DETECTOR=blazepose MODEL=blazepose FOCAL=fx
+//! PRINCIPAL=cx,cy`; a pipeline without `PRINCIPAL` is run again without it, the principal point
+//! then being the frame centre). Per frame the subject is the person of the track that is most
+//! often the tallest (`bbox`), unless it is much smaller than the tallest person of that frame.
+//! Rows: `BlazePose world landmarks` (`landmarks_3d`, 2D from `landmarks_2d`) of one more run
+//! with `FLIP_TEST=false` (`landmarks.jsonl`: BlazePose as mediapipe gives it, the baseline),
+//! and `BlazePose world landmarks, the runs' front end` (of the first method run: the
+//! pipeline's default front end, with the flip test), `M (mesh at landmark anchors)`
+//! (`surface_landmarks_3d`), `M (SMPL joints)` (`joints_3d`, SMPL joints 16-21, 1, 2, 4, 5, 7,
+//! 8 against landmarks 11-16, 23-28), and the front end's 2D line per run (`landmarks_2d`).
 //!
 //! **Metrics** on the 12 limb points (shoulders, elbows, wrists, hips, knees, ankles), over
 //! the frames that have both a prediction and a reference (missing frames are counted and
 //! reported, not filled); mm unless stated:
 //! - PA-MPJPE: per frame, the similarity transform (scale, rotation, translation; Umeyama, no
 //!   reflection) that best maps the 12 predicted points onto the reference; mean distance.
-//! - MPJPE: predictions rotated from the view's (cam01's) camera axes into the world frame (rotation only),
-//!   each set minus its hip centre (mean of the two hips); mean distance.
+//! - MPJPE: predictions rotated from the view's (cam01's) camera axes into the world frame
+//!   (rotation only), each set minus its hip centre (mean of the two hips); mean distance.
 //! - |x|, |y|, |z|: mean absolute error per axis of the same root-aligned points, in cam01's
 //!   camera axes (z = depth).
 //! - L/R: frames whose 12 points, root-aligned, are nearer the reference with their left and
@@ -83,8 +83,9 @@
 //! bone the frames whose depth sign differs from the reference's, and the mean bone lengths.
 //! (A single view fixes a bone's depth from its image and length only up to that sign.)
 //!
-//! Ratios: each method's mesh row over the (first) BlazePose row (PA-MPJPE, MPJPE, accel err, flexion),
-//! its mean accel over the reference's, and its 2D error over its own run's front-end 2D error.
+//! Ratios: each method's mesh row over the (first) BlazePose row (PA-MPJPE, MPJPE, accel err,
+//! flexion), its mean accel over the reference's, and its 2D error over its own run's front-end
+//! 2D error.
 //!
 //! Writes the table to stdout and `--out` (default `out/`) as `multiview-accuracy.md`, and all
 //! numbers as `multiview-accuracy.json`. With `--keep DIR`, intermediate files (landmarks per
@@ -124,9 +125,9 @@ const LIMB_LANDMARKS: [usize; 12] = [11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27,
 const LIMB_SMPL: [usize; 12] = [16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8];
 /// Hips within the 12.
 const HIP_L: usize = 6;
+const HIP_R: usize = 7;
 /// The files of the baseline run (BlazePose without the flip test) in the work folder.
 const LANDMARKS_RUN: &str = "landmarks";
-const HIP_R: usize = 7;
 /// (proximal, joint, distal) within the 12: L/R elbow, L/R knee.
 const FLEXION: [(usize, usize, usize); 4] = [(0, 2, 4), (1, 3, 5), (6, 8, 10), (7, 9, 11)];
 
@@ -894,7 +895,6 @@ struct RunOutcome {
     seconds: f64,
 }
 
-/// Runs the product on cam01 with `method`; `Ok(principal accepted)`.
 /// One `ikol run` of the chain with `method` (and `extra` NAME=value variables), its files named
 /// after `tag` in `dir`; `Ok(principal point given)`.
 fn run_ikol(
@@ -1088,6 +1088,13 @@ fn root_aligned_world(p: &[Vector3<f64>], r_cw: &Matrix3<f64>) -> Vec<Vector3<f6
     p.iter().map(|q| r_cw * (q - h) * 1000.0).collect()
 }
 
+/// PA-MPJPE of one frame's points against the reference's (metres in, millimetres out).
+fn pa_mpjpe_mm(p: &[Vector3<f64>], g: &[Vector3<f64>]) -> f64 {
+    let p: Vec<_> = p.iter().map(|v| v * 1000.0).collect();
+    let g: Vec<_> = g.iter().map(|v| v * 1000.0).collect();
+    mean_distance(&procrustes_align(&p, &g), &g)
+}
+
 /// The limb bones among the 12 points (indices into [`LIMB_LANDMARKS`]), each parent listed
 /// before its child.
 const LIMB_BONES: [(usize, usize, &str); 8] = [
@@ -1147,39 +1154,41 @@ fn diagnose(row: &RowInput, reference: &RefLimbs, cam: &Camera) -> Diagnosis {
     if n == 0 {
         return d;
     }
-    for (p, g) in &pairs {
+    // Per frame, each bone's depth component in the reference (camera axes).
+    let depths: Vec<Vec<f64>> = pairs
+        .iter()
+        .map(|(_, g)| {
+            LIMB_BONES
+                .iter()
+                .map(|&(a, b, _)| (cam.r * (g[b] - g[a])).z)
+                .collect()
+        })
+        .collect();
+    for ((p, g), gz) in pairs.iter().zip(&depths) {
         for (k, &(a, b, _)) in LIMB_BONES.iter().enumerate() {
             d.lengths[k].0 += (p[b] - p[a]).norm() * 1000.0 / n as f64;
             d.lengths[k].1 += (g[b] - g[a]).norm() * 1000.0 / n as f64;
-            let gz = (cam.r * (g[b] - g[a])).z;
-            if (p[b] - p[a]).z * gz < 0.0 {
+            if (p[b] - p[a]).z * gz[k] < 0.0 {
                 d.depth_sign[k] += 1;
             }
         }
     }
-    let pa = |q: &[Vector3<f64>], g: &[Vector3<f64>]| {
-        let q: Vec<_> = q.iter().map(|v| v * 1000.0).collect();
-        let g: Vec<_> = g.iter().map(|v| v * 1000.0).collect();
-        mean_distance(&procrustes_align(&q, &g), &g)
-    };
     let (mut a, mut l, mut s) = (Vec::new(), Vec::new(), Vec::new());
-    for (p, g) in &pairs {
-        a.push(pa(p, g));
+    for ((p, g), gz) in pairs.iter().zip(&depths) {
+        a.push(pa_mpjpe_mm(p, g));
         let q = rebuild(p, |k, v| match v.try_normalize(1e-12) {
             Some(u) => u * d.lengths[k].1 / 1000.0,
             None => v,
         });
-        l.push(pa(&q, g));
+        l.push(pa_mpjpe_mm(&q, g));
         let q = rebuild(p, |k, v| {
-            let (pa_, pb) = (LIMB_BONES[k].0, LIMB_BONES[k].1);
-            let gz = (cam.r * (g[pb] - g[pa_])).z;
-            if v.z * gz < 0.0 {
+            if v.z * gz[k] < 0.0 {
                 Vector3::new(v.x, v.y, -v.z)
             } else {
                 v
             }
         });
-        s.push(pa(&q, g));
+        s.push(pa_mpjpe_mm(&q, g));
     }
     d.pa = mean(&a);
     d.pa_reference_lengths = mean(&l);
@@ -1206,9 +1215,7 @@ fn evaluate(row: &RowInput, reference: &RefLimbs, cam: &Camera) -> Metrics {
             continue;
         };
         m.frames += 1;
-        let gt_mm: Vec<_> = gt.iter().map(|p| p * 1000.0).collect();
-        let pred_mm: Vec<_> = pred.iter().map(|p| p * 1000.0).collect();
-        pa.push(mean_distance(&procrustes_align(&pred_mm, &gt_mm), &gt_mm));
+        pa.push(pa_mpjpe_mm(&pred, &gt));
         let pw = root_aligned_world(&pred, &r_cw);
         let gw = root_aligned_world(&gt, &ident);
         mp.push(mean_distance(&pw, &gw));
@@ -1699,11 +1706,12 @@ fn main() -> Result<()> {
     let mut diagnoses: Vec<(String, Diagnosis)> = Vec::new();
     let mut baseline_name = "nothing (no run worked)";
     if let Ok(s) = &plain[0].result {
+        let row = blazepose_row(s);
         diagnoses.push((
             "BlazePose world landmarks".into(),
-            diagnose(&blazepose_row(s), &ref_limbs, cam),
+            diagnose(&row, &ref_limbs, cam),
         ));
-        let m = evaluate(&blazepose_row(s), &ref_limbs, cam);
+        let m = evaluate(&row, &ref_limbs, cam);
         rows.push((
             "BlazePose world landmarks".into(),
             Some(m.clone()),
