@@ -7,6 +7,7 @@
 //! * [`augment`]: upstream's scale, rotation, flip, colour and occlusion augmentation;
 //! * [`loss`]: upstream IKOL's loss terms plus L_opt on the unrolled solver;
 //! * [`optim`]: AdamW with checkpointable state;
+//! * [`dist`]: data-parallel training (worker threads on the CPU, NCCL across GPUs);
 //! * [`train`]: the loop (schedule, clipping, NaN guard, checkpoints, exact resume, evaluation);
 //! * [`plot`]: PNG curves of run directories.
 
@@ -15,6 +16,7 @@ pub mod coco;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod loss;
 pub mod optim;
 pub mod plot;

@@ -7,11 +7,15 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use candle_core::Shape;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::init::NormalOrUniform;
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
 use ikol_backbone::regressor::axis_angle_to_matrix;
 use ikol_backbone::{HeatmapNet, RegressorNet, RegressorNetConfig, RegressorStep};
 use ikol_body::BodyModel;
@@ -24,6 +28,7 @@ use crate::config::{DataConfig, TrainConfig};
 use crate::data::{
     Batch, Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, sample_seed,
 };
+use crate::dist::Communicator;
 use crate::loss::{
     LossValues, RestBasis, Targets3d, compute_losses, posed_joints, predicted_joints,
     regressor_losses, solve,
@@ -69,35 +74,111 @@ pub struct EvalReport {
     pub samples: usize,
 }
 
-/// Weights of `varmap` re-drawn from a seeded RNG: every non-constant tensor (sorted by name)
-/// becomes uniform with its initial mean and standard deviation; constants (BatchNorm, biases at
-/// 0, buffers) stay. candle's CPU initialisers are unseeded, this makes runs reproducible.
-pub fn reseed_varmap(varmap: &VarMap, seed: u64) -> anyhow::Result<()> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = StdRng::seed_from_u64(seed);
-    for name in names {
-        let var = &data[name];
-        let t = var.as_tensor();
-        let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let n = v.len() as f64;
-        let mean = v.iter().sum::<f64>() / n;
-        let var_ = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-        if var_ <= 0.0 {
-            continue;
-        }
-        let half = (3.0 * var_).sqrt();
-        let fresh: Vec<f32> = (0..v.len())
-            .map(|_| (mean + rng.random_range(-half..half)) as f32)
-            .collect();
-        let fresh = Tensor::from_vec(fresh, t.shape(), t.device())?.to_dtype(t.dtype())?;
-        var.set(&fresh)?;
+/// A `VarBuilder` over `varmap` whose new variables are drawn from an RNG seeded by (`seed`,
+/// variable name), with the distribution their `Init` names (as `candle_nn::Init::var`: constant,
+/// normal, uniform, Kaiming normal/uniform with PyTorch's fan and gain). candle's own
+/// initialisers draw from an unseeded RNG; with this a run's starting weights are a function of
+/// its seed, on every worker of a group and in every repeated run.
+pub fn seeded_var_builder(
+    varmap: &VarMap,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    let backend: Box<dyn SimpleBackend> = Box::new(SeededVarMap {
+        map: varmap.clone(),
+        seed,
+    });
+    VarBuilder::from_backend(backend, dtype, device.clone())
+}
+
+struct SeededVarMap {
+    map: VarMap,
+    seed: u64,
+}
+
+impl SeededVarMap {
+    fn draw(&self, init: Init, shape: &Shape, name: &str) -> candle_core::Result<Tensor> {
+        // FNV-1a of the name, mixed with the run's seed.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let mut rng = StdRng::seed_from_u64(sample_seed(self.seed, h));
+        let n = shape.elem_count();
+        let normal = |rng: &mut StdRng, mean: f64, std: f64| -> Vec<f64> {
+            // Box-Muller: two uniforms per value (the second of each pair is not used).
+            (0..n)
+                .map(|_| {
+                    let u1: f64 = 1.0 - rng.random::<f64>();
+                    let u2: f64 = rng.random::<f64>();
+                    mean + std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+                })
+                .collect()
+        };
+        let uniform = |rng: &mut StdRng, lo: f64, up: f64| -> Vec<f64> {
+            (0..n).map(|_| rng.random_range(lo..up)).collect()
+        };
+        let v = match init {
+            Init::Const(c) => vec![c; n],
+            Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
+            Init::Uniform { lo, up } => uniform(&mut rng, lo, up),
+            Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
+                let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
+                match dist {
+                    NormalOrUniform::Normal => normal(&mut rng, 0.0, std),
+                    NormalOrUniform::Uniform => {
+                        let bound = 3f64.sqrt() * std;
+                        uniform(&mut rng, -bound, bound)
+                    }
+                }
+            }
+        };
+        Tensor::from_vec(v, shape, &Device::Cpu)
     }
-    Ok(())
+}
+
+impl SimpleBackend for SeededVarMap {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut data = self
+            .map
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        if let Some(v) = data.get(name) {
+            if v.shape() != &shape {
+                candle_core::bail!("shape mismatch on {name}: {shape:?} <> {:?}", v.shape())
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let var = Var::from_tensor(
+            &self
+                .draw(init, &shape, name)?
+                .to_dtype(dtype)?
+                .to_device(dev)?,
+        )?;
+        let t = var.as_tensor().clone();
+        data.insert(name.to_string(), var);
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("{name}: a training VarMap creates variables with a shape and an Init")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.map.data().lock().is_ok_and(|d| d.contains_key(name))
+    }
 }
 
 /// The trainable parameters of a varmap, sorted by name (BatchNorm statistics and `init_shape`
@@ -342,6 +423,8 @@ pub struct Trainer {
     train: TrainSet,
     eval: Option<InMemory>,
     spin: Option<SpinLoop>,
+    /// The data-parallel group (None: one worker).
+    comm: Option<Arc<dyn Communicator>>,
 }
 
 struct TrainSet(Box<dyn Dataset>);
@@ -389,12 +472,11 @@ impl Trainer {
             cfg.steps = (cfg.epochs * train.len()).div_ceil(cfg.batch_size);
         }
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
         let net = match cfg.regressor_net() {
             Some(r) => Model::Regressor(RegressorNet::new(&r, vb)?, r),
             None => Model::Heatmap(HeatmapNet::new(&cfg.net, vb)?),
         };
-        reseed_varmap(&varmap, cfg.seed)?;
         let o = &cfg.optim;
         let opt = AdamW::new(
             named_trainable(&varmap)?,
@@ -437,7 +519,57 @@ impl Trainer {
             train: TrainSet(train),
             eval,
             spin,
+            comm: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel group (see [`crate::dist`]): `batch_size`
+    /// becomes the per-worker batch of a global batch `batch_size x world_size`. Every rank must
+    /// be built from the same config (and checkpoint, when resuming).
+    pub fn with_communicator(mut self, comm: Arc<dyn Communicator>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            self.spin.is_none() || comm.world_size() == 1,
+            "fitting_in_the_loop keeps its per-sample fit store on one worker: train it with one \
+             worker (world size {} asked)",
+            comm.world_size()
+        );
+        if self.cfg.epochs > 0 {
+            self.cfg.steps = (self.cfg.epochs * self.train.0.len())
+                .div_ceil(self.cfg.batch_size * comm.world_size());
+        }
+        // Replicas start equal: rank 0's variables (weights, BatchNorm statistics) and optimiser
+        // moments everywhere, as DDP does at construction (a fresh run's draws differ per process).
+        {
+            let data = self
+                .varmap
+                .data()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+            let mut names: Vec<&String> = data.keys().collect();
+            names.sort();
+            for name in names {
+                let var = &data[name];
+                var.set(&crate::dist::broadcast_from_rank0(
+                    comm.as_ref(),
+                    var.as_tensor(),
+                )?)?;
+            }
+        }
+        for slot in &mut self.opt.slots {
+            slot.m = crate::dist::broadcast_from_rank0(comm.as_ref(), &slot.m)?;
+            slot.v = crate::dist::broadcast_from_rank0(comm.as_ref(), &slot.v)?;
+        }
+        self.comm = Some(comm);
+        Ok(self)
+    }
+
+    /// This worker's rank (0 without a group).
+    pub fn rank(&self) -> usize {
+        self.comm.as_ref().map_or(0, |c| c.rank())
+    }
+
+    fn world_size(&self) -> usize {
+        self.comm.as_ref().map_or(1, |c| c.world_size())
     }
 
     /// Resumes from a checkpoint written by [`Trainer::save_checkpoint`] (`weights` is the
@@ -564,14 +696,17 @@ impl Trainer {
         &self.varmap
     }
 
-    /// Sample indices of batch `step`: epoch-wise permutations seeded by (seed, epoch).
+    /// Sample indices of this worker's shard of global batch `step`: epoch-wise permutations
+    /// seeded by (seed, epoch); rank r of N takes positions `[r B, (r + 1) B)` of the global
+    /// batch of `N B`.
     pub fn batch_indices(&self, step: usize) -> Vec<usize> {
         let n = self.train.0.len();
         let b = self.cfg.batch_size;
+        let first = (step * self.world_size() + self.rank()) * b;
         let mut cache: Option<(usize, Vec<usize>)> = None;
         (0..b)
             .map(|i| {
-                let g = step * b + i;
+                let g = first + i;
                 let (epoch, pos) = (g / n, g % n);
                 if cache.as_ref().is_none_or(|c| c.0 != epoch) {
                     let mut perm: Vec<usize> = (0..n).collect();
@@ -599,6 +734,11 @@ impl Trainer {
             sample_seed(self.cfg.seed ^ 0x05EE_DA06_u64, step as u64),
             &self.device,
         )?;
+        // Global-batch BatchNorm over the forward and backward pass of a data-parallel step.
+        let _sync = self
+            .comm
+            .clone()
+            .map(ikol_backbone::collective::sync_batch_norm);
         // BatchNorm statistics move in the forward pass: keep a copy to undo a skipped batch.
         let stats = self.batchnorm_stats()?;
         let saved: Vec<Tensor> = stats
@@ -657,7 +797,37 @@ impl Trainer {
                 }
             }
         };
-        let values = losses.values()?;
+        let mut values = losses.values()?;
+        if let Some(comm) = &self.comm {
+            // The global batch's losses (and one verdict on finiteness for every rank).
+            let v = &mut values;
+            let mean = crate::dist::mean_over_ranks(
+                comm.as_ref(),
+                &[
+                    v.total,
+                    v.beta,
+                    v.twist,
+                    v.uvd,
+                    v.opt,
+                    v.theta,
+                    v.joints_3d,
+                    v.keypoints_2d,
+                ],
+                &self.device,
+            )?;
+            [
+                v.total,
+                v.beta,
+                v.twist,
+                v.uvd,
+                v.opt,
+                v.theta,
+                v.joints_3d,
+                v.keypoints_2d,
+            ] = [
+                mean[0], mean[1], mean[2], mean[3], mean[4], mean[5], mean[6], mean[7],
+            ];
+        }
         let lr = self.cfg.optim.lr_at(step);
         let mut report = StepReport {
             step,
@@ -671,12 +841,15 @@ impl Trainer {
         let mut ok = values.total.is_finite();
         if ok {
             let grads = losses.total.backward()?;
-            let gs: Vec<Option<Tensor>> = self
+            let mut gs: Vec<Option<Tensor>> = self
                 .opt
                 .slots
                 .iter()
                 .map(|s| grads.get(s.var.as_tensor()).cloned())
                 .collect();
+            if let Some(comm) = &self.comm {
+                crate::dist::average_gradients(comm.as_ref(), &mut gs, crate::dist::BUCKET_BYTES)?;
+            }
             let mut sq: Option<Tensor> = None;
             for g in gs.iter().flatten() {
                 let s = g.sqr()?.sum_all()?.to_dtype(DType::F64)?;
@@ -778,8 +951,16 @@ impl Trainer {
     }
 
     /// Trains up to `cfg.steps`, with checkpoints, evaluation, `metrics.csv` and `eval.csv` in
-    /// `cfg.out_dir`, and a progress bar when `progress`.
+    /// `cfg.out_dir`, and a progress bar when `progress` (on rank 0 of a data-parallel group;
+    /// the other ranks only train).
     pub fn run(&mut self, progress: bool) -> anyhow::Result<()> {
+        if self.rank() != 0 {
+            // Rank 0 evaluates and writes; the others only take their part of each step.
+            while self.step < self.cfg.steps {
+                self.train_step()?;
+            }
+            return Ok(());
+        }
         let dir = self.cfg.out_dir.clone();
         std::fs::create_dir_all(&dir)?;
         let fresh = self.step == 0;

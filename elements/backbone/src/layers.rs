@@ -2,7 +2,7 @@
 //! BatchNorm with a real training mode, ResNet blocks and the ResNet body of HybrIK
 //! (`hybrik/models/layers/Resnet.py`, the torchvision layout without `fc`).
 
-use candle_core::{D, ModuleT, Result, Tensor, Var};
+use candle_core::{D, DType, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use crate::config::{BlockKind, ResNetConfig};
@@ -116,7 +116,8 @@ impl candle_core::Module for ConvTranspose2d {
 /// `BatchNorm2d` as PyTorch: `weight`, `bias`, `running_mean`, `running_var` (the checkpoint's
 /// `num_batches_tracked` is not needed). Training mode normalises with the batch statistics
 /// (biased variance) and updates the running statistics with `momentum` (unbiased variance);
-/// evaluation mode uses the running statistics.
+/// evaluation mode uses the running statistics. Under [`crate::collective::sync_batch_norm`] the
+/// batch statistics are those of the global batch of all workers.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
     weight: Tensor,
@@ -201,9 +202,30 @@ impl ModuleT for BatchNorm2d {
                     x.shape()
                 )
             }
-            let mean = x.mean_keepdim((0, 2, 3))?;
+            // Batch statistics accumulated in f64 and rounded once: the sums of a data-parallel
+            // group's shards then give the same f32 mean and variance as one worker's sum over
+            // the whole batch (in f32 the two summation orders differ in the last bits, and
+            // `x - mean` turns that into visible differences where |mean| >> std).
+            let group = crate::collective::batch_norm_group();
+            let count = count * group.as_ref().map_or(1, |g| g.world_size());
+            let global = |local: Tensor| -> Result<Tensor> {
+                match &group {
+                    // Sums over the global batch (every worker holds a shard of equal size).
+                    Some(comm) => crate::collective::all_reduce_sum(comm, &local),
+                    None => Ok(local),
+                }
+            };
+            let dt = x.dtype();
+            let sum = global(x.to_dtype(DType::F64)?.sum_keepdim((0, 2, 3))?)?;
+            let mean = (sum / count as f64)?.to_dtype(dt)?;
             let centred = x.broadcast_sub(&mean)?;
-            let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+            let sq = global(
+                centred
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_keepdim((0, 2, 3))?,
+            )?;
+            let var = (sq / count as f64)?.to_dtype(dt)?;
             let m = self.momentum;
             let unbias = count as f64 / (count as f64 - 1.0);
             let rm = ((self.running_mean.as_tensor() * (1.0 - m))?

@@ -87,6 +87,7 @@
 
 pub mod backbone;
 pub mod camera;
+pub mod collective;
 pub mod config;
 pub mod device;
 pub mod direct;
