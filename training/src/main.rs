@@ -8,9 +8,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ikol_backbone::{Backbone, DirectRegressor, Variant};
+use ikol_backbone::{Backbone, DeviceChoice, DirectRegressor, Variant, open_device};
 use ikol_train::config::{BodyChoice, TrainConfig};
 use ikol_train::data::{Dataset, InMemory, ShardDataset, SynthDataset, SynthOptions, write_shards};
+use ikol_train::dist::Communicator;
+use ikol_train::dist::launch::Launch;
+use ikol_train::dist::threads::ThreadGroup;
 use ikol_train::loss::RestBasis;
 use ikol_train::train::{Trainer, evaluate, evaluate_regressor};
 
@@ -39,6 +42,11 @@ enum Cmd {
         /// Print the default config and exit.
         #[arg(long)]
         print_default: bool,
+        /// Data-parallel workers as threads of this process (the config's `batch_size` is per
+        /// worker). For several GPUs or nodes launch one process per GPU with `torchrun` or
+        /// `srun` instead (a build with `--features nccl`; see training/README.md).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
     },
     /// Evaluate a checkpoint (MPJPE, PA-MPJPE).
     Eval {
@@ -132,29 +140,101 @@ impl From<BodyArg> for BodyChoice {
     }
 }
 
-fn device(name: &str) -> anyhow::Result<candle_core::Device> {
-    Ok(match name {
-        "cpu" => candle_core::Device::Cpu,
-        s if s.starts_with("cuda") => {
-            let n = s
-                .strip_prefix("cuda:")
-                .map(str::parse)
-                .transpose()?
-                .unwrap_or(0);
-            candle_core::Device::new_cuda(n)?
+/// The device of `--device` (`cpu`, `cuda`, `cuda:N`); under a multi-process launcher a plain
+/// `cuda` means this rank's GPU (`LOCAL_RANK`). A CUDA device that cannot be opened (a build
+/// without `cuda`, no driver, no GPU) is an error that says so.
+fn device(name: &str, launch: Option<&Launch>) -> anyhow::Result<candle_core::Device> {
+    let mut choice: DeviceChoice = name.parse()?;
+    if let (DeviceChoice::Cuda(0), Some(l)) = (choice, launch)
+        && !name.contains(':')
+    {
+        choice = DeviceChoice::Cuda(l.local_rank);
+    }
+    Ok(open_device(choice)?)
+}
+
+/// Trains one rank of a multi-process launch over NCCL.
+#[cfg(feature = "nccl")]
+fn join_group(tr: Trainer, launch: &Launch, dev: &candle_core::Device) -> anyhow::Result<Trainer> {
+    let comm = ikol_train::dist::nccl::NcclComm::join(launch, dev)?;
+    eprintln!(
+        "rank {}/{} on {dev:?}: joined the NCCL group",
+        launch.rank, launch.world_size
+    );
+    tr.with_communicator(std::sync::Arc::new(comm))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn join_group(_: Trainer, launch: &Launch, _: &candle_core::Device) -> anyhow::Result<Trainer> {
+    anyhow::bail!(
+        "the launcher asks for {} processes (WORLD_SIZE / SLURM_NTASKS), but this build of ikol-train \
+         has no NCCL: rebuild with `cargo build --release -p ikol-train --features nccl`",
+        launch.world_size
+    )
+}
+
+/// `workers` trainers in threads of this process, reducing through shared memory; rank 0 is
+/// returned (it wrote the run's files).
+fn run_local_workers(
+    workers: usize,
+    cfg: TrainConfig,
+    resume: Option<PathBuf>,
+    dev: &candle_core::Device,
+) -> anyhow::Result<Trainer> {
+    let comms = ThreadGroup::new(workers);
+    let handles: Vec<_> = comms
+        .into_iter()
+        .map(|c| {
+            let (cfg, resume, dev) = (cfg.clone(), resume.clone(), dev.clone());
+            std::thread::spawn(move || {
+                let rank = c.rank();
+                let run = || -> anyhow::Result<Trainer> {
+                    let tr = match &resume {
+                        Some(w) => Trainer::resume(w, Some(cfg), &dev)?,
+                        None => Trainer::new(cfg, &dev)?,
+                    };
+                    let mut tr = tr.with_communicator(std::sync::Arc::new(c.clone()))?;
+                    tr.run(rank == 0)?;
+                    Ok(tr)
+                };
+                let r = run();
+                if let Err(e) = &r {
+                    c.abort(&format!("{e:#}"));
+                }
+                r
+            })
+        })
+        .collect();
+    let mut first = None;
+    let mut error = None;
+    for (rank, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(tr)) if rank == 0 => first = Some(tr),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                error.get_or_insert(e.context(format!("worker {rank}")));
+            }
+            Err(_) => {
+                error.get_or_insert(anyhow::anyhow!("worker {rank} panicked"));
+            }
         }
-        other => anyhow::bail!("unknown device {other:?}"),
-    })
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    first.context("worker 0 returned nothing")
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let dev = device(&cli.device)?;
+    let launch = Launch::from_env()?;
+    let dev = device(&cli.device, launch.as_ref())?;
     match cli.cmd {
         Cmd::Train {
             config,
             resume,
             print_default,
+            workers,
         } => {
             if print_default {
                 println!("{}", serde_json::to_string_pretty(&TrainConfig::default())?);
@@ -162,11 +242,27 @@ fn main() -> anyhow::Result<()> {
             }
             let config = config.context("--config is required")?;
             let cfg = TrainConfig::from_file(&config)?;
-            let mut tr = match resume {
-                Some(w) => Trainer::resume(&w, Some(cfg), &dev)?,
-                None => Trainer::new(cfg, &dev)?,
+            let tr = if workers > 1 {
+                anyhow::ensure!(
+                    launch.is_none(),
+                    "--workers (threads of one process) and a multi-process launcher do not mix"
+                );
+                run_local_workers(workers, cfg, resume, &dev)?
+            } else {
+                let tr = match resume {
+                    Some(w) => Trainer::resume(&w, Some(cfg), &dev)?,
+                    None => Trainer::new(cfg, &dev)?,
+                };
+                let mut tr = match &launch {
+                    Some(l) => join_group(tr, l, &dev)?,
+                    None => tr,
+                };
+                tr.run(tr.rank() == 0)?;
+                tr
             };
-            tr.run(true)?;
+            if tr.rank() != 0 {
+                return Ok(());
+            }
             if let Some(e) = tr.evaluate()? {
                 println!(
                     "final: MPJPE {:.1} mm, PA-MPJPE {:.1} mm ({} samples)",

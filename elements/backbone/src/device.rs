@@ -64,7 +64,8 @@ pub fn open_device(choice: DeviceChoice) -> Result<Device> {
             }
             Device::new_cuda(ordinal).map_err(|e| Error::CudaUnavailable {
                 ordinal,
-                reason: e.to_string(),
+                // candle appends a backtrace when RUST_BACKTRACE is set: the cause is line one.
+                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
             })
         }
     }

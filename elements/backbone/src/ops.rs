@@ -557,15 +557,61 @@ impl CustomOp2 for MaxPoolGrad {
 }
 
 /// `k x k` max-pooling with `stride` and `pad` (padding acts as -inf; `pad <= k / 2`), with a
-/// backward pass on the CPU. Other devices: candle's max-pool on a zero-padded input, which is
-/// exact only for non-negative inputs (the ResNet stem pools after a ReLU) and has no backward
-/// when `k != stride`.
+/// backward pass on every device. CPU: this crate's kernel. Other devices:
+/// [`max_pool2d_by_shifts`] (candle's own max-pool has no backward when `k != stride`, as in
+/// the ResNet stem's 3x3/2).
 pub fn max_pool2d(x: &Tensor, k: usize, stride: usize, pad: usize) -> Result<Tensor> {
     if !x.device().is_cpu() {
-        let xp = x.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)?;
-        return xp.max_pool2d_with_stride(k, stride);
+        return max_pool2d_by_shifts(x, k, stride, pad);
     }
     x.contiguous()?.apply_op1(MaxPool { k, stride, pad })
+}
+
+/// Max-pooling as the element-wise maximum of the `k x k` strided shifts of the zero-padded
+/// input, from candle's differentiable ops (pad, narrow, reshape, maximum), so it trains on any
+/// device. Zero padding equals -inf padding for non-negative inputs (the ResNet stem pools after
+/// a ReLU). Output side `(H + 2 pad - k) / stride + 1`.
+pub fn max_pool2d_by_shifts(x: &Tensor, k: usize, stride: usize, pad: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if k == 0 || stride == 0 || h + 2 * pad < k || w + 2 * pad < k {
+        bail!("max-pool {k}x{k}/{stride} pad {pad} of a {h}x{w} input")
+    }
+    let (ho, wo) = (
+        (h + 2 * pad - k) / stride + 1,
+        (w + 2 * pad - k) / stride + 1,
+    );
+    let xp = x.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)?;
+    // Rows dy, dy + stride, ... (ho of them) of a padded axis: narrow to ho * stride (padding
+    // the end when the last window overhangs), fold into (ho, stride), keep index 0.
+    let strided = |t: &Tensor, axis: usize, start: usize, len: usize| -> Result<Tensor> {
+        let size = t.dim(axis)?;
+        let want = len * stride;
+        let avail = size - start;
+        let t = if avail >= want {
+            t.narrow(axis, start, want)?
+        } else {
+            t.narrow(axis, start, avail)?
+                .pad_with_zeros(axis, 0, want - avail)?
+        };
+        let mut dims = t.dims().to_vec();
+        dims[axis] = len;
+        dims.insert(axis + 1, stride);
+        t.reshape(dims)?.narrow(axis + 1, 0, 1)?.squeeze(axis + 1)
+    };
+    let mut out: Option<Tensor> = None;
+    for dy in 0..k {
+        let rows = strided(&xp, 2, dy, ho)?;
+        for dx in 0..k {
+            let s = strided(&rows, 3, dx, wo)?;
+            out = Some(match out {
+                Some(m) => m.maximum(&s)?,
+                None => s,
+            });
+        }
+    }
+    let out = out.ok_or_else(|| candle_core::Error::Msg("empty max-pool window".into()))?;
+    debug_assert_eq!(out.dims(), &[n, c, ho, wo]);
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1502,6 +1548,51 @@ mod tests {
             let y32 = max_pool2d(&x.to_dtype(DType::F32).unwrap(), k, st, p).unwrap();
             let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
             assert_eq!(y32.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want32);
+        }
+    }
+
+    #[test]
+    fn max_pool_by_shifts_matches_the_cpu_kernel_with_gradients() {
+        // Non-negative inputs (where zero padding is -inf padding), distinct values (no ties).
+        for (h, w, k, st, p) in [
+            (9, 7, 3, 2, 1),
+            (8, 8, 3, 2, 1),
+            (6, 5, 2, 2, 0),
+            (7, 7, 3, 1, 1),
+        ] {
+            let n = 2 * 3 * h * w;
+            let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32 / n as f32).collect();
+            let x = Var::from_tensor(&Tensor::from_vec(v, (2, 3, h, w), &Device::Cpu).unwrap())
+                .unwrap();
+            let a = max_pool2d(x.as_tensor(), k, st, p).unwrap();
+            let b = max_pool2d_by_shifts(x.as_tensor(), k, st, p).unwrap();
+            assert_eq!(a.dims(), b.dims());
+            let d = (&a - &b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+            // The same gradient: a weighted sum of the outputs.
+            let wts = Tensor::rand(0f32, 1.0, a.dims(), &Device::Cpu).unwrap();
+            let ga = (&a * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&b * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+            let (ga, gb) = (
+                ga.get(x.as_tensor()).unwrap(),
+                gb.get(x.as_tensor()).unwrap(),
+            );
+            let d = (ga - gb)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{h}x{w} {k}/{st}/{p}");
         }
     }
 
