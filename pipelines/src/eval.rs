@@ -83,6 +83,11 @@ pub struct EvalArgs {
     /// Directory for summary.json and <sequence>.csv (created if missing).
     #[arg(long, default_value = "out/eval-3dpw", value_name = "DIR")]
     pub output: PathBuf,
+    /// Only part `i/n` of the sequences (0-based; sequence k of the sorted list goes to shard
+    /// k mod n), for a job array: give each shard its own --output and join them with `ikol
+    /// merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 fn text(p: &Path) -> Result<String> {
@@ -287,8 +292,28 @@ fn totals(summary: &Path) -> Option<(u64, u64)> {
 
 /// The whole command.
 pub fn main(a: &EvalArgs) -> Result<()> {
-    let files = sequence_files(a)?;
-    let (file, vars) = plan(a)?;
+    let mut files = sequence_files(a)?;
+    let (file, mut vars) = plan(a)?;
+    if let Some(shard) = a.shard {
+        let all = files.len();
+        files = shard.select(&files);
+        if files.is_empty() {
+            run::say(&format!(
+                "shard {shard}: none of the {all} sequence(s) falls to this shard; nothing to do\n"
+            ));
+            return Ok(());
+        }
+        let names: Vec<String> = files
+            .iter()
+            .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        run::say(&format!(
+            "shard {shard}: {} of the {all} sequence(s): {}\n",
+            names.len(),
+            names.join(", ")
+        ));
+        vars.insert("SEQUENCE", names.join(","));
+    }
     std::fs::create_dir_all(&a.output).with_context(|| {
         format!(
             "--output {}: cannot create the directory",

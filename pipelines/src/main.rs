@@ -14,6 +14,7 @@ mod backbone;
 mod eval;
 mod mocap;
 mod run;
+mod shard;
 mod solve;
 mod stats;
 
@@ -122,6 +123,11 @@ enum Cli {
     /// not comparable. Ctrl-C ends the stream early and scores the frames played so far.
     #[command(name = "eval-3dpw")]
     Eval3dpw(eval::EvalArgs),
+    /// A folder of videos through a pipeline file, one output per video; `--shard i/n` for a
+    /// job array (join with `ikol merge`).
+    Batch(shard::BatchArgs),
+    /// Join the output folders of `eval-3dpw --shard` or `batch --shard` runs into one result.
+    Merge(shard::MergeArgs),
     /// Motion capture: a video in, a BVH / glTF (.glb) / TRC / NPZ file per tracked person out
     /// (BlazePose front end, the body fitted per track, a Y-up world with the floor at y = 0).
     Mocap(mocap::MocapArgs),
@@ -263,7 +269,10 @@ fn main() -> Result<()> {
     // One-shot commands die of SIGPIPE on a closed pipe like Unix tools (`| head`); the
     // streaming ones keep it ignored so a closed stdout cannot kill a pipeline before its
     // files are finalised (they print through `run::say`, which ignores a closed stdout).
-    if !matches!(cli, Cli::Run { .. } | Cli::Mocap(_) | Cli::Eval3dpw(_)) {
+    if !matches!(
+        cli,
+        Cli::Run { .. } | Cli::Mocap(_) | Cli::Eval3dpw(_) | Cli::Batch(_)
+    ) {
         sigpipe::reset();
     }
     match cli {
@@ -389,6 +398,8 @@ fn main() -> Result<()> {
             loops: Some(loops),
         })?,
         Cli::Eval3dpw(args) => eval::main(&args)?,
+        Cli::Batch(args) => shard::batch(&args)?,
+        Cli::Merge(args) => shard::merge(&args)?,
         Cli::Mocap(args) => mocap::main(&args)?,
         Cli::InspectModel { model: spec } => {
             let m = BodyModel::from_spec(&spec)

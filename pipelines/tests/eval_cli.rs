@@ -403,3 +403,153 @@ fn oracle_pipeline_file_runs_with_ikol_run() {
         );
     }
 }
+
+/// A job array: `--shard 0/2` and `--shard 1/2` each score their sequences (sequence k to
+/// shard k mod 2), and `ikol merge` joins them into what one unsharded run writes: the same
+/// per-sequence rows and CSVs, the overall means weighted by person-frames.
+#[test]
+fn sharded_evaluation_merges_to_the_unsharded_result() {
+    let checkpoint = workspace().join("elements/backbone/tests/data/ikol24_r34w2.pth");
+    let base = [
+        "eval-3dpw",
+        "--root",
+        "tests/data/3dpw",
+        "--checkpoint",
+        s(&checkpoint),
+    ];
+    let whole = tmp("shard-whole");
+    let r = ikol(&[&base[..], &["--output", s(&whole)]].concat());
+    assert!(r.ok, "{}", r.all());
+    let parts: Vec<PathBuf> = (0..2).map(|i| tmp(&format!("shard-{i}"))).collect();
+    for (i, p) in parts.iter().enumerate() {
+        let shard = format!("{i}/2");
+        let r = ikol(&[&base[..], &["--shard", &shard, "--output", s(p)]].concat());
+        assert!(r.ok, "{}", r.all());
+        // The fixture's sorted sequences: fixture_pair_01 (shard 0), fixture_walk_00 (shard 1).
+        let want = ["fixture_pair_01", "fixture_walk_00"][i];
+        let v = summary(p);
+        let seqs: Vec<&String> = v["sequences"].as_object().unwrap().keys().collect();
+        assert_eq!(seqs, vec![want], "{v}");
+    }
+    let merged = tmp("shard-merged");
+    let r = ikol(&["merge", s(&parts[0]), s(&parts[1]), "--output", s(&merged)]);
+    assert!(r.ok, "{}", r.all());
+    let (m, w) = (summary(&merged), summary(&whole));
+    assert_eq!(m["sequences"], w["sequences"]);
+    assert_eq!(m["all"]["samples"], w["all"]["samples"]);
+    for k in [
+        "mpjpe_mm",
+        "pa_mpjpe_mm",
+        "pve_mm",
+        "mpjpe_24_mm",
+        "pa_mpjpe_24_mm",
+    ] {
+        let (a, b) = (m["all"][k].as_f64().unwrap(), w["all"][k].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+            "{k}: merged {a} vs one run {b}"
+        );
+    }
+    assert_eq!(csv_rows(&merged, "fixture_walk_00"), 5);
+    assert_eq!(csv_rows(&merged, "fixture_pair_01"), 7);
+    // A shard merged twice is refused by name; a bad --shard too.
+    let r = ikol(&[
+        "merge",
+        s(&parts[0]),
+        s(&parts[0]),
+        "--output",
+        s(&tmp("twice")),
+    ]);
+    assert!(!r.ok && r.stderr.contains("fixture_pair_01") && r.stderr.contains("both"));
+    let r = ikol(&[&base[..], &["--shard", "2/2", "--output", s(&tmp("bad"))]].concat());
+    assert!(!r.ok && r.stderr.contains("--shard"), "{}", r.all());
+}
+
+/// `ikol batch` over a folder of two clips in two shards, then `ikol merge`: each clip is run
+/// once, through the pipeline file, and a missing shard is named.
+#[test]
+fn batch_shards_cover_a_folder_once() {
+    let inputs = tmp("batch-in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    // Two tiny real videos (GStreamer's test source, H.264 in MP4).
+    for (name, pattern) in [("a.mp4", "ball"), ("b.mp4", "smpte")] {
+        let st = Command::new("gst-launch-1.0")
+            .args([
+                "-q",
+                "videotestsrc",
+                "num-buffers=3",
+                &format!("pattern={pattern}"),
+            ])
+            .args([
+                "!",
+                "video/x-raw,width=64,height=48",
+                "!",
+                "x264enc",
+                "!",
+                "mp4mux",
+            ])
+            .args([
+                "!",
+                "filesink",
+                &format!("location={}", inputs.join(name).display()),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::fs::write(inputs.join("notes.txt"), "not a video").unwrap();
+    // A pipeline file of the batch kind: INPUT in, the decoded grey frames to OUTPUT and JSON.
+    let pipeline = inputs.join("grey.pipeline");
+    std::fs::write(
+        &pipeline,
+        "# Variables:\n#   INPUT  video\n#   OUTPUT raw grey frames\n#   JSON   the same\n\
+         filesrc location=${INPUT} ! decodebin ! videoconvert ! video/x-raw,format=GRAY8 \
+         ! tee name=t t. ! queue ! filesink location=${OUTPUT} \
+         t. ! queue ! filesink location=${JSON}\n",
+    )
+    .unwrap();
+    let out = tmp("batch-out");
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let r = ikol(&[
+            "batch",
+            s(&pipeline),
+            "--inputs",
+            s(&inputs),
+            "--output",
+            s(&out),
+            "--shard",
+            &shard,
+        ]);
+        assert!(r.ok, "{}", r.all());
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("batch-shard-{i}-of-2.json"))).unwrap(),
+        )
+        .unwrap();
+        let names: Vec<&str> = rec["videos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["video"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec![["a.mp4", "b.mp4"][i]], "{rec}");
+        assert_eq!(rec["videos_in_folder"], 2);
+    }
+    let merged = tmp("batch-merged");
+    let r = ikol(&["merge", s(&out), "--output", s(&merged)]);
+    assert!(r.ok, "{}", r.all());
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("batch.json")).unwrap()).unwrap();
+    assert_eq!(m["videos"].as_object().unwrap().len(), 2, "{m}");
+    // Every frame of both clips went through the pipeline (3 frames of 64 x 48 grey each).
+    for stem in ["a", "b"] {
+        let len = std::fs::metadata(out.join(format!("{stem}.mp4")))
+            .unwrap()
+            .len();
+        assert_eq!(len, 3 * 64 * 48, "{stem}");
+    }
+    // Without shard 1's record the merge names it.
+    std::fs::remove_file(out.join("batch-shard-1-of-2.json")).unwrap();
+    let r = ikol(&["merge", s(&out), "--output", s(&merged)]);
+    assert!(!r.ok && r.stderr.contains("1/2"), "{}", r.all());
+}

@@ -185,7 +185,8 @@ pub fn image_path(root: &Path, sequence: &str, frame_id: u64) -> PathBuf {
         .join(format!("image_{frame_id:05}.jpg"))
 }
 
-/// The sequence files of a split, sorted by name; `sequence` = `all` or one name (without `.pkl`).
+/// The sequence files of a split, sorted by name; `sequence` = `all`, one name (without `.pkl`)
+/// or several separated by commas (a shard of a job array, `ikol eval-3dpw --shard`).
 pub fn sequence_files(root: &Path, split: &str, sequence: &str) -> Result<Vec<PathBuf>> {
     if !SPLITS.contains(&split) {
         return Err(DatasetError::Format {
@@ -201,7 +202,11 @@ pub fn sequence_files(root: &Path, split: &str, sequence: &str) -> Result<Vec<Pa
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "pkl"))
-        .filter(|p| sequence == "all" || p.file_stem().is_some_and(|s| s == sequence))
+        .filter(|p| {
+            sequence == "all"
+                || p.file_stem()
+                    .is_some_and(|s| sequence.split(',').any(|q| s == q.trim()))
+        })
         .collect();
     files.sort();
     if files.is_empty() {

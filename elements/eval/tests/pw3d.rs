@@ -173,6 +173,9 @@ fn split_and_sequence_selection() {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["fixture_pair_01", "fixture_walk_00"]);
+    // A comma list (a shard's sequences) picks those, in the sorted order.
+    let two = pw3d::sequence_files(&root(), "test", "fixture_walk_00, fixture_pair_01").unwrap();
+    assert_eq!(two, all);
     let one = pw3d::sequence_files(&root(), "test", "fixture_walk_00").unwrap();
     assert_eq!(one.len(), 1);
     let e = pw3d::sequence_files(&root(), "test", "nope").unwrap_err();

@@ -293,7 +293,7 @@ impl ObjectImpl for Ikol3dpwSrc {
                     .build(),
                 glib::ParamSpecString::builder("sequence")
                     .nick("Sequence")
-                    .blurb("One sequence name (e.g. downtown_walking_00) or `all`")
+                    .blurb("One sequence name (e.g. downtown_walking_00), several separated by commas, or `all`")
                     .default_value(Some(DEFAULT_SEQUENCE))
                     .mutable_ready()
                     .build(),
