@@ -94,8 +94,10 @@ CUDA ?= $(HOME)/.cache/ikol/cuda-13.0
 CUDA_COMPUTE_CAP ?= 80
 CUDA_FEATURES := ikol/cuda,ikol-train/nccl
 CUDA_TARGET ?= target/cuda
+# The binaries find the CUDA libraries of $(CUDA) through their run path (the driver, libcuda,
+# comes from the system).
 CUDA_ENV = CUDA_ROOT=$(CUDA) CUDA_HOME=$(CUDA) NVCC=$(CUDA)/bin/nvcc PATH=$(CUDA)/bin:$$PATH \
-	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP)
+	CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) RUSTFLAGS="-C link-arg=-Wl,-rpath,$(CUDA)/lib"
 .PHONY: cuda-toolkit cuda-build gpu-check
 cuda-toolkit:
 	tests/tools/cuda-toolkit.sh $(CUDA) >/dev/null
@@ -113,7 +115,7 @@ cuda-build: setup cuda-toolkit
 # 200 training steps on the GPU, images/s and the demo chain's frames/s GPU vs CPU, NCCL, peak
 # GPU memory; PASS/FAIL per line, figures in $(OUT)/gpu-check.json. Without a GPU the GPU lines
 # say SKIP with the reason.
-GPU_CAP := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
+GPU_CAP = $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
 gpu-check: setup media cuda-toolkit
 	$(CUDA_ENV) CUDA_COMPUTE_CAP=$(or $(GPU_CAP),$(CUDA_COMPUTE_CAP)) $(CARGO) build --release --locked \
 		-p ikol -p ikol-train --features $(CUDA_FEATURES) --target-dir $(CUDA_TARGET) </dev/null

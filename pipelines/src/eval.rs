@@ -295,21 +295,28 @@ pub fn main(a: &EvalArgs) -> Result<()> {
     let mut files = sequence_files(a)?;
     let (file, mut vars) = plan(a)?;
     if let Some(shard) = a.shard {
-        let all = files.len();
+        let stems = |fs: &[PathBuf]| -> Vec<String> {
+            fs.iter()
+                .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect()
+        };
+        let all = stems(&files);
         files = shard.select(&files);
+        let names = stems(&files);
+        // What this shard is part of, for `ikol merge` to check that every shard is there;
+        // written first, and by a shard that gets no sequence too.
+        crate::shard::write_eval_record(&a.output, shard, &a.split, &all, &names)?;
         if files.is_empty() {
             run::say(&format!(
-                "shard {shard}: none of the {all} sequence(s) falls to this shard; nothing to do\n"
+                "shard {shard}: none of the {} sequence(s) falls to this shard; nothing to do\n",
+                all.len()
             ));
             return Ok(());
         }
-        let names: Vec<String> = files
-            .iter()
-            .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .collect();
         run::say(&format!(
-            "shard {shard}: {} of the {all} sequence(s): {}\n",
+            "shard {shard}: {} of the {} sequence(s): {}\n",
             names.len(),
+            all.len(),
             names.join(", ")
         ));
         vars.insert("SEQUENCE", names.join(","));

@@ -122,6 +122,17 @@ fn record_name(shard: Shard) -> String {
 /// and the others still run; the exit status says whether all succeeded.
 pub fn batch(a: &BatchArgs) -> Result<()> {
     let all = videos(&a.inputs)?;
+    // One output name per video: two videos with one stem would write the same files.
+    let mut stems: Vec<_> = all.iter().filter_map(|v| v.file_stem()).collect();
+    stems.sort();
+    if let Some(w) = stems.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "--inputs {}: two videos named {} (with different extensions) would write the same \
+             outputs; rename one",
+            a.inputs.display(),
+            w[0].to_string_lossy()
+        );
+    }
     let mine = a.shard.select(&all);
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("--output {}: cannot create the folder", a.output.display()))?;
@@ -214,20 +225,139 @@ pub struct MergeArgs {
     pub output: PathBuf,
 }
 
-pub fn merge(a: &MergeArgs) -> Result<()> {
-    let evals: Vec<&PathBuf> = a
-        .shards
+/// The record `eval-3dpw --shard` leaves in its output folder.
+const EVAL_RECORD: &str = "eval-shard.json";
+
+/// Writes `dir/eval-shard.json`: this shard, the split's sequences and this shard's; removes an
+/// older run's `summary.json` and CSVs from `dir` (they must not pass for this run's).
+pub fn write_eval_record(
+    dir: &Path,
+    shard: Shard,
+    split: &str,
+    all: &[String],
+    mine: &[String],
+) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--output {}: cannot create the folder", dir.display()))?;
+    let old = all
         .iter()
-        .filter(|d| d.join("summary.json").is_file())
-        .collect();
-    if !evals.is_empty() {
+        .map(|n| format!("{n}.csv"))
+        .chain(["summary.json".to_owned()]);
+    for name in old {
+        let p = dir.join(&name);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing the old {}", p.display()));
+            }
+            _ => {}
+        }
+    }
+    let rec = json!({
+        "shard": shard.index,
+        "shards": shard.count,
+        "split": split,
+        "sequences_in_split": all,
+        "sequences": mine,
+    });
+    let path = dir.join(EVAL_RECORD);
+    std::fs::write(&path, serde_json::to_string_pretty(&rec)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn merge(a: &MergeArgs) -> Result<()> {
+    let is_eval = |d: &&PathBuf| d.join(EVAL_RECORD).is_file() || d.join("summary.json").is_file();
+    let evals = a.shards.iter().filter(is_eval).count();
+    if evals > 0 {
         ensure!(
-            evals.len() == a.shards.len(),
-            "some folders have an eval-3dpw summary.json and some do not: merge one kind"
+            evals == a.shards.len(),
+            "some folders hold eval-3dpw results and some do not: merge one kind"
         );
         return merge_eval(&a.shards, &a.output);
     }
     merge_batch(&a.shards, &a.output)
+}
+
+/// With every folder's `eval-shard.json`: all n shards are there once and together cover the
+/// split's sequences, each once.
+fn check_eval_shards(dirs: &[PathBuf]) -> Result<()> {
+    if !dirs.iter().all(|d| d.join(EVAL_RECORD).is_file()) {
+        // Folders of unsharded runs (of single sequences): nothing to check.
+        return Ok(());
+    }
+    let mut n = None;
+    let mut split_all: Option<Value> = None;
+    let mut seen: Vec<bool> = Vec::new();
+    let mut covered: Vec<String> = Vec::new();
+    for d in dirs {
+        let path = d.join(EVAL_RECORD);
+        let r = read_json(&path)?;
+        let count = r["shards"]
+            .as_u64()
+            .context("a shard record without shards")? as usize;
+        let i = r["shard"]
+            .as_u64()
+            .context("a shard record without its index")? as usize;
+        ensure!(
+            count > 0 && count <= 100_000 && i < count,
+            "{}: shard {i} of {count} is not a shard",
+            path.display()
+        );
+        let n = *n.get_or_insert(count);
+        ensure!(
+            count == n,
+            "{}: {count} shards, another folder says {n}",
+            path.display()
+        );
+        if seen.is_empty() {
+            seen = vec![false; n];
+        }
+        ensure!(!seen[i], "shard {i}/{n} appears twice ({})", path.display());
+        seen[i] = true;
+        let all = r["sequences_in_split"].clone();
+        let first = split_all.get_or_insert_with(|| all.clone());
+        ensure!(
+            *first == all,
+            "{}: another split's sequence list (shards of different runs?)",
+            path.display()
+        );
+        let mine: Vec<String> = r["sequences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        ensure!(
+            mine.is_empty() || d.join("summary.json").is_file(),
+            "{}: shard {i}/{n} has no summary.json (still running, or it failed)",
+            d.display()
+        );
+        covered.extend(mine);
+    }
+    let missing: Vec<String> = (0..seen.len())
+        .filter(|&i| !seen[i])
+        .map(|i| format!("{i}/{}", seen.len()))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "shards {} are missing (not run, or their folders were not given)",
+        missing.join(", ")
+    );
+    covered.sort();
+    let mut want: Vec<String> = split_all
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    want.sort();
+    ensure!(
+        covered == want,
+        "the shards cover {} of the split's {} sequences",
+        covered.len(),
+        want.len()
+    );
+    Ok(())
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -246,6 +376,7 @@ const METRICS: [&str; 5] = [
 ];
 
 fn merge_eval(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    check_eval_shards(dirs)?;
     let mut sequences: BTreeMap<String, Value> = BTreeMap::new();
     let mut owner: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut head: Option<(Value, Value, Value, PathBuf)> = None;
@@ -253,6 +384,10 @@ fn merge_eval(dirs: &[PathBuf], out: &Path) -> Result<()> {
         .with_context(|| format!("--output {}: cannot create the folder", out.display()))?;
     for d in dirs {
         let path = d.join("summary.json");
+        if !path.is_file() {
+            // A shard without sequences (checked above).
+            continue;
+        }
         let s = read_json(&path)?;
         let key = (
             s["body_model"].clone(),
@@ -370,6 +505,11 @@ fn merge_batch(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let n = records[0].0["shards"]
         .as_u64()
         .context("a shard record without shards")? as usize;
+    ensure!(
+        n > 0 && n <= 100_000,
+        "{}: {n} shards is not a shard count",
+        records[0].1.display()
+    );
     let total = records[0].0["videos_in_folder"].as_u64().unwrap_or(0) as usize;
     let mut seen_shards = vec![false; n];
     let mut videos: BTreeMap<String, Value> = BTreeMap::new();

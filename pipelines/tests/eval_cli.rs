@@ -452,7 +452,13 @@ fn sharded_evaluation_merges_to_the_unsharded_result() {
     }
     assert_eq!(csv_rows(&merged, "fixture_walk_00"), 5);
     assert_eq!(csv_rows(&merged, "fixture_pair_01"), 7);
-    // A shard merged twice is refused by name; a bad --shard too.
+    // A missing shard is named; a shard merged twice is refused by name; a bad --shard too.
+    let r = ikol(&["merge", s(&parts[0]), "--output", s(&tmp("partial"))]);
+    assert!(
+        !r.ok && r.stderr.contains("shards 1/2 are missing"),
+        "{}",
+        r.all()
+    );
     let r = ikol(&[
         "merge",
         s(&parts[0]),
@@ -460,7 +466,7 @@ fn sharded_evaluation_merges_to_the_unsharded_result() {
         "--output",
         s(&tmp("twice")),
     ]);
-    assert!(!r.ok && r.stderr.contains("fixture_pair_01") && r.stderr.contains("both"));
+    assert!(!r.ok && r.stderr.contains("appears twice"), "{}", r.all());
     let r = ikol(&[&base[..], &["--shard", "2/2", "--output", s(&tmp("bad"))]].concat());
     assert!(!r.ok && r.stderr.contains("--shard"), "{}", r.all());
 }

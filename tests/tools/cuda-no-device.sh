@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The CUDA build on a machine without a GPU (make cuda-build): the binaries start (the CUDA
-# libraries from the wheels, the driver stub of tests/tools/cuda-toolkit.sh in place of the
-# driver) and refuse `--device cuda` with an error naming the device, exit status 1, no panic.
+# libraries from the wheels through their run path, the driver stub of
+# tests/tools/cuda-toolkit.sh in place of the driver) and refuse `--device cuda` with an error naming the device, exit status 1, no panic.
 #   tests/tools/cuda-no-device.sh BIN_DIR CUDA_DIR
 set -euo pipefail
 BIN=$1
 CUDA=$2
-export LD_LIBRARY_PATH=$CUDA/lib/stubs-run:$CUDA/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# The CUDA libraries come through the binaries' run path (make cuda-build); only the driver is
+# stood in for.
+export LD_LIBRARY_PATH=$CUDA/lib/stubs-run${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 check() {
     local name=$1; shift
     set +e
@@ -25,7 +27,7 @@ check "ikol backbone --device cuda" "$BIN/ikol" backbone --checkpoint /nonexiste
     --image "$(dirname "$0")/../../docs/body-model.png" --device cuda --output /dev/null
 # gpu-check on this machine: every GPU line SKIP with the reason, exit 0, the JSON written.
 report=$(mktemp)
+trap 'rm -f "$report"' EXIT
 "$BIN/gpu-check" --quick --out "$report" </dev/null | sed 's/^/cuda-no-device: gpu-check: /'
 grep -q '"cuda_device": false' "$report" && grep -q 'CUDA_ERROR_STUB_LIBRARY' "$report" || {
     echo "cuda-no-device: gpu-check did not report the missing device:" >&2; cat "$report" >&2; exit 1; }
-rm -f "$report"

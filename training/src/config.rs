@@ -268,6 +268,28 @@ pub struct TrainConfig {
     /// Augmentation of samples built from frames (3DPW, on-the-fly synthetic); cached crops
     /// (synthetic data held in memory, shards) are used as stored.
     pub augment: crate::augment::Augment,
+    /// Arithmetic of the weights, activations and losses: `f32` (default) or `f64` (about
+    /// twice the time; for numerical experiments: two runs that differ only in summation order
+    /// stay together far longer). Checkpoints are written in f32 either way.
+    pub precision: Precision,
+}
+
+/// Floating-point type of a training run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F64,
+}
+
+impl Precision {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::F64 => candle_core::DType::F64,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -297,6 +319,7 @@ impl Default for TrainConfig {
             loss: LossWeights::default(),
             solver: SolverConfig::default(),
             optim: OptimConfig::default(),
+            precision: Precision::F32,
             out_dir: "runs/ikol-train".into(),
             checkpoint_every: 500,
             augment: crate::augment::Augment::default(),

@@ -478,6 +478,25 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The batch in floating-point type `dt` (the run's precision).
+    pub fn with_dtype(self, dt: DType) -> candle_core::Result<Self> {
+        if self.images.dtype() == dt {
+            return Ok(self);
+        }
+        Ok(Self {
+            images: self.images.to_dtype(dt)?,
+            uvd: self.uvd.to_dtype(dt)?,
+            joints: self.joints.to_dtype(dt)?,
+            twist: self.twist.to_dtype(dt)?,
+            beta: self.beta.to_dtype(dt)?,
+            leaf: self.leaf.to_dtype(dt)?,
+            rotations: self.rotations.to_dtype(dt)?,
+            crop_to_frame: self.crop_to_frame.to_dtype(dt)?,
+            k_inv: self.k_inv.to_dtype(dt)?,
+            root_depth: self.root_depth.to_dtype(dt)?,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.images.dims().first().copied().unwrap_or(0)
     }

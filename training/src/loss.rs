@@ -25,6 +25,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use ikol_backbone::camera::uvd_to_cam_tensor;
+use ikol_backbone::collective::global_count;
 use ikol_backbone::regressor::axis_angle_to_matrix;
 use ikol_backbone::{DEPTH_FACTOR_M, NetOutput, RegressorStep};
 use ikol_body::BodyModel;
@@ -105,6 +106,40 @@ pub struct LossValues {
     pub keypoints_2d: f64,
 }
 
+impl LossValues {
+    /// The values in field order (total, beta, twist, uvd, opt, theta, joints_3d, keypoints_2d).
+    pub fn to_array(&self) -> [f64; 8] {
+        [
+            self.total,
+            self.beta,
+            self.twist,
+            self.uvd,
+            self.opt,
+            self.theta,
+            self.joints_3d,
+            self.keypoints_2d,
+        ]
+    }
+
+    /// The inverse of [`LossValues::to_array`].
+    pub fn from_slice(v: &[f64]) -> candle_core::Result<Self> {
+        let [total, beta, twist, uvd, opt, theta, joints_3d, keypoints_2d] =
+            <[f64; 8]>::try_from(v).map_err(|_| {
+                candle_core::Error::Msg(format!("{} loss values, 8 expected", v.len()))
+            })?;
+        Ok(Self {
+            total,
+            beta,
+            twist,
+            uvd,
+            opt,
+            theta,
+            joints_3d,
+            keypoints_2d,
+        })
+    }
+}
+
 fn scalar(t: &Tensor) -> candle_core::Result<f64> {
     t.to_dtype(DType::F64)?.to_scalar::<f64>()
 }
@@ -134,7 +169,8 @@ impl Losses {
     }
 }
 
-/// Weighted L1 of uvd in heatmap cells, joints with any target outside [-0.5, 0.5] masked out.
+/// Weighted L1 of uvd in heatmap cells, joints with any target outside [-0.5, 0.5] masked out
+/// (divided by the valid coordinates of the global batch under data-parallel training).
 pub fn uvd_loss(
     pred: &Tensor,
     target: &Tensor,
@@ -149,7 +185,8 @@ pub fn uvd_loss(
         .affine(heatmap_size as f64, 0.0)?
         .broadcast_mul(&w)?
         .sum_all()?;
-    let n = w.sum_all()?.affine(3.0, 1e-9)?;
+    // Valid coordinates of the global batch (data-parallel training: all workers').
+    let n = global_count(&w.sum_all()?.affine(3.0, 0.0)?)?.affine(1.0, 1e-9)?;
     err.div(&n)
 }
 
@@ -278,14 +315,15 @@ pub fn posed_joints(rotations: &Tensor, rest: &Tensor) -> candle_core::Result<Te
 }
 
 /// Mean of `err` (B, ...) over each sample, weighted by `w` (B,): sum_b w_b mean(err_b) /
-/// sum_b w_b, and 0 when no sample has weight.
+/// sum_b w_b (the sum of weights of the global batch under data-parallel training), and 0 when no
+/// sample has weight.
 fn weighted_mean(err: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let b = err.dim(0)?;
     let per = err.reshape((b, ()))?.mean(1)?;
     let w = w.to_dtype(err.dtype())?;
     per.mul(&w)?
         .sum_all()?
-        .div(&w.sum_all()?.affine(1.0, 1e-9)?)
+        .div(&global_count(&w.sum_all()?)?.affine(1.0, 1e-9)?)
 }
 
 /// 3D targets of a regressor batch: the batch's own, or SPIN's with fits in place of hidden

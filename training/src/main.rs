@@ -141,12 +141,16 @@ impl From<BodyArg> for BodyChoice {
 }
 
 /// The device of `--device` (`cpu`, `cuda`, `cuda:N`); under a multi-process launcher a plain
-/// `cuda` means this rank's GPU (`LOCAL_RANK`). A CUDA device that cannot be opened (a build
-/// without `cuda`, no driver, no GPU) is an error that says so.
+/// `cuda` means this rank's GPU (`LOCAL_RANK`), unless the launcher shows each process a single
+/// GPU (`CUDA_VISIBLE_DEVICES` with one entry: then it is device 0). A CUDA device that cannot
+/// be opened (a build without `cuda`, no driver, no GPU) is an error that says so.
 fn device(name: &str, launch: Option<&Launch>) -> anyhow::Result<candle_core::Device> {
     let mut choice: DeviceChoice = name.parse()?;
+    let one_visible = std::env::var("CUDA_VISIBLE_DEVICES")
+        .is_ok_and(|v| !v.trim().is_empty() && !v.contains(','));
     if let (DeviceChoice::Cuda(0), Some(l)) = (choice, launch)
         && !name.contains(':')
+        && !one_visible
     {
         choice = DeviceChoice::Cuda(l.local_rank);
     }
@@ -188,6 +192,7 @@ fn run_local_workers(
             let (cfg, resume, dev) = (cfg.clone(), resume.clone(), dev.clone());
             std::thread::spawn(move || {
                 let rank = c.rank();
+                let _abort = c.abort_on_panic();
                 let run = || -> anyhow::Result<Trainer> {
                     let tr = match &resume {
                         Some(w) => Trainer::resume(w, Some(cfg), &dev)?,
@@ -227,7 +232,11 @@ fn run_local_workers(
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let launch = Launch::from_env()?;
+    // Only training takes part in a multi-process launch.
+    let launch = match cli.cmd {
+        Cmd::Train { .. } => Launch::from_env()?,
+        _ => None,
+    };
     let dev = device(&cli.device, launch.as_ref())?;
     match cli.cmd {
         Cmd::Train {

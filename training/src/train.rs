@@ -472,7 +472,7 @@ impl Trainer {
             cfg.steps = (cfg.epochs * train.len()).div_ceil(cfg.batch_size);
         }
         let varmap = VarMap::new();
-        let vb = seeded_var_builder(&varmap, cfg.seed, DType::F32, device);
+        let vb = seeded_var_builder(&varmap, cfg.seed, cfg.precision.dtype(), device);
         let net = match cfg.regressor_net() {
             Some(r) => Model::Regressor(RegressorNet::new(&r, vb)?, r),
             None => Model::Heatmap(HeatmapNet::new(&cfg.net, vb)?),
@@ -486,7 +486,7 @@ impl Trainer {
             o.weight_decay,
         )?;
         let body = cfg.body.load()?;
-        let basis = RestBasis::new(&body, cfg.net.num_betas, DType::F32, device)?;
+        let basis = RestBasis::new(&body, cfg.net.num_betas, cfg.precision.dtype(), device)?;
         let eval = if cfg.eval_count > 0 && cfg.eval_every > 0 {
             let opts = SynthOptions::new(cfg.net.input_size, cfg.net.num_betas, cfg.body);
             Some(InMemory::collect(&SynthDataset::new(
@@ -538,7 +538,8 @@ impl Trainer {
                 .div_ceil(self.cfg.batch_size * comm.world_size());
         }
         // Replicas start equal: rank 0's variables (weights, BatchNorm statistics) and optimiser
-        // moments everywhere, as DDP does at construction (a fresh run's draws differ per process).
+        // moments everywhere, as DDP does at construction (fresh runs of one seed already start
+        // equal; this also covers workers built from different checkpoints or configs).
         {
             let data = self
                 .varmap
@@ -733,12 +734,14 @@ impl Trainer {
             &self.cfg.augment,
             sample_seed(self.cfg.seed ^ 0x05EE_DA06_u64, step as u64),
             &self.device,
-        )?;
-        // Global-batch BatchNorm over the forward and backward pass of a data-parallel step.
-        let _sync = self
+        )?
+        .with_dtype(self.cfg.precision.dtype())?;
+        // The group over the forward and backward pass of a data-parallel step: global-batch
+        // BatchNorm and loss denominators.
+        let _group = self
             .comm
             .clone()
-            .map(ikol_backbone::collective::sync_batch_norm);
+            .map(ikol_backbone::collective::data_parallel);
         // BatchNorm statistics move in the forward pass: keep a copy to undo a skipped batch.
         let stats = self.batchnorm_stats()?;
         let saved: Vec<Tensor> = stats
@@ -800,33 +803,9 @@ impl Trainer {
         let mut values = losses.values()?;
         if let Some(comm) = &self.comm {
             // The global batch's losses (and one verdict on finiteness for every rank).
-            let v = &mut values;
-            let mean = crate::dist::mean_over_ranks(
-                comm.as_ref(),
-                &[
-                    v.total,
-                    v.beta,
-                    v.twist,
-                    v.uvd,
-                    v.opt,
-                    v.theta,
-                    v.joints_3d,
-                    v.keypoints_2d,
-                ],
-                &self.device,
-            )?;
-            [
-                v.total,
-                v.beta,
-                v.twist,
-                v.uvd,
-                v.opt,
-                v.theta,
-                v.joints_3d,
-                v.keypoints_2d,
-            ] = [
-                mean[0], mean[1], mean[2], mean[3], mean[4], mean[5], mean[6], mean[7],
-            ];
+            let mean =
+                crate::dist::mean_over_ranks(comm.as_ref(), &values.to_array(), &self.device)?;
+            values = LossValues::from_slice(&mean)?;
         }
         let lr = self.cfg.optim.lr_at(step);
         let mut report = StepReport {

@@ -10,7 +10,7 @@ fn ikol_train() -> Command {
         "WORLD_SIZE",
         "RANK",
         "LOCAL_RANK",
-        "SLURM_NTASKS",
+        "SLURM_STEP_NUM_TASKS",
         "SLURM_PROCID",
     ] {
         c.env_remove(v);

@@ -1,13 +1,15 @@
 //! Collective operations for data-parallel training: the [`Communicator`] trait (implemented in
 //! `ikol-train`: worker threads on the CPU, NCCL across GPUs), a differentiable all-reduce, and
-//! synchronised BatchNorm.
+//! the thread's data-parallel group.
 //!
-//! Synchronised BatchNorm is what makes N workers with a batch of B each train the same weights
-//! as one worker with a batch of N B: in training mode every [`crate::layers::BatchNorm2d`]
-//! normalises with the statistics of the whole global batch (sums all-reduced over the workers),
-//! and its running statistics move identically on every worker. It is switched on for the
-//! calling thread by [`sync_batch_norm`] (the trainer holds the guard for a step's forward and
-//! backward pass), so the networks' constructors need no communicator.
+//! What makes N workers with a batch of B each compute what one worker with a batch of N B
+//! computes, besides averaging gradients: every statistic over the batch is one of the global
+//! batch. In training mode every [`crate::layers::BatchNorm2d`] normalises with the global
+//! batch's statistics (synchronised BatchNorm: sums all-reduced over the workers; its running
+//! statistics then move identically on every worker), and a loss that divides by a count of
+//! the batch (valid joints, labelled samples) divides by the global count ([`global_count`]).
+//! [`data_parallel`] sets the group for the calling thread (the trainer holds the guard for a
+//! step's forward and backward pass), so the networks and losses need no communicator argument.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -47,9 +49,12 @@ struct Reduced {
 }
 
 impl Reduced {
+    /// A fresh contiguous copy of the value from offset 0 (`try_clone` of a view would copy
+    /// its whole buffer, offset and all).
     fn storage(&self) -> Result<(Storage, Shape)> {
-        let (s, l) = self.value.storage_and_layout();
-        Ok((s.try_clone(l)?, self.value.shape().clone()))
+        let fresh = self.value.affine(1.0, 0.0)?;
+        let (s, l) = fresh.storage_and_layout();
+        Ok((s.try_clone(l)?, fresh.shape().clone()))
     }
 }
 
@@ -83,33 +88,47 @@ impl CustomOp1 for Reduced {
 }
 
 thread_local! {
-    static BATCH_NORM_GROUP: RefCell<Option<Arc<dyn Communicator>>> = const { RefCell::new(None) };
+    static GROUP: RefCell<Option<Arc<dyn Communicator>>> = const { RefCell::new(None) };
 }
 
-/// Synchronised BatchNorm on this thread until the guard is dropped (the previous setting comes
-/// back then). Hold it over the forward and the backward pass of a training step.
-pub fn sync_batch_norm(comm: Arc<dyn Communicator>) -> SyncBatchNorm {
-    let previous = BATCH_NORM_GROUP.with(|g| g.borrow_mut().replace(comm));
-    SyncBatchNorm { previous }
+/// `comm` is this thread's data-parallel group until the guard is dropped (the previous setting
+/// comes back then): BatchNorm is synchronised and [`global_count`] counts the global batch.
+/// Hold it over the forward and the backward pass of a training step.
+pub fn data_parallel(comm: Arc<dyn Communicator>) -> DataParallel {
+    let previous = GROUP.with(|g| g.borrow_mut().replace(comm));
+    DataParallel { previous }
 }
 
-/// Guard of [`sync_batch_norm`].
+/// Guard of [`data_parallel`].
 #[derive(Debug)]
-#[must_use = "BatchNorm is synchronised only while the guard lives"]
-pub struct SyncBatchNorm {
+#[must_use = "the group is set only while the guard lives"]
+pub struct DataParallel {
     previous: Option<Arc<dyn Communicator>>,
 }
 
-impl Drop for SyncBatchNorm {
+impl Drop for DataParallel {
     fn drop(&mut self) {
         let previous = self.previous.take();
-        BATCH_NORM_GROUP.with(|g| *g.borrow_mut() = previous);
+        GROUP.with(|g| *g.borrow_mut() = previous);
     }
 }
 
-/// The group BatchNorm synchronises over on this thread, if any.
-pub(crate) fn batch_norm_group() -> Option<Arc<dyn Communicator>> {
-    BATCH_NORM_GROUP.with(|g| g.borrow().clone())
+/// This thread's data-parallel group, if any.
+pub fn current_group() -> Option<Arc<dyn Communicator>> {
+    GROUP.with(|g| g.borrow().clone())
+}
+
+/// A count over this worker's shard of the batch (valid joints, labelled samples: a loss's
+/// denominator, no gradient) as the count over the global batch divided by the number of
+/// workers: with it a worker's `sum / count` is its share of the global batch's mean, and the
+/// workers' average (gradient averaging) is that mean. Without a group: `count` itself.
+pub fn global_count(count: &Tensor) -> Result<Tensor> {
+    match current_group() {
+        Some(comm) if comm.world_size() > 1 => {
+            comm.all_reduce_sum(&count.detach().contiguous()?)? / comm.world_size() as f64
+        }
+        _ => Ok(count.detach()),
+    }
 }
 
 /// A group of one: what a single worker's sums are. For tests and for code that takes a

@@ -116,7 +116,7 @@ impl candle_core::Module for ConvTranspose2d {
 /// `BatchNorm2d` as PyTorch: `weight`, `bias`, `running_mean`, `running_var` (the checkpoint's
 /// `num_batches_tracked` is not needed). Training mode normalises with the batch statistics
 /// (biased variance) and updates the running statistics with `momentum` (unbiased variance);
-/// evaluation mode uses the running statistics. Under [`crate::collective::sync_batch_norm`] the
+/// evaluation mode uses the running statistics. Under [`crate::collective::data_parallel`] the
 /// batch statistics are those of the global batch of all workers.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
@@ -202,30 +202,46 @@ impl ModuleT for BatchNorm2d {
                     x.shape()
                 )
             }
-            // Batch statistics accumulated in f64 and rounded once: the sums of a data-parallel
-            // group's shards then give the same f32 mean and variance as one worker's sum over
-            // the whole batch (in f32 the two summation orders differ in the last bits, and
-            // `x - mean` turns that into visible differences where |mean| >> std).
-            let group = crate::collective::batch_norm_group();
+            // The batch statistics' values are accumulated in f64 and rounded once, so the sums
+            // of a data-parallel group's shards give the same f32 mean and variance as one
+            // worker's sum over the whole batch (in f32 the two summation orders differ in the
+            // last bits, and `x - mean` turns that into visible differences where |mean| >> std).
+            // Gradients flow through the same statistics computed in f32 (`exact(g, v)` has g's
+            // gradient and v's value: g - g is exactly 0), so training keeps no f64 copies of the
+            // activations for the backward pass.
+            let group = crate::collective::current_group();
             let count = count * group.as_ref().map_or(1, |g| g.world_size());
-            let global = |local: Tensor| -> Result<Tensor> {
+            let global = |local: Tensor, graph: bool| -> Result<Tensor> {
                 match &group {
                     // Sums over the global batch (every worker holds a shard of equal size).
-                    Some(comm) => crate::collective::all_reduce_sum(comm, &local),
+                    Some(comm) if graph => crate::collective::all_reduce_sum(comm, &local),
+                    Some(comm) => comm.all_reduce_sum(&local),
                     None => Ok(local),
                 }
             };
+            let exact = |g: Tensor, v: Tensor| -> Result<Tensor> { (&g - g.detach())? + v };
             let dt = x.dtype();
-            let sum = global(x.to_dtype(DType::F64)?.sum_keepdim((0, 2, 3))?)?;
-            let mean = (sum / count as f64)?.to_dtype(dt)?;
+            let xd = x.detach();
+            let mean_value = (global(xd.to_dtype(DType::F64)?.sum_keepdim((0, 2, 3))?, false)?
+                / count as f64)?
+                .to_dtype(dt)?;
+            let mean = exact(
+                (global(x.sum_keepdim((0, 2, 3))?, true)? / count as f64)?,
+                mean_value.clone(),
+            )?;
             let centred = x.broadcast_sub(&mean)?;
-            let sq = global(
-                centred
+            let var_value = (global(
+                xd.broadcast_sub(&mean_value)?
                     .to_dtype(DType::F64)?
                     .sqr()?
                     .sum_keepdim((0, 2, 3))?,
+                false,
+            )? / count as f64)?
+                .to_dtype(dt)?;
+            let var = exact(
+                (global(centred.sqr()?.sum_keepdim((0, 2, 3))?, true)? / count as f64)?,
+                var_value,
             )?;
-            let var = (sq / count as f64)?.to_dtype(dt)?;
             let m = self.momentum;
             let unbias = count as f64 / (count as f64 - 1.0);
             let rm = ((self.running_mean.as_tensor() * (1.0 - m))?

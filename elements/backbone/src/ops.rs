@@ -556,8 +556,9 @@ impl CustomOp2 for MaxPoolGrad {
     }
 }
 
-/// `k x k` max-pooling with `stride` and `pad` (padding acts as -inf; `pad <= k / 2`), with a
-/// backward pass on every device. CPU: this crate's kernel. Other devices:
+/// `k x k` max-pooling with `stride` and `pad` (`pad <= k / 2`), with a backward pass on every
+/// device. CPU: this crate's kernel, padding acting as -inf. Other devices (zero padding: the
+/// same for the non-negative inputs the ResNet stem pools):
 /// [`max_pool2d_by_shifts`] (candle's own max-pool has no backward when `k != stride`, as in
 /// the ResNet stem's 3x3/2).
 pub fn max_pool2d(x: &Tensor, k: usize, stride: usize, pad: usize) -> Result<Tensor> {

@@ -179,7 +179,9 @@ fn backbone_parity(r: &mut Report, gpu: Option<&Device>) -> anyhow::Result<()> {
         .iter()
         .map(|(_, d, m)| d / m.max(1e-6))
         .fold(0.0, f64::max);
-    let ok = worst <= 1e-3;
+    // NaN anywhere fails (a max that skipped it would pass).
+    let finite = diffs.iter().all(|(_, d, m)| d.is_finite() && m.is_finite());
+    let ok = finite && worst <= 1e-3;
     r.add(
         "backbone forward parity",
         if ok { Status::Pass } else { Status::Fail },
@@ -264,7 +266,7 @@ fn ikol_layer_parity(r: &mut Report, gpu: Option<&Device>) -> anyhow::Result<()>
     let dt = max_abs_diff(&ta, &tb)? / max_abs(&ta)?.max(1e-9);
     let dp = max_abs_diff(&pa, &pb)? / max_abs(&pa)?.max(1e-9);
     // f32, 5 Gauss-Newton iterations: 0.1 mm on the joints, 1e-3 of the gradients' magnitude.
-    let ok = dj <= 1e-4 && dt <= 1e-3 && dp <= 1e-3;
+    let ok = [dj, dt, dp].iter().all(|x| x.is_finite()) && dj <= 1e-4 && dt <= 1e-3 && dp <= 1e-3;
     r.add(
         "IKOL layer forward/backward",
         if ok { Status::Pass } else { Status::Fail },
@@ -512,6 +514,16 @@ type Check<'a> = dyn Fn(&mut Report) -> anyhow::Result<()> + 'a;
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    anyhow::ensure!(
+        a.steps >= 10,
+        "--steps {}: at least 10 (the loss is compared over tenths)",
+        a.steps
+    );
+    anyhow::ensure!(
+        a.batch >= 2,
+        "--batch {}: at least 2 (BatchNorm in training mode)",
+        a.batch
+    );
     let mut r = Report {
         lines: Vec::new(),
         peak_bytes: 0,

@@ -2,8 +2,9 @@
 //! the other ranks.
 //!
 //! Read as `torchrun` sets it (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`),
-//! else as Slurm's `srun` does (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`; the master's
-//! address and port must then be exported by the batch script, see `training/README.md`).
+//! else as Slurm's `srun` does (`SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`: the
+//! step's tasks, so a batch script's own shell, outside `srun`, is no launch; the master's address
+//! and port must be exported by the batch script, see `training/README.md`).
 //!
 //! The port: under `torchrun` its agent already serves its own store on `MASTER_PORT` (the agent
 //! store, `TORCHELASTIC_USE_AGENT_STORE=True`), so rank 0 listens on `MASTER_PORT + 1`; under
@@ -47,7 +48,7 @@ impl Launch {
                 .parse()
                 .with_context(|| format!("launcher variable {name}={value:?} is not a number"))
         };
-        let Some((wname, w)) = pick(&["WORLD_SIZE", "SLURM_NTASKS"]) else {
+        let Some((wname, w)) = pick(&["WORLD_SIZE", "SLURM_STEP_NUM_TASKS"]) else {
             return Ok(None);
         };
         let world_size = number(&wname, &w)?;
@@ -117,35 +118,17 @@ pub fn share_from_rank0(
         let mut served = 1;
         while served < launch.world_size {
             match listener.accept() {
-                Ok((mut s, peer)) => {
-                    s.set_nonblocking(false)?;
-                    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                    let mut hello = [0u8; 16];
-                    s.read_exact(&mut hello)
-                        .with_context(|| format!("rendezvous: reading {peer}"))?;
-                    ensure!(
-                        &hello[..8] == MAGIC,
-                        "rendezvous: {peer} is not an ikol-train rank (port {} taken by something else?)",
-                        launch.port
-                    );
-                    let rank =
-                        u32::from_le_bytes([hello[8], hello[9], hello[10], hello[11]]) as usize;
-                    let world =
-                        u32::from_le_bytes([hello[12], hello[13], hello[14], hello[15]]) as usize;
-                    ensure!(
-                        world == launch.world_size,
-                        "rendezvous: rank {rank} at {peer} has WORLD_SIZE {world}, rank 0 has {}",
-                        launch.world_size
-                    );
-                    ensure!(
-                        rank < world && !seen[rank],
-                        "rendezvous: rank {rank} from {peer} is out of range or came twice"
-                    );
-                    seen[rank] = true;
-                    s.write_all(&(payload.len() as u32).to_le_bytes())?;
-                    s.write_all(payload)?;
-                    served += 1;
-                }
+                // A peer that is not a rank of this run, or one that went away, is skipped with
+                // a warning: the rendezvous waits for the real ranks until the deadline.
+                Ok((s, peer)) => match serve(s, launch, payload) {
+                    Ok(rank) if !seen[rank] => {
+                        seen[rank] = true;
+                        served += 1;
+                    }
+                    // A rank asking again (its first attempt timed out): served again.
+                    Ok(_) => {}
+                    Err(e) => eprintln!("rendezvous: ignoring {peer}: {e:#}"),
+                },
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if Instant::now() > deadline {
                         let missing: Vec<usize> =
@@ -165,12 +148,16 @@ pub fn share_from_rank0(
     let target = format!("{}:{}", launch.master_addr, launch.port);
     loop {
         let attempt = (|| -> anyhow::Result<Vec<u8>> {
-            let addr = target
+            // Every address the name resolves to (`localhost` may give ::1 first; rank 0
+            // listens on IPv4).
+            let addrs: Vec<_> = target
                 .to_socket_addrs()
                 .with_context(|| format!("resolving MASTER_ADDR {target}"))?
-                .next()
-                .with_context(|| format!("{target} resolves to nothing"))?;
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                .collect();
+            let mut s = addrs
+                .iter()
+                .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(5)).ok())
+                .with_context(|| format!("nothing listens at {target} yet"))?;
             s.set_read_timeout(Some(Duration::from_secs(60)))?;
             let mut hello = MAGIC.to_vec();
             hello.extend((launch.rank as u32).to_le_bytes());
@@ -201,6 +188,27 @@ pub fn share_from_rank0(
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+/// One peer at rank 0: reads its hello (magic, rank, world size), checks it, sends the payload;
+/// returns the peer's rank.
+fn serve(mut s: TcpStream, launch: &Launch, payload: &[u8]) -> anyhow::Result<usize> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut hello = [0u8; 16];
+    s.read_exact(&mut hello).context("reading its hello")?;
+    ensure!(&hello[..8] == MAGIC, "not an ikol-train rank");
+    let word = |i: usize| u32::from_le_bytes([hello[i], hello[i + 1], hello[i + 2], hello[i + 3]]);
+    let (rank, world) = (word(8) as usize, word(12) as usize);
+    ensure!(
+        world == launch.world_size,
+        "rank {rank} has WORLD_SIZE {world}, rank 0 has {}",
+        launch.world_size
+    );
+    ensure!(rank > 0 && rank < world, "rank {rank} is out of range");
+    s.write_all(&(payload.len() as u32).to_le_bytes())?;
+    s.write_all(payload)?;
+    Ok(rank)
 }
 
 #[cfg(test)]
@@ -236,8 +244,11 @@ mod tests {
             (l.rank, l.world_size, l.local_rank, l.port),
             (5, 8, 1, 29501)
         );
+        // A batch script's shell (SLURM_NTASKS, SLURM_PROCID=0, no srun step): no launch.
+        let batch_shell = vars(&[("SLURM_NTASKS", "16"), ("SLURM_PROCID", "0")]);
+        assert_eq!(Launch::from_vars(batch_shell)?, None);
         let slurm = vars(&[
-            ("SLURM_NTASKS", "16"),
+            ("SLURM_STEP_NUM_TASKS", "16"),
             ("SLURM_PROCID", "9"),
             ("SLURM_LOCALID", "1"),
             ("MASTER_ADDR", "gpu-017"),
@@ -276,6 +287,16 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let world = 4;
         let payload: Vec<u8> = (0..128u8).collect();
+        // Something else knocks first: rank 0 ignores it.
+        let stray = std::thread::spawn(move || {
+            for _ in 0..100 {
+                if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
         let hs: Vec<_> = (0..world)
             .rev() // the others start before rank 0 and must retry
             .map(|rank| {
@@ -283,7 +304,7 @@ mod tests {
                     rank,
                     world_size: world,
                     local_rank: rank,
-                    master_addr: "127.0.0.1".into(),
+                    master_addr: "localhost".into(),
                     port,
                 };
                 let p = payload.clone();
@@ -300,6 +321,7 @@ mod tests {
             let got = h.join().map_err(|_| anyhow::anyhow!("panicked"))??;
             assert_eq!(got, payload);
         }
+        stray.join().map_err(|_| anyhow::anyhow!("panicked"))?;
         Ok(())
     }
 }

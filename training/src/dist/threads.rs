@@ -4,14 +4,9 @@
 //! trains.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use candle_core::{DType, Device, Result, Tensor};
 use ikol_backbone::collective::Communicator;
-
-/// How long a rank waits for the others at a collective before it gives up with an error (a
-/// worker that failed has aborted the group long before this).
-const COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A rank's contribution: values as f64 (exact for f32 inputs), shape, dtype.
 type Contribution = (Vec<f64>, Vec<usize>, DType);
@@ -79,6 +74,12 @@ impl ThreadComm {
         self.shared.cv.notify_all();
     }
 
+    /// A guard that aborts the group if this thread panics while it lives (hold it for the
+    /// worker's whole run: the other ranks then get an error instead of waiting for ever).
+    pub fn abort_on_panic(&self) -> AbortOnPanic<'_> {
+        AbortOnPanic(self)
+    }
+
     fn reduce(&self, data: Vec<f64>, dims: Vec<usize>, dtype: DType) -> Result<Arc<Vec<f64>>> {
         let sh = &*self.shared;
         let err = |m: String| candle_core::Error::Msg(format!("all-reduce: {m}"));
@@ -118,20 +119,27 @@ impl ThreadComm {
     }
 }
 
+/// Guard of [`ThreadComm::abort_on_panic`].
+#[derive(Debug)]
+pub struct AbortOnPanic<'a>(&'a ThreadComm);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort("panicked");
+        }
+    }
+}
+
 type Guard<'a> = std::sync::MutexGuard<'a, (Round, Option<String>)>;
 
+/// Waits for the next change of the round. No timeout: a rank may wait as long as rank 0
+/// evaluates or writes a checkpoint; a worker that fails or panics aborts the group instead
+/// ([`ThreadComm::abort`], [`ThreadComm::abort_on_panic`]).
 fn wait<'a>(sh: &'a Shared, g: Guard<'a>) -> Result<Guard<'a>> {
-    let (g, timeout) = sh
-        .cv
-        .wait_timeout(g, COLLECTIVE_TIMEOUT)
-        .map_err(|_| candle_core::Error::Msg("all-reduce: group lock poisoned".into()))?;
-    if timeout.timed_out() {
-        candle_core::bail!(
-            "all-reduce: no progress for {} s (a rank stopped calling collectives)",
-            COLLECTIVE_TIMEOUT.as_secs()
-        )
-    }
-    Ok(g)
+    sh.cv
+        .wait(g)
+        .map_err(|_| candle_core::Error::Msg("all-reduce: group lock poisoned".into()))
 }
 
 /// The element-wise sum in rank order (the same order on every rank: bit-identical results),
@@ -228,6 +236,17 @@ mod tests {
             let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(msg.contains("out of order"), "{msg}");
         }
+        // A rank that panics ends the group for the others.
+        let comms = ThreadGroup::new(2);
+        let c1 = comms[1].clone();
+        let h = std::thread::spawn(move || {
+            let _guard = c1.abort_on_panic();
+            panic!("a worker fails");
+        });
+        assert!(h.join().is_err());
+        let e = comms[0].all_reduce_sum(&Tensor::zeros(2, DType::F32, &Device::Cpu)?);
+        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("rank 1: panicked"), "{msg}");
         let comms = ThreadGroup::new(2);
         comms[1].abort("data file missing");
         let e = comms[0].all_reduce_sum(&Tensor::zeros(2, DType::F32, &Device::Cpu)?);
