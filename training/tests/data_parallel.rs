@@ -336,12 +336,7 @@ fn fresh_runs_of_one_seed_start_equal() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no stem convolution"))?;
     let n = w.len() as f64;
     let mean = w.iter().sum::<f64>() / n;
-    let std = (w
-        .iter()
-        .map(|&x| (x - mean).powi(2))
-        .sum::<f64>()
-        / n)
-        .sqrt();
+    let std = (w.iter().map(|&x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
     let c_out = n / (3.0 * 49.0);
     let want = (2.0 / (c_out * 49.0)).sqrt();
     eprintln!("stem: {n} weights, mean {mean:.4}, std {std:.4} (He normal, fan-out: {want:.4})");
