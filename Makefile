@@ -93,7 +93,9 @@ test: setup models media validators fmt lint
 CUDA ?= $(HOME)/.cache/ikol/cuda-13.0
 CUDA_COMPUTE_CAP ?= 80
 CUDA_FEATURES := ikol/cuda,ikol-train/nccl
-CUDA_TARGET ?= target/cuda
+# Its own build directory, kept with the toolkit: candle-kernels' nvcc step (about 10 min on 2
+# cores) then runs once per machine, not once per clone.
+CUDA_TARGET ?= $(HOME)/.cache/ikol/cuda-target
 # The binaries find the CUDA libraries of $(CUDA) through their run path (the driver, libcuda,
 # comes from the system).
 CUDA_ENV = CUDA_ROOT=$(CUDA) CUDA_HOME=$(CUDA) NVCC=$(CUDA)/bin/nvcc PATH=$(CUDA)/bin:$$PATH \
