@@ -39,7 +39,10 @@ if [ -f "$DIR/.complete" ] && [ "$(cat "$DIR/.complete")" = "$PINS" ]; then
     exit 0
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ikol-cuda.XXXXXX")
+# Work beside DIR (same file system: the tree is moved into place, not copied; peak disk about
+# 870 MB of wheels + 1.4 GB unpacked).
+mkdir -p "$(dirname "$DIR")"
+WORK=$(mktemp -d "$(dirname "$DIR")/.ikol-cuda.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 echo "$PINS" > "$WORK/requirements.txt"
 echo "cuda-toolkit: downloading the CUDA 13.0 wheels (about 870 MB) from PyPI" >&2
@@ -51,12 +54,12 @@ python3 -m pip download -q --no-deps --require-hashes --only-binary=:all: \
     -r "$WORK/requirements.txt" -d "$WORK/wheels" >&2
 
 rm -rf "$DIR.partial"
-mkdir -p "$DIR.partial"
 for w in "$WORK"/wheels/*.whl; do
     unzip -q -o "$w" -d "$WORK/tree" -x '*.dist-info/*'
+    rm -f "$w"
 done
 # nvidia/cu13 is already a CUDA_ROOT; NCCL comes in its own folder (nvidia/nccl).
-cp -a "$WORK/tree/nvidia/cu13/." "$DIR.partial/"
+mv "$WORK/tree/nvidia/cu13" "$DIR.partial"
 cp -a "$WORK/tree/nvidia/nccl/include/." "$DIR.partial/include/"
 cp -a "$WORK/tree/nvidia/nccl/lib/." "$DIR.partial/lib/"
 find "$DIR.partial" -name '__init__.py' -delete
