@@ -2,7 +2,8 @@
 # The CUDA build on a machine without a GPU (make cuda-build): the binaries start (the CUDA
 # libraries from the wheels through their run path, the driver stub of
 # tests/tools/cuda-toolkit.sh in place of the driver) and refuse `--device cuda` (and
-# `ikolbackbone device=cuda` in a pipeline) with an error naming the device, exit status 1, no panic.
+# `ikolbackbone device=cuda` in a pipeline) with an error naming the device, exit status 1, no
+# panic.
 #   tests/tools/cuda-no-device.sh BIN_DIR CUDA_DIR
 set -euo pipefail
 BIN=$1
