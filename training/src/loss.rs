@@ -70,6 +70,11 @@ impl RestBasis {
         })
     }
 
+    /// The floating-point type of the basis (the run's precision).
+    pub fn dtype(&self) -> DType {
+        self.template.dtype()
+    }
+
     /// (B, L) -> (B, 24, 3).
     pub fn rest(&self, beta: &Tensor) -> candle_core::Result<Tensor> {
         let b = beta.dim(0)?;

@@ -353,7 +353,8 @@ pub fn evaluate(
     let s = net.config().input_size;
     let mut scores = Scores::default();
     for batch in batches(ds, batch_size, device) {
-        let batch = batch?;
+        // In the run's precision (the basis is built in it).
+        let batch = batch?.with_dtype(basis.dtype())?;
         let out = net.forward_t(&batch.images, false)?;
         let xyz = predicted_joints(&out.uvd.detach(), &batch, s)?;
         let rest = basis.rest(&out.beta.detach())?;
@@ -383,7 +384,8 @@ pub fn evaluate_regressor(
 ) -> anyhow::Result<EvalReport> {
     let mut scores = Scores::default();
     for batch in batches(ds, batch_size, device) {
-        let batch = batch?;
+        // In the run's precision (the basis is built in it).
+        let batch = batch?.with_dtype(basis.dtype())?;
         let steps = net.forward_t(&batch.images, false)?;
         let last = steps.last().context("the regressor ran no iteration")?;
         let rot = axis_angle_to_matrix(&last.theta.detach())?;

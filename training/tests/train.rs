@@ -111,6 +111,53 @@ fn run_writes_metrics_and_checkpoints() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `precision: f64`: training, evaluation and resume run in f64; the checkpoint is the ordinary
+/// f32 backbone file, and its network gives the f64 run's outputs to f32 rounding.
+#[test]
+fn f64_runs_evaluate_and_write_f32_checkpoints() -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let mut cfg = config(true, "f64");
+    cfg.precision = ikol_train::config::Precision::F64;
+    cfg.steps = 2;
+    cfg.batch_size = 2;
+    cfg.eval_every = 2;
+    cfg.eval_count = 3;
+    cfg.checkpoint_every = 1;
+    let mut tr = Trainer::new(cfg.clone(), &dev)?;
+    tr.run(false)?;
+    let evals = std::fs::read_to_string(cfg.out_dir.join("eval.csv"))?;
+    let last = evals.lines().nth(1).unwrap_or_default();
+    let mpjpe: f64 = last.split(',').nth(1).unwrap_or("nan").parse()?;
+    assert!(mpjpe.is_finite() && mpjpe > 0.0, "{evals}");
+    let ckpt = cfg.out_dir.join("checkpoint-0000002.safetensors");
+    let st = candle_core::safetensors::load(&ckpt, &dev)?;
+    assert!(st.values().all(|t| t.dtype() == candle_core::DType::F32));
+    let bb = Backbone::load(&ckpt, Variant::Ikol24, &dev)?;
+    let x = candle_core::Tensor::rand(0f32, 1.0, (1, 3, 64, 64), &dev)?;
+    let want = tr
+        .net()
+        .ok_or_else(|| anyhow::anyhow!("no heatmap net"))?
+        .forward_t(&x.to_dtype(candle_core::DType::F64)?, false)?
+        .uvd;
+    let got = bb
+        .net()
+        .forward_t(&x, false)?
+        .uvd
+        .to_dtype(candle_core::DType::F64)?;
+    let d = (want - got)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f64>()?;
+    assert!(d < 1e-4, "f32 checkpoint vs f64 network: {d}");
+    // Resume continues in f64.
+    let mut again = Trainer::resume(&ckpt, None, &dev)?;
+    assert_eq!(again.step(), 2);
+    assert!(again.train_step()?.losses.total.is_finite());
+    std::fs::remove_dir_all(&cfg.out_dir)?;
+    Ok(())
+}
+
 /// Targets with a NaN: the NaN guard skips the batch, reports it and leaves the weights alone.
 #[test]
 fn nan_guard_skips_the_batch() -> anyhow::Result<()> {

@@ -158,8 +158,8 @@ impl DirectRegressor {
             .lock()
             .map_err(|_| Error::InvalidInput("parameter map poisoned".into()))?
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().to_dtype(DType::F32)?)))
+            .collect::<candle_core::Result<_>>()?;
         Self::from_tensors(Path::new("<training parameters>"), cfg, tensors, device)
     }
 

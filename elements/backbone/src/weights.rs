@@ -317,10 +317,11 @@ pub fn save_varmap(path: &Path, cfg: &Config, varmap: &candle_nn::VarMap) -> Res
         .data()
         .lock()
         .map_err(|_| Error::InvalidInput("VarMap lock poisoned".into()))?;
+    // Checkpoints are f32 whatever the training precision (what every loader expects).
     let tensors: HashMap<String, Tensor> = data
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(candle_core::DType::F32)?)))
+        .collect::<candle_core::Result<_>>()?;
     drop(data);
     save_safetensors(path, cfg, &tensors)
 }
