@@ -209,6 +209,24 @@ pub fn sequence_files(root: &Path, split: &str, sequence: &str) -> Result<Vec<Pa
         })
         .collect();
     files.sort();
+    // Every name of a list must be there (a typo must not shrink the run silently).
+    if sequence != "all" && !files.is_empty() {
+        let missing: Vec<&str> = sequence
+            .split(',')
+            .map(str::trim)
+            .filter(|q| !files.iter().any(|p| p.file_stem().is_some_and(|s| s == *q)))
+            .collect();
+        if !missing.is_empty() {
+            return Err(DatasetError::Format {
+                path: dir,
+                message: format!(
+                    "no sequence `{}` (no {}.pkl)",
+                    missing.join("`, `"),
+                    missing.join(".pkl, no ")
+                ),
+            });
+        }
+    }
     if files.is_empty() {
         let what = if sequence == "all" {
             "no .pkl sequence files".to_owned()

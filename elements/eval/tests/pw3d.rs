@@ -176,6 +176,8 @@ fn split_and_sequence_selection() {
     // A comma list (a shard's sequences) picks those, in the sorted order.
     let two = pw3d::sequence_files(&root(), "test", "fixture_walk_00, fixture_pair_01").unwrap();
     assert_eq!(two, all);
+    let e = pw3d::sequence_files(&root(), "test", "fixture_walk_00,nope").unwrap_err();
+    assert!(e.to_string().contains("no sequence `nope`"), "{e}");
     let one = pw3d::sequence_files(&root(), "test", "fixture_walk_00").unwrap();
     assert_eq!(one.len(), 1);
     let e = pw3d::sequence_files(&root(), "test", "nope").unwrap_err();
