@@ -36,7 +36,17 @@ pub trait Communicator: Send + Sync + std::fmt::Debug {
 /// the backward pass is the same all-reduce, applied to the incoming gradient.
 pub fn all_reduce_sum(comm: &Arc<dyn Communicator>, x: &Tensor) -> Result<Tensor> {
     let value = comm.all_reduce_sum(&x.detach().contiguous()?)?;
-    // The op only attaches the backward pass: its forward returns the reduced value.
+    reduced_with_value(comm, x, value)
+}
+
+/// [`all_reduce_sum`] of `x` whose value the caller has already reduced (`value` = the sum
+/// over the ranks of `x`, computed however is most exact, e.g. in f64): the forward pass takes
+/// `value` as is, the backward pass is the all-reduce of the gradient.
+pub fn reduced_with_value(
+    comm: &Arc<dyn Communicator>,
+    x: &Tensor,
+    value: Tensor,
+) -> Result<Tensor> {
     x.apply_op1(Reduced {
         value,
         comm: comm.clone(),

@@ -5,6 +5,9 @@
 use candle_core::{D, DType, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
+use std::sync::Arc;
+
+use crate::collective::{Communicator, reduced_with_value};
 use crate::config::{BlockKind, ResNetConfig};
 use crate::ops;
 
@@ -206,44 +209,27 @@ impl ModuleT for BatchNorm2d {
             // of a data-parallel group's shards give the same f32 mean and variance as one
             // worker's sum over the whole batch (in f32 the two summation orders differ in the
             // last bits, and `x - mean` turns that into visible differences where |mean| >> std).
-            // Gradients flow through the same statistics computed in f32 (`exact(g, v)` has g's
-            // gradient and v's value: g - g is exactly 0), so training keeps no f64 copies of the
-            // activations for the backward pass.
-            let group = crate::collective::current_group();
-            let count = count * group.as_ref().map_or(1, |g| g.world_size());
-            let global = |local: Tensor, graph: bool| -> Result<Tensor> {
-                match &group {
-                    // Sums over the global batch (every worker holds a shard of equal size).
-                    Some(comm) if graph => crate::collective::all_reduce_sum(comm, &local),
-                    Some(comm) => comm.all_reduce_sum(&local),
-                    None => Ok(local),
-                }
-            };
-            let exact = |g: Tensor, v: Tensor| -> Result<Tensor> { (&g - g.detach())? + v };
+            // Gradients flow through the same statistics of the local shard in f32 (the
+            // reduced op takes the f64 value forward and all-reduces the gradient backward), so
+            // training keeps no f64 copies of the activations for the backward pass. Without a
+            // group the "group" is this worker alone.
+            let comm: Arc<dyn Communicator> = crate::collective::current_group()
+                .unwrap_or_else(|| Arc::new(crate::collective::Solo));
+            // Every worker holds a shard of equal size.
+            let count = (count * comm.world_size()) as f64;
             let dt = x.dtype();
             let xd = x.detach();
-            let mean_value = (global(xd.to_dtype(DType::F64)?.sum_keepdim((0, 2, 3))?, false)?
-                / count as f64)?
-                .to_dtype(dt)?;
-            let mean = exact(
-                (global(x.sum_keepdim((0, 2, 3))?, true)? / count as f64)?,
-                mean_value.clone(),
-            )?;
+            let sum = |t: Tensor| t.sum_keepdim((0, 2, 3));
+            let mean_value =
+                (comm.all_reduce_sum(&sum(xd.to_dtype(DType::F64)?)?)? / count)?.to_dtype(dt)?;
+            let mean = reduced_with_value(&comm, &(sum(x.clone())? / count)?, mean_value.clone())?;
             let centred = x.broadcast_sub(&mean)?;
-            let var_value = (global(
-                xd.broadcast_sub(&mean_value)?
-                    .to_dtype(DType::F64)?
-                    .sqr()?
-                    .sum_keepdim((0, 2, 3))?,
-                false,
-            )? / count as f64)?
-                .to_dtype(dt)?;
-            let var = exact(
-                (global(centred.sqr()?.sum_keepdim((0, 2, 3))?, true)? / count as f64)?,
-                var_value,
-            )?;
+            let deviation = xd.broadcast_sub(&mean_value)?.to_dtype(DType::F64)?;
+            let var_value =
+                (comm.all_reduce_sum(&sum(deviation.sqr()?)?)? / count)?.to_dtype(dt)?;
+            let var = reduced_with_value(&comm, &(sum(centred.sqr()?)? / count)?, var_value)?;
             let m = self.momentum;
-            let unbias = count as f64 / (count as f64 - 1.0);
+            let unbias = count / (count - 1.0);
             let rm = ((self.running_mean.as_tensor() * (1.0 - m))?
                 + (mean.detach().flatten_all()? * m)?)?;
             let rv = ((self.running_var.as_tensor() * (1.0 - m))?
