@@ -1373,6 +1373,8 @@ mod tests {
             .unwrap()
             .max(0)
             .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
             .to_scalar::<f64>()
             .unwrap()
     }
@@ -1568,15 +1570,7 @@ mod tests {
             let a = max_pool2d(x.as_tensor(), k, st, p).unwrap();
             let b = max_pool2d_by_shifts(x.as_tensor(), k, st, p).unwrap();
             assert_eq!(a.dims(), b.dims());
-            let d = (&a - &b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+            assert_eq!(max_abs_diff(&a, &b), 0.0);
             // The same gradient: a weighted sum of the outputs.
             let wts = Tensor::rand(0f32, 1.0, a.dims(), &Device::Cpu).unwrap();
             let ga = (&a * &wts).unwrap().sum_all().unwrap().backward().unwrap();
@@ -1585,15 +1579,7 @@ mod tests {
                 ga.get(x.as_tensor()).unwrap(),
                 gb.get(x.as_tensor()).unwrap(),
             );
-            let d = (ga - gb)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{h}x{w} {k}/{st}/{p}");
+            assert!(max_abs_diff(ga, gb) < 1e-6, "{h}x{w} {k}/{st}/{p}");
         }
     }
 
