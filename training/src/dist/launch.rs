@@ -69,19 +69,19 @@ impl Launch {
         };
         let master_addr =
             var("MASTER_ADDR").context("a multi-process run needs MASTER_ADDR (rank 0's host)")?;
-        let master_port = var("MASTER_PORT")
-            .context("a multi-process run needs MASTER_PORT")
-            .and_then(|p| {
-                p.trim()
-                    .parse::<u16>()
-                    .with_context(|| format!("MASTER_PORT={p:?} is not a port"))
-            })?;
+        let port = |name: &str, value: &str| -> anyhow::Result<u16> {
+            value
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}={value:?} is not a port"))
+        };
+        let master_port = port(
+            "MASTER_PORT",
+            &var("MASTER_PORT").context("a multi-process run needs MASTER_PORT")?,
+        )?;
         let torchrun = var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True");
         let port = match var("IKOL_RDZV_PORT") {
-            Some(p) => p
-                .trim()
-                .parse::<u16>()
-                .with_context(|| format!("IKOL_RDZV_PORT={p:?} is not a port"))?,
+            Some(p) => port("IKOL_RDZV_PORT", &p)?,
             None if torchrun => master_port
                 .checked_add(1)
                 .context("MASTER_PORT 65535 leaves no port for the rendezvous")?,
