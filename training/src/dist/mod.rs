@@ -6,8 +6,9 @@
 //!   with `torchrun`); rank r takes positions `[r B, (r + 1) B)` of the global batch's index list,
 //!   so N workers see exactly the samples (and augmentations) one worker with batch N B sees;
 //! * BatchNorm uses the global batch's statistics ([`ikol_backbone::collective`]);
-//! * gradients are summed in buckets of at most [`BUCKET_BYTES`] (concatenated, one all-reduce
-//!   each) and divided by N: the mean of the workers' mean losses is the global batch's mean;
+//! * gradients are summed in buckets of at most [`BUCKET_BYTES`] (concatenated in their own
+//!   type, one all-reduce each) and divided by N: the mean of the workers' mean losses is the
+//!   global batch's mean;
 //! * a non-finite loss or gradient on any rank skips the step on every rank;
 //! * rank 0 alone evaluates, writes checkpoints, `metrics.csv` and `eval.csv`.
 //!
@@ -47,17 +48,21 @@ pub fn average_gradients(
         while end < present.len() {
             let g = grads[present[end]]
                 .as_ref()
-                .map_or(0, |g| g.elem_count() * 4);
+                .map_or(0, |g| g.elem_count() * g.dtype().size_in_bytes());
             if end > start && bytes + g > bucket_bytes {
                 break;
             }
             bytes += g;
             end += 1;
         }
+        // In the gradients' own type (the run's precision: an f64 run reduces in f64).
+        let dtype = grads[present[start]]
+            .as_ref()
+            .map_or(DType::F32, Tensor::dtype);
         let parts: Vec<Tensor> = present[start..end]
             .iter()
             .filter_map(|&i| grads[i].as_ref())
-            .map(|g| g.to_dtype(DType::F32)?.flatten_all())
+            .map(|g| g.to_dtype(dtype)?.flatten_all())
             .collect::<Result<_>>()?;
         let flat = Tensor::cat(&parts, 0)?;
         let mean = (comm.all_reduce_sum(&flat)? / world as f64)?;
