@@ -48,6 +48,8 @@ pub struct BenchConfig {
     pub batch: usize,
     /// Repetitions of each tensor timing.
     pub batch_repeats: usize,
+    /// Only the solvers (and tensor timings) whose label contains this text.
+    pub only: Option<String>,
 }
 
 impl Default for BenchConfig {
@@ -60,6 +62,7 @@ impl Default for BenchConfig {
             timing: true,
             batch: 64,
             batch_repeats: 3,
+            only: None,
         }
     }
 }
@@ -73,6 +76,9 @@ pub struct AccuracyRow {
     pub mpjpe_mm: Vec<f64>,
     /// Mean Gauss-Newton iterations per jitter level.
     pub iterations: Vec<f64>,
+    /// Every solved joint coordinate (metres; jitter levels, samples and joints in order), so
+    /// that two builds can be compared (`solver-bench --dump` / `--against`).
+    pub joints: Vec<f64>,
 }
 
 /// A timing.
@@ -101,6 +107,17 @@ pub struct BenchReport {
 
 /// Label of the upstream IKOL configuration (5 iterations, zero init, fixed damping).
 pub const IKOL_UPSTREAM: &str = "ikol, 5 it, zero init (upstream)";
+
+/// The solvers of `cfg` (all, or those `--only` names).
+fn chosen(cfg: &BenchConfig) -> impl Iterator<Item = (&'static str, Method)> + '_ {
+    solvers()
+        .into_iter()
+        .filter(|(label, _)| wanted(cfg, label))
+}
+
+fn wanted(cfg: &BenchConfig, label: &str) -> bool {
+    cfg.only.as_deref().is_none_or(|o| label.contains(o))
+}
 
 /// The solvers compared, with their labels.
 pub fn solvers() -> Vec<(&'static str, Method)> {
@@ -216,12 +233,14 @@ fn accuracy(
             })
             .collect(),
         iterations: vec![0.0; sets.len()],
+        joints: Vec::new(),
     }];
-    for (label, method) in solvers() {
+    for (label, method) in chosen(cfg) {
         let mut row = AccuracyRow {
             solver: label.into(),
             mpjpe_mm: Vec::new(),
             iterations: Vec::new(),
+            joints: Vec::new(),
         };
         for set in &sets {
             let mut err = Vec::with_capacity(set.len());
@@ -229,6 +248,8 @@ fn accuracy(
             for s in set {
                 let sol = solve(&input(s, n), &method)?;
                 err.push(mpjpe(&sol.joints[..24], &s.gt.joints[..24]));
+                row.joints
+                    .extend(sol.joints.iter().flat_map(|j| [j.x, j.y, j.z]));
                 its.push(sol.iterations as f64);
             }
             row.mpjpe_mm.push(mean(err.into_iter()));
@@ -252,7 +273,7 @@ fn mpjpe(a: &[Vector3<f64>], b: &[Vector3<f64>]) -> f64 {
 fn timing(basis: &JointShapeBasis, cfg: &BenchConfig) -> Result<Vec<TimingRow>, BenchError> {
     let set = samples(basis, cfg, 0.01, 77);
     let mut rows = Vec::new();
-    for (label, method) in solvers() {
+    for (label, method) in chosen(cfg) {
         let start = Instant::now();
         for s in &set {
             std::hint::black_box(solve(&input(s, 24), &method)?);
@@ -311,16 +332,23 @@ fn batch_timing(basis: &JointShapeBasis, cfg: &BenchConfig) -> Result<Vec<Timing
             rest: &r,
             leaf_rotations: Some(&l),
         };
-        let start = Instant::now();
-        for _ in 0..cfg.batch_repeats.max(1) {
-            std::hint::black_box(ikol_batch(&input, &BatchIkolOptions::default(), None)?);
+        let what = format!("tensor twin {dtype:?} batch {b}, forward");
+        if wanted(cfg, &what) {
+            let start = Instant::now();
+            for _ in 0..cfg.batch_repeats.max(1) {
+                std::hint::black_box(ikol_batch(&input, &BatchIkolOptions::default(), None)?);
+            }
+            let per = start.elapsed().as_secs_f64() * 1e6 / (b * cfg.batch_repeats.max(1)) as f64;
+            rows.push(TimingRow {
+                what,
+                us_per_person: per,
+            });
         }
-        let per = start.elapsed().as_secs_f64() * 1e6 / (b * cfg.batch_repeats.max(1)) as f64;
-        rows.push(TimingRow {
-            what: format!("tensor twin {dtype:?} batch {b}, forward"),
-            us_per_person: per,
-        });
         for mode in [JacobianMode::Detached, JacobianMode::Differentiated] {
+            let what = format!("tensor twin {dtype:?} batch {b}, forward + backward, {mode:?} J");
+            if !wanted(cfg, &what) {
+                continue;
+            }
             let vt = Var::from_tensor(&t)?;
             let vr = Var::from_tensor(&r)?;
             let input = BatchInput {
@@ -340,7 +368,7 @@ fn batch_timing(basis: &JointShapeBasis, cfg: &BenchConfig) -> Result<Vec<Timing
             }
             let per = start.elapsed().as_secs_f64() * 1e6 / (b * cfg.batch_repeats.max(1)) as f64;
             rows.push(TimingRow {
-                what: format!("tensor twin {dtype:?} batch {b}, forward + backward, {mode:?} J"),
+                what,
                 us_per_person: per,
             });
         }

@@ -31,8 +31,8 @@
 //! Implementation: the rest-dependent parts (root and spine3 fits, rest bones, twist rotations)
 //! are computed once per problem, evaluations live in fixed-size arrays reused across the
 //! iterations, each Jacobian column is propagated over its joint's subtree only, and the normal
-//! equations skip the row blocks where a column is zero, summing in nalgebra's dense order so
-//! the iterates are bit-identical to the dense J^T J and Cholesky solve.
+//! equations are summed joint by joint over the unknowns that move the joint (the dense
+//! J^T J and nalgebra's Cholesky give the same iterates to rounding: `solver-bench --against`).
 //!
 //! Beyond upstream (all options, defaults as upstream): convergence tolerances, per-joint
 //! weights, Levenberg-Marquardt adaptive damping (Nielsen's update), initialisation from the
@@ -314,9 +314,9 @@ pub struct IkolModel<'a> {
     /// Per unknown, the joints its Jacobian column can move (bit j for joint j): a swing angle
     /// only its joint's subtree, a shape coefficient every joint but the root.
     support: Vec<u32>,
-    /// Per unknown, the whole 8-row blocks of its Jacobian column (bit k for rows 8k..8k+8)
-    /// that can be non-zero, `None` for a shape coefficient (dense, prior row included).
-    blocks: Vec<Option<u32>>,
+    /// Per joint, the unknowns whose Jacobian column can be non-zero in its rows (bit u for
+    /// unknown u; at most 23 angles and 10 coefficients).
+    joint_unknowns: [u64; HYBRIK_JOINTS],
 }
 
 impl<'a> IkolModel<'a> {
@@ -435,15 +435,12 @@ impl<'a> IkolModel<'a> {
             })
             .chain(std::iter::repeat_n(all_but_root, n_beta))
             .collect();
-        // Joint j has rows 3j..3j+3; at most 29 joints, so 11 blocks.
-        let row_blocks = |joints: u32| {
-            BitSet(joints).fold(0u32, |b, j| b | 1 << (3 * j / 8) | 1 << ((3 * j + 2) / 8))
-        };
-        let blocks = support
-            .iter()
-            .enumerate()
-            .map(|(u, &joints)| (u < slots.len()).then(|| row_blocks(joints)))
-            .collect();
+        let mut joint_unknowns = [0u64; HYBRIK_JOINTS];
+        for (u, &joints) in support.iter().enumerate() {
+            for j in BitSet(joints.into()) {
+                joint_unknowns[j] |= 1 << u;
+            }
+        }
         let drest = match &prep.shape {
             Some((basis, _)) if n_beta > 0 => basis
                 .dirs
@@ -471,7 +468,7 @@ impl<'a> IkolModel<'a> {
             target_bone,
             drest,
             support,
-            blocks,
+            joint_unknowns,
         })
     }
 
@@ -609,7 +606,7 @@ impl<'a> IkolModel<'a> {
         };
         let support = self.support[unknown];
         // In increasing joint order: parents (lower indices) come first.
-        for k in BitSet(support) {
+        for k in BitSet(support.into()) {
             let p = parents[k] as usize;
             let (dq_p, w_p) = if support & (1 << p) != 0 {
                 (dq[p], w[p])
@@ -702,8 +699,19 @@ impl<'a> IkolModel<'a> {
         jac
     }
 
-    /// The lower triangle of A = J^T J + mu I and g = J^T r (IKOL Eq. 10), each product by
-    /// [`ordered_dot`] over the row blocks where both columns can be non-zero.
+    /// Where unknown u sits in the normal equations: the swing angles in reverse (children
+    /// before their ancestors), then the shape coefficients. A[u][v] is non-zero only when one
+    /// joint is the other's ancestor (their subtrees meet), so with descendants eliminated
+    /// first the Cholesky factor has no fill-in (an angle's ancestors are all coupled already).
+    fn position(&self, u: usize) -> usize {
+        let n_slots = self.slots.len();
+        if u < n_slots { n_slots - 1 - u } else { u }
+    }
+
+    /// The lower triangle of A = J^T J + mu I and g = J^T r (IKOL Eq. 10), rows and columns
+    /// ordered by [`Self::position`], summed joint by joint over the unknowns that can move the
+    /// joint (a swing angle moves only its subtree), so each 3-row block costs a product per
+    /// pair of its own unknowns, not of all of them.
     fn normal_equations(
         &self,
         jac: &DMatrix<f64>,
@@ -712,22 +720,42 @@ impl<'a> IkolModel<'a> {
         a: &mut DMatrix<f64>,
         g: &mut DVector<f64>,
     ) {
-        let (m, rows) = (self.unknowns(), self.residuals());
+        let (m, rows, n) = (self.unknowns(), self.residuals(), self.prep.n);
         let cols = jac.as_slice();
+        let r = r.as_slice();
         let a = a.as_mut_slice();
-        for v in 0..m {
-            let col_v = &cols[v * rows..(v + 1) * rows];
-            let blocks_v = self.blocks[v];
-            for u in v..m {
-                let col_u = &cols[u * rows..(u + 1) * rows];
-                a[u + v * m] = match (self.blocks[u], blocks_v) {
-                    (Some(x), Some(y)) => ordered_dot(col_u, col_v, Some(x & y)),
-                    (Some(x), None) | (None, Some(x)) => ordered_dot(col_u, col_v, Some(x)),
-                    (None, None) => ordered_dot(col_u, col_v, None),
-                };
+        a.fill(0.0);
+        g.fill(0.0);
+        let mut moving = [0usize; 64];
+        for j in 1..n {
+            let mut len = 0;
+            for u in BitSet(self.joint_unknowns[j]) {
+                moving[len] = u;
+                len += 1;
             }
+            let dot3 = |x: &[f64], y: &[f64]| x[0] * y[0] + x[1] * y[1] + x[2] * y[2];
+            let r_j = &r[3 * j..3 * j + 3];
+            for (i, &v) in moving[..len].iter().enumerate() {
+                let j_v = &cols[v * rows + 3 * j..v * rows + 3 * j + 3];
+                let pv = self.position(v);
+                g[pv] += dot3(j_v, r_j);
+                for &u in &moving[i..len] {
+                    // u > v: u's joint is a descendant of v's, so it comes first.
+                    let pu = self.position(u).min(pv);
+                    let pv = self.position(u).max(pv);
+                    a[pv + pu * m] += dot3(&cols[u * rows + 3 * j..u * rows + 3 * j + 3], j_v);
+                }
+            }
+        }
+        // The shape prior's rows: one per refined coefficient, non-zero in its column only.
+        for l in 0..self.n_beta {
+            let (u, row) = (self.slots.len() + l, 3 * n + l);
+            let d = cols[u * rows + row];
+            a[u + u * m] += d * d;
+            g[u] += d * r[row];
+        }
+        for v in 0..m {
             a[v + v * m] += mu;
-            g[v] = ordered_dot(col_v, r.as_slice(), blocks_v);
         }
     }
 
@@ -781,9 +809,10 @@ impl<'a> IkolModel<'a> {
             if !cholesky_solve(&mut a, &mut delta) || delta.iter().any(|d| !d.is_finite()) {
                 return Err(SolverError::NotPositiveDefinite { iteration: it });
             }
-            // IKOL Eq. 11 (with the sign of reference 3.4: r = f - P).
-            for ((xn, xi), d) in x_new.iter_mut().zip(&x).zip(delta.iter()) {
-                *xn = xi - d;
+            // IKOL Eq. 11 (with the sign of reference 3.4: r = f - P); delta is in the normal
+            // equations' order.
+            for (u, (xn, xi)) in x_new.iter_mut().zip(&x).enumerate() {
+                *xn = xi - delta[self.position(u)];
             }
             self.evaluate_into(&mut x_new, None, &mut ev_new);
             self.residual_into(&ev_new, &x_new, &mut r_new);
@@ -836,38 +865,8 @@ impl<'a> IkolModel<'a> {
     }
 }
 
-/// The dot product a . b of two equally long slices, in exactly the order of nalgebra's dense
-/// `dot`: eight interleaved partial sums over the whole blocks of 8 rows, combined pairwise,
-/// then the remaining rows in turn. With `blocks` (bit k for rows 8k..8k+8) the whole blocks
-/// outside it are skipped: there a or b must be zero, and the zero products would change no
-/// bit, so the sparse normal equations equal the dense `tr_mul` ones exactly and the iterates
-/// stay reproducible.
-fn ordered_dot(a: &[f64], b: &[f64], blocks: Option<u32>) -> f64 {
-    let len = a.len().min(b.len());
-    let whole = len / 8;
-    let mut acc = [0.0; 8];
-    let add_block = |k: usize| {
-        let (x, y) = (&a[8 * k..8 * k + 8], &b[8 * k..8 * k + 8]);
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    };
-    match blocks {
-        Some(mask) => BitSet(mask).take_while(|&k| k < whole).for_each(add_block),
-        None => (0..whole).for_each(add_block),
-    }
-    let mut sum = 0.0;
-    for i in 0..4 {
-        sum += acc[i] + acc[i + 4];
-    }
-    for i in 8 * whole..len {
-        sum += a[i] * b[i];
-    }
-    sum
-}
-
 /// The members of a bit set, in increasing order.
-struct BitSet(u32);
+struct BitSet(u64);
 
 impl Iterator for BitSet {
     type Item = usize;
@@ -883,9 +882,9 @@ impl Iterator for BitSet {
 
 /// Solves A x = b in place (b becomes x) by Cholesky, A = L L^T, for a symmetric A given by its
 /// lower triangle, which L overwrites; false when A is not numerically positive definite (a
-/// pivot that is not > 0, NaN included). Same operations in the same order as nalgebra's
-/// `Cholesky::new` and `solve_mut` (column updates, then the two triangular solves), without
-/// their allocations.
+/// pivot that is not > 0, NaN included). The operations of nalgebra's `Cholesky::new` and
+/// `solve_mut` (column updates, then the two triangular solves) without their allocations,
+/// skipping the updates by exact zeros.
 fn cholesky_solve(a: &mut DMatrix<f64>, b: &mut DVector<f64>) -> bool {
     let m = a.nrows();
     let a = a.as_mut_slice();
@@ -896,6 +895,10 @@ fn cholesky_solve(a: &mut DMatrix<f64>, b: &mut DVector<f64>) -> bool {
         for k in 0..j {
             let col_k = &left[k * m + j..(k + 1) * m];
             let l_jk = col_k[0];
+            // Exact zeros (most of L, see `IkolModel::position`) change nothing.
+            if l_jk == 0.0 {
+                continue;
+            }
             for (x, l) in col_j.iter_mut().zip(col_k) {
                 *x -= l_jk * l;
             }
@@ -921,7 +924,7 @@ fn cholesky_solve(a: &mut DMatrix<f64>, b: &mut DVector<f64>) -> bool {
     }
     for i in (0..m).rev() {
         let below = &a[i * m + i + 1..(i + 1) * m];
-        let dot = ordered_dot(below, &b[i + 1..], None);
+        let dot: f64 = below.iter().zip(&b[i + 1..]).map(|(l, x)| l * x).sum();
         b[i] = (b[i] - dot) / a[i * m + i];
     }
     true

@@ -118,6 +118,60 @@ fn jacobian_with_shape_and_weights_matches_finite_differences() {
     }
 }
 
+/// One iteration of the solver against the damped Gauss-Newton step of IKOL Eq. 10-11 done
+/// densely by nalgebra (J^T J + sigma I, its Cholesky): the solver sums the normal equations
+/// joint by joint and factors them in its own order, which may change rounding only.
+#[test]
+fn one_iteration_is_the_dense_damped_gauss_newton_step() {
+    for seed in 0..4 {
+        let case = Case::random(seed, 0.02);
+        let beta0: Vec<f64> = case.beta.iter().map(|b| b + 0.3).collect();
+        let inputs = [
+            (case.input24(), None),
+            (case.input29(), None),
+            (
+                case.input24_shape(&beta0),
+                Some(ShapeRefinement { prior_weight: 1e-3 }),
+            ),
+        ];
+        for (input, shape) in inputs {
+            let n_angles = if input.targets.len() == 24 { 18 } else { 23 };
+            let opts = IkolOptions {
+                iterations: 1,
+                init: IkolInit::Angles(random_angles(seed + 11, n_angles, 0.8)),
+                shape,
+                weights: Some(
+                    (0..input.targets.len())
+                        .map(|j| 0.5 + (j % 3) as f64)
+                        .collect(),
+                ),
+                ..IkolOptions::default()
+            };
+            let model = IkolModel::new(&input, &opts).unwrap();
+            let x0 = nalgebra::DVector::from_vec(model.initial());
+            let (j, r) = (model.jacobian(x0.as_slice()), model.residual(x0.as_slice()));
+            let m = model.unknowns();
+            let a = j.transpose() * &j + nalgebra::DMatrix::identity(m, m) * opts.damping;
+            let delta = a.cholesky().unwrap().solve(&(j.transpose() * r));
+            let want = x0 - delta;
+            let sol = model.solve().unwrap();
+            let got: Vec<f64> = sol
+                .swing_angles
+                .unwrap()
+                .into_iter()
+                .chain(sol.beta.unwrap_or_default())
+                .collect();
+            assert_eq!(got.len(), m);
+            let err = got
+                .iter()
+                .zip(want.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-12, "seed {seed}, {m} unknowns: {err}");
+        }
+    }
+}
+
 #[test]
 fn analytic_round_trips_are_exact() {
     for seed in 0..25 {

@@ -1,6 +1,6 @@
 //! Accuracy and speed of the IK solvers (see `ikol_solver::benchmark`).
 //!
-//! Usage: `solver-bench [--people N] [--seed S] [--no-timing] [--batch B]`
+//! Usage: `solver-bench [--people N] [--seed S] [--no-timing] [--batch B] [--only TEXT] [--dump FILE] [--against FILE]`
 //! (release build recommended: `cargo run --release -p ikol-solver --bin solver-bench`).
 //! The rest skeleton and joint-shape basis are those of the embedded default body model (29 rows:
 //! SMPL-24 and the HybrIK leaf vertices, linear in its 10 shape coefficients).
@@ -23,6 +23,7 @@ fn basis() -> JointShapeBasis {
 
 fn main() {
     let mut cfg = BenchConfig::default();
+    let (mut dump, mut against) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> u64 {
@@ -36,8 +37,28 @@ fn main() {
             "--seed" => cfg.seed = value("--seed"),
             "--batch" => cfg.batch = value("--batch") as usize,
             "--no-timing" => cfg.timing = false,
+            "--only" => {
+                let Some(text) = args.next() else {
+                    eprintln!("--only needs a part of a solver's label, e.g. upstream");
+                    std::process::exit(2)
+                };
+                cfg.only = Some(text);
+            }
+            "--dump" | "--against" => {
+                let Some(path) = args.next() else {
+                    eprintln!("{a} needs a file");
+                    std::process::exit(2)
+                };
+                if a == "--dump" {
+                    dump = Some(PathBuf::from(path));
+                } else {
+                    against = Some(PathBuf::from(path));
+                }
+            }
             "-h" | "--help" => {
-                println!("solver-bench [--people N] [--seed S] [--no-timing] [--batch B]");
+                println!(
+                    "solver-bench [--people N] [--seed S] [--no-timing] [--batch B] [--only TEXT] [--dump FILE] [--against FILE]"
+                );
                 return;
             }
             other => {
@@ -49,6 +70,12 @@ fn main() {
     match run(&basis(), &cfg) {
         Ok(report) => {
             print!("{report}");
+            if let Some(path) = &dump {
+                write_dump(&report, path);
+            }
+            if let Some(path) = &against {
+                compare_dump(&report, path);
+            }
             if cfg.timing {
                 torch_comparison(&report);
             }
@@ -57,6 +84,62 @@ fn main() {
             eprintln!("solver-bench: {e}");
             std::process::exit(1)
         }
+    }
+}
+
+/// Every solver's solved joints, one line per solver and layout: the label, then the numbers
+/// (shortest round-trip form, so nothing is lost).
+fn write_dump(report: &BenchReport, path: &std::path::Path) {
+    let mut text = String::new();
+    for (layout, rows) in [("24", &report.layout24), ("29", &report.layout29)] {
+        for row in rows.iter().filter(|r| !r.joints.is_empty()) {
+            let numbers: Vec<String> = row.joints.iter().map(f64::to_string).collect();
+            text += &format!("{layout}\t{}\t{}\n", row.solver, numbers.join(" "));
+        }
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("solver-bench: cannot write {}: {e}", path.display());
+        std::process::exit(1)
+    }
+}
+
+/// The largest difference of each solver's joints from a `--dump` of another build (same
+/// options), in metres; exit 1 when a solver is missing or its sample count differs.
+fn compare_dump(report: &BenchReport, path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        eprintln!("solver-bench: cannot read {}: {e}", path.display());
+        std::process::exit(1)
+    });
+    println!("\nSolved joints against {}:\n", path.display());
+    println!("| layout | solver | max abs difference (m) |\n|---|---|---|");
+    let mut ok = true;
+    for (layout, rows) in [("24", &report.layout24), ("29", &report.layout29)] {
+        for row in rows.iter().filter(|r| !r.joints.is_empty()) {
+            let old: Option<Vec<f64>> = text
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .filter(|(l, _)| *l == layout)
+                .filter_map(|(_, rest)| rest.split_once('\t'))
+                .find(|(label, _)| *label == row.solver)
+                .and_then(|(_, numbers)| numbers.split(' ').map(|x| x.parse().ok()).collect());
+            match old {
+                Some(old) if old.len() == row.joints.len() => {
+                    let d = old
+                        .iter()
+                        .zip(&row.joints)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    println!("| {layout} | {} | {d:.3e} |", row.solver);
+                }
+                _ => {
+                    println!("| {layout} | {} | not comparable |", row.solver);
+                    ok = false;
+                }
+            }
+        }
+    }
+    if !ok {
+        std::process::exit(1)
     }
 }
 
