@@ -366,15 +366,6 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
 }
 
-/// The metric fields of a 3DPW summary row (ikol_eval::protocol::Summary).
-const METRICS: [&str; 5] = [
-    "mpjpe_mm",
-    "pa_mpjpe_mm",
-    "pve_mm",
-    "mpjpe_24_mm",
-    "pa_mpjpe_24_mm",
-];
-
 fn merge_eval(dirs: &[PathBuf], out: &Path) -> Result<()> {
     check_eval_shards(dirs)?;
     let mut sequences: BTreeMap<String, Value> = BTreeMap::new();
@@ -435,7 +426,7 @@ fn merge_eval(dirs: &[PathBuf], out: &Path) -> Result<()> {
         samples += n;
         missing += row["missing"].as_u64().unwrap_or(0);
         if n > 0 {
-            for (s, m) in sums.iter_mut().zip(METRICS) {
+            for (s, m) in sums.iter_mut().zip(ikol_eval::protocol::SUMMARY_METRICS) {
                 *s += n as f64
                     * row[m]
                         .as_f64()
@@ -444,7 +435,7 @@ fn merge_eval(dirs: &[PathBuf], out: &Path) -> Result<()> {
         }
     }
     let mut all = json!({"samples": samples, "missing": missing});
-    for (s, m) in sums.iter().zip(METRICS) {
+    for (s, m) in sums.iter().zip(ikol_eval::protocol::SUMMARY_METRICS) {
         all[m] = if samples > 0 {
             json!(s / samples as f64)
         } else {

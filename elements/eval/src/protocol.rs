@@ -80,6 +80,16 @@ pub struct Report {
     pub missing: BTreeMap<String, u64>,
 }
 
+/// The metric fields of a [`Summary`] as its JSON names them (for readers of summary files,
+/// such as `ikol merge`).
+pub const SUMMARY_METRICS: [&str; 5] = [
+    "mpjpe_mm",
+    "pa_mpjpe_mm",
+    "pve_mm",
+    "mpjpe_24_mm",
+    "pa_mpjpe_24_mm",
+];
+
 /// Means of a set of rows, millimetres.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {

@@ -215,6 +215,17 @@ fn report_means_tables_and_files() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(json["all"]["samples"], 3);
     assert_eq!(json["comparable"], false);
+    // The names readers use for the metrics are the file's: every key but the counts.
+    let keys: Vec<&str> = json["all"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !["samples", "missing"].contains(k))
+        .collect();
+    let mut want = ikol_eval::protocol::SUMMARY_METRICS.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want);
     std::fs::remove_dir_all(&dir).ok();
 
     let m = BodyModel::embedded_default().unwrap();
