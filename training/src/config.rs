@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use ikol_backbone::{
-    Config as NetConfig, RegressorConfig, RegressorKind, RegressorNetConfig, Variant,
+    Config as NetConfig, RegressorConfig, RegressorKind, RegressorNetConfig, RotationRepr, Variant,
 };
 use ikol_solver::batch::{BatchIkolOptions, JacobianMode};
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,8 @@ pub struct RegressorOptions {
     pub outer: usize,
     /// HKMR forward-backward cycles per chain (4).
     pub inner: usize,
+    /// Rotation parameterisation: `axis-angle` (HMR, HKMR's paper) or `6d` (SPIN's regressor).
+    pub rotation: RotationRepr,
 }
 
 impl Default for RegressorOptions {
@@ -101,6 +103,7 @@ impl Default for RegressorOptions {
             hidden: 64,
             outer: 3,
             inner: 4,
+            rotation: RotationRepr::AxisAngle,
         }
     }
 }
@@ -353,6 +356,7 @@ impl TrainConfig {
                 outer: self.regressor.outer,
                 inner: self.regressor.inner,
                 dropout: self.net.dropout,
+                rotation: self.regressor.rotation,
             },
             input_size: self.net.input_size,
             bn_eps: self.net.bn_eps,

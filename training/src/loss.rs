@@ -26,7 +26,6 @@
 use candle_core::{DType, Device, Tensor};
 use ikol_backbone::camera::uvd_to_cam_tensor;
 use ikol_backbone::collective::global_count;
-use ikol_backbone::regressor::axis_angle_to_matrix;
 use ikol_backbone::{DEPTH_FACTOR_M, NetOutput, RegressorStep};
 use ikol_body::BodyModel;
 use ikol_solver::batch::{BatchIkolOptions, BatchInput, BatchSolution, ikol_batch};
@@ -368,7 +367,7 @@ pub fn regressor_losses(
     let mut total = Tensor::zeros((), dt, last.theta.device())?;
     let mut terms = None;
     for step in steps {
-        let rot = axis_angle_to_matrix(&step.theta)?;
+        let rot = step.rotations()?;
         let joints = posed_joints(&rot, &basis.rest(&step.beta)?)?;
         let j3 = weighted_mean(&joints.sub(&target_3d)?.abs()?, t.weight)?;
         let (scale, shift) = (step.cam.narrow(1, 0, 1)?, step.cam.narrow(1, 1, 2)?);

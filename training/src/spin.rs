@@ -286,7 +286,11 @@ impl SpinLoop {
             let b = t.dim(0)?;
             Ok(t.to_dtype(DType::F32)?.reshape((b, ()))?.to_vec2::<f32>()?)
         };
-        let (theta, beta, cam) = (host2(&last.theta)?, host2(&last.beta)?, host2(&last.cam)?);
+        let (predicted_rotations, beta, cam) = (
+            host2(&last.rotations()?)?,
+            host2(&last.beta)?,
+            host2(&last.cam)?,
+        );
         let (uvd, c2f, kinv) = (
             host2(&batch.uvd)?,
             host2(&batch.crop_to_frame)?,
@@ -318,15 +322,9 @@ impl SpinLoop {
                     }
                 })
                 .collect();
-            let rot: Vec<Matrix3<f64>> = (0..SMPL_JOINTS)
-                .map(|j| {
-                    let w = &theta[i][3 * j..3 * j + 3];
-                    axis_angle_to_matrix(&Vector3::new(
-                        f64::from(w[0]),
-                        f64::from(w[1]),
-                        f64::from(w[2]),
-                    ))
-                })
+            let rot: Vec<Matrix3<f64>> = predicted_rotations[i]
+                .chunks_exact(9)
+                .map(|m| Matrix3::from_iterator(m.iter().map(|&x| f64::from(x))).transpose())
                 .collect();
             let mut b: Vec<f64> = beta[i].iter().map(|&x| f64::from(x)).collect();
             b.resize(model_nb, 0.0);

@@ -16,8 +16,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::init::NormalOrUniform;
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
-use ikol_backbone::regressor::axis_angle_to_matrix;
-use ikol_backbone::{HeatmapNet, RegressorNet, RegressorNetConfig, RegressorStep};
+use ikol_backbone::{HeatmapNet, RegressorNet, RegressorNetConfig};
 use ikol_body::BodyModel;
 use ikol_solver::batch::BatchIkolOptions;
 use ikol_types::nalgebra::{Matrix3, Vector3};
@@ -388,7 +387,7 @@ pub fn evaluate_regressor(
         let batch = batch?.with_dtype(basis.dtype())?;
         let steps = net.forward_t(&batch.images, false)?;
         let last = steps.last().context("the regressor ran no iteration")?;
-        let rot = axis_angle_to_matrix(&last.theta.detach())?;
+        let rot = last.rotations()?.detach();
         let joints = posed_joints(&rot, &basis.rest(&last.beta.detach())?)?;
         scores.add(body, &batch, &joints, None, &rot, &last.beta)?;
     }
@@ -773,11 +772,7 @@ impl Trainer {
                 match self.spin.as_mut() {
                     Some(spin) => {
                         let last = steps.last().context("the regressor ran no iteration")?;
-                        let detached = RegressorStep {
-                            theta: last.theta.detach(),
-                            beta: last.beta.detach(),
-                            cam: last.cam.detach(),
-                        };
+                        let detached = last.detach();
                         let sup =
                             spin.step(&idx, &hidden, &detached, &batch, self.cfg.net.input_size)?;
                         fits = sup.from_fits;

@@ -18,6 +18,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use ikol_types::nalgebra::Matrix3;
+use ikol_types::rotation::matrix_to_axis_angle;
 use ikol_types::{Affine2, Crop, Intrinsics};
 
 use crate::backbone::PersonBox;
@@ -218,13 +220,21 @@ impl DirectRegressor {
                 .flatten_all()?
                 .to_vec1::<f64>()?)
         };
-        let (mut theta, mut beta, mut cam) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rotations, mut beta, mut cam) = (Vec::new(), Vec::new(), Vec::new());
         for chunk in crops.chunks(crate::backbone::MAX_BATCH) {
             let step = self.infer(&crops_tensor(frame, chunk, &self.device)?)?;
-            theta.extend(host(&step.theta)?);
+            rotations.extend(host(&step.rotations()?)?);
             beta.extend(host(&step.beta)?);
             cam.extend(host(&step.cam)?);
         }
+        // Axis-angle out, whatever the head regresses.
+        let theta: Vec<f64> = rotations
+            .chunks_exact(9)
+            .flat_map(|m| {
+                let w = matrix_to_axis_angle(&Matrix3::from_row_slice(m));
+                [w.x, w.y, w.z]
+            })
+            .collect();
         let nb = self.cfg.head.num_betas;
         let joints = theta.len() / (3 * crops.len());
         Ok(crops
@@ -335,7 +345,7 @@ pub fn save_regressor(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::regressor::RegressorKind;
+    use crate::regressor::{RegressorConfig, RegressorKind, RotationRepr};
     use ikol_types::BBox;
     use nalgebra::Vector3;
 
@@ -440,6 +450,35 @@ mod tests {
             e.contains("non-finite") && e.contains("camera.2.bias"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn six_d_checkpoints_round_trip_and_older_configs_read_as_axis_angle() {
+        let dir = std::env::temp_dir().join(format!("ikol-direct6d-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = RegressorNetConfig::tiny(RegressorKind::Flat);
+        cfg.head.rotation = RotationRepr::SixD;
+        let varmap = candle_nn::VarMap::new();
+        RegressorNet::new(
+            &cfg,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let net = DirectRegressor::from_varmap(&cfg, &varmap, &Device::Cpu).unwrap();
+        let path = dir.join("flat6d.safetensors");
+        net.save(&path).unwrap();
+        let back = DirectRegressor::load(&path, &Device::Cpu).unwrap();
+        assert_eq!(back.config(), &cfg);
+        let x = Tensor::ones((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+        let step = back.infer(&x).unwrap();
+        assert_eq!(step.theta.dims(), &[1, 24, 6]);
+        assert_eq!(step.rotations().unwrap().dims(), &[1, 24, 3, 3]);
+        // A checkpoint's config from before the field existed.
+        let mut v = serde_json::to_value(cfg.head).unwrap();
+        v.as_object_mut().unwrap().remove("rotation");
+        let old: RegressorConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old.rotation, RotationRepr::AxisAngle);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

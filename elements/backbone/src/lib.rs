@@ -112,4 +112,5 @@ pub use error::{Error, Result};
 pub use net::{HeatmapNet, NetOutput};
 pub use regressor::{
     Regressor, RegressorConfig, RegressorKind, RegressorNet, RegressorNetConfig, RegressorStep,
+    RotationRepr,
 };

@@ -1,8 +1,8 @@
 //! Parameter regressors on the pooled ResNet feature: HKMR's hierarchical kinematic regressor and
 //! the flat iterative regressor of HMR / SPIN that it is compared with.
 //!
-//! Both predict the body directly: 24 local rotations as axis-angle (`theta`, root first, in the
-//! camera frame), the shape `beta` and a weak-perspective camera `cam = (s, tx, ty)` that maps a
+//! Both predict the body directly: 24 local rotations (`theta`, root first, in the camera
+//! frame; axis-angle or 6D, [`RotationRepr`]), the shape `beta` and a weak-perspective camera `cam = (s, tx, ty)` that maps a
 //! root-relative joint `X` (metres) to normalised crop coordinates `x = s X_xy + (tx, ty)`, -1 ..
 //! 1 over the crop side (SPIN's convention). One [`RegressorStep`] per outer iteration is
 //! returned, because both papers supervise every iteration (HKMR Eq. 3, HMR's iterative error
@@ -21,9 +21,10 @@
 //! the camera; this outer loop runs `outer` times (the paper's best: 3 outer, 4 inner).
 //! Choices the paper leaves open, made here: `E_c` is two fully connected layers with ReLU of
 //! width `embed_dim`; the shape and camera networks are the same shape and predict residuals
-//! (as HMR's feedback); the residuals are axis-angle as in the paper's `theta <- theta + dtheta`
-//! (the issue suggested 6D; the paper's f_i "outputs three real-valued numbers"). The pose prior
-//! (a VAE on MoSh data, not available here) is not part of the network.
+//! (as HMR's feedback); the residuals are axis-angle by default, as in the paper's `theta <-
+//! theta + dtheta` (its f_i "outputs three real-valued numbers"); `rotation: 6d` gives either
+//! head SPIN's continuous 6D rotations instead ([`RotationRepr`]). The pose prior (a VAE on MoSh
+//! data, not available here) is not part of the network.
 //!
 //! **Flat** (HMR, Kanazawa et al. CVPR 2018; SPIN's `Regressor`, Kolotouros et al. ICCV 2019):
 //! `x = [Phi, theta, beta, cam]` -> `fc1` -> dropout -> `fc2` -> dropout (no activation, as
@@ -88,6 +89,55 @@ pub struct RegressorConfig {
     pub inner: usize,
     /// Flat: dropout after fc1 and fc2 (SPIN 0.5); unused by HKMR.
     pub dropout: f32,
+    /// How the head parameterises each rotation and adds its residuals (absent in the configs
+    /// of earlier checkpoints: axis-angle).
+    #[serde(default)]
+    pub rotation: RotationRepr,
+}
+
+/// A rotation parameterisation of the regressors: residuals are added to it, and
+/// [`RotationRepr::to_matrices`] turns it into rotation matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum RotationRepr {
+    /// Axis-angle, 3 numbers (HMR; HKMR's f_i "outputs three real-valued numbers").
+    #[default]
+    #[serde(rename = "axis-angle")]
+    AxisAngle,
+    /// The continuous 6D representation (Zhou et al., "On the Continuity of Rotation
+    /// Representations in Neural Networks", CVPR 2019), as SPIN's regressor uses it: the first
+    /// two columns of the matrix, stored as the 3x2 matrix row by row ([`rot6d_to_matrix`]).
+    #[serde(rename = "6d")]
+    SixD,
+}
+
+impl RotationRepr {
+    /// Numbers per rotation.
+    pub fn width(self) -> usize {
+        match self {
+            RotationRepr::AxisAngle => 3,
+            RotationRepr::SixD => 6,
+        }
+    }
+
+    /// `[..., width]` to rotation matrices `[..., 3, 3]`, differentiable.
+    pub fn to_matrices(self, theta: &Tensor) -> Result<Tensor> {
+        match self {
+            RotationRepr::AxisAngle => axis_angle_to_matrix(theta),
+            RotationRepr::SixD => rot6d_to_matrix(theta),
+        }
+    }
+
+    /// The parameters of the identity and of the upright root (pi about x: diag(1, -1, -1)).
+    fn identity_and_upright(self) -> (Vec<f64>, Vec<f64>) {
+        match self {
+            RotationRepr::AxisAngle => (vec![0.0; 3], vec![std::f64::consts::PI, 0.0, 0.0]),
+            // Columns (1, 0, 0) and (0, 1, 0) / (0, -1, 0), row by row.
+            RotationRepr::SixD => (
+                vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+                vec![1.0, 0.0, 0.0, -1.0, 0.0, 0.0],
+            ),
+        }
+    }
 }
 
 impl RegressorConfig {
@@ -105,6 +155,7 @@ impl RegressorConfig {
             outer: 3,
             inner: 4,
             dropout: 0.5,
+            rotation: RotationRepr::AxisAngle,
         }
     }
 
@@ -132,12 +183,31 @@ impl RegressorConfig {
 /// The prediction after one outer iteration.
 #[derive(Debug, Clone)]
 pub struct RegressorStep {
-    /// `[N, 24, 3]` local rotations, axis-angle, root first.
+    /// `[N, 24, width]` local rotations in the head's `rotation` parameterisation, root first
+    /// ([`RegressorStep::rotations`] gives matrices).
     pub theta: Tensor,
+    pub rotation: RotationRepr,
     /// `[N, num_betas]`.
     pub beta: Tensor,
     /// `[N, 3]` weak-perspective (s, tx, ty).
     pub cam: Tensor,
+}
+
+impl RegressorStep {
+    /// `[N, 24, 3, 3]` local rotation matrices.
+    pub fn rotations(&self) -> Result<Tensor> {
+        self.rotation.to_matrices(&self.theta)
+    }
+
+    /// The same step cut from the graph (no gradient flows back through it).
+    pub fn detach(&self) -> Self {
+        Self {
+            theta: self.theta.detach(),
+            rotation: self.rotation,
+            beta: self.beta.detach(),
+            cam: self.cam.detach(),
+        }
+    }
 }
 
 /// PyTorch's default `nn.Linear` initialisation, U(-1/sqrt(in), 1/sqrt(in)).
@@ -227,7 +297,7 @@ impl Chain {
         Tensor::cat(&deltas, 1)
     }
 
-    /// `inner` forward-backward cycles from `theta` `[N, 3 K_c]`.
+    /// `inner` forward-backward cycles from `theta` `[N, width K_c]`.
     fn run(
         &self,
         inner: usize,
@@ -278,15 +348,16 @@ impl Regressor {
     pub fn new(cfg: &RegressorConfig, vb: VarBuilder<'_>) -> crate::Result<Self> {
         cfg.validate()?;
         let (c, nb, h) = (cfg.feature_dim, cfg.num_betas, cfg.hidden);
-        let pose = 3 * SMPL_JOINTS;
+        let w = cfg.rotation.width();
+        let pose = w * SMPL_JOINTS;
         let head = match cfg.kind {
             RegressorKind::Hkmr => {
                 let mut chains = Vec::with_capacity(CHAINS.len());
                 for (ci, (name, joints)) in CHAINS.iter().enumerate() {
                     let vb = vb.pp("chains").pp(*name);
                     let k = joints.len();
-                    let root_in = if ci == 0 { 0 } else { 3 * CHAINS[0].1.len() };
-                    let embed = Mlp::new(vb.pp("embed"), c + nb + 3 * k + root_in, h, None)?;
+                    let root_in = if ci == 0 { 0 } else { w * CHAINS[0].1.len() };
+                    let embed = Mlp::new(vb.pp("embed"), c + nb + w * k + root_in, h, None)?;
                     let layers = |dir: &str| -> Result<Vec<Linear>> {
                         // f_i reads psi and the residuals of the i joints before it in its pass
                         // (for the first joint the paper's [psi, 0], whose zeros add nothing).
@@ -296,7 +367,7 @@ impl Regressor {
                                     "fwd" => i,
                                     _ => k - 1 - i,
                                 };
-                                small_linear(vb.pp(dir).pp(i), h + 3 * before, 3)
+                                small_linear(vb.pp(dir).pp(i), h + w * before, w)
                             })
                             .collect()
                     };
@@ -336,13 +407,18 @@ impl Regressor {
         dtype: DType,
         device: &candle_core::Device,
     ) -> Result<RegressorStep> {
-        let mut theta = vec![0f64; n * 3 * SMPL_JOINTS];
-        for p in 0..n {
-            theta[p * 3 * SMPL_JOINTS] = std::f64::consts::PI;
-        }
+        let repr = self.cfg.rotation;
+        let (identity, upright) = repr.identity_and_upright();
+        let person: Vec<f64> = upright
+            .into_iter()
+            .chain((1..SMPL_JOINTS).flat_map(|_| identity.iter().copied()))
+            .collect();
+        let theta: Vec<f64> = (0..n).flat_map(|_| person.iter().copied()).collect();
         let cam: Vec<f64> = (0..n).flat_map(|_| INIT_CAM).collect();
         Ok(RegressorStep {
-            theta: Tensor::from_vec(theta, (n, SMPL_JOINTS, 3), device)?.to_dtype(dtype)?,
+            theta: Tensor::from_vec(theta, (n, SMPL_JOINTS, repr.width()), device)?
+                .to_dtype(dtype)?,
+            rotation: repr,
             beta: Tensor::zeros((n, self.cfg.num_betas), dtype, device)?,
             cam: Tensor::from_vec(cam, (n, 3), device)?.to_dtype(dtype)?,
         })
@@ -364,12 +440,20 @@ impl Regressor {
         train: bool,
     ) -> Result<Vec<RegressorStep>> {
         let n = feat.dim(0)?;
-        let pose = 3 * SMPL_JOINTS;
+        let w = self.cfg.rotation.width();
+        let pose = w * SMPL_JOINTS;
         let RegressorStep {
             mut theta,
+            rotation,
             mut beta,
             mut cam,
         } = init;
+        if rotation != self.cfg.rotation || theta.dim(D::Minus1)? != w {
+            candle_core::bail!(
+                "initial estimate in {rotation:?}, the head regresses {:?}",
+                self.cfg.rotation
+            );
+        }
         let mut steps = Vec::with_capacity(self.cfg.outer);
         for _ in 0..self.cfg.outer {
             match &self.head {
@@ -388,10 +472,10 @@ impl Regressor {
                         let start = theta
                             .contiguous()?
                             .index_select(&idx, 1)?
-                            .reshape((n, 3 * chain.joints.len()))?;
+                            .reshape((n, w * chain.joints.len()))?;
                         let out = chain.run(self.cfg.inner, feat, &beta, start, root.as_ref())?;
                         for (i, &j) in chain.joints.iter().enumerate() {
-                            joint_theta[j] = Some(out.narrow(1, 3 * i, 3)?);
+                            joint_theta[j] = Some(out.narrow(1, w * i, w)?);
                         }
                         if root.is_none() {
                             root = Some(out);
@@ -415,13 +499,14 @@ impl Regressor {
                     let x = Tensor::cat(&[feat, &flat, &beta, &cam], 1)?;
                     let x = dropout.forward_t(&fc1.forward(&x)?, train)?;
                     let x = dropout.forward_t(&fc2.forward(&x)?, train)?;
-                    theta = (flat + decpose.forward(&x)?)?.reshape((n, SMPL_JOINTS, 3))?;
+                    theta = (flat + decpose.forward(&x)?)?.reshape((n, SMPL_JOINTS, w))?;
                     beta = (&beta + decshape.forward(&x)?)?;
                     cam = (&cam + deccam.forward(&x)?)?;
                 }
             }
             steps.push(RegressorStep {
                 theta: theta.clone(),
+                rotation,
                 beta: beta.clone(),
                 cam: cam.clone(),
             });
@@ -461,6 +546,40 @@ pub fn axis_angle_to_matrix(w: &Tensor) -> Result<Tensor> {
         .add(&k.matmul(&k)?.broadcast_mul(&b.unsqueeze(2)?)?)?;
     let mut out = dims;
     out.push(3);
+    r.reshape(out)
+}
+
+/// 6D `[..., 6]` to rotation matrices `[..., 3, 3]` (Zhou et al. 2019, Sect. 4; SPIN's
+/// `rot6d_to_rotmat`): the six numbers are a 3x2 matrix row by row, its columns a1, a2;
+/// b1 = a1 / |a1|, b2 = (a2 - (b1 . a2) b1) / |...| (Gram-Schmidt), b3 = b1 x b2, R = [b1 b2 b3].
+/// Each norm is sqrt(|v|^2 + 1e-16), so a zero column divides by 1e-8, not by zero.
+pub fn rot6d_to_matrix(x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let m = x.elem_count() / 6;
+    let x = x.reshape((m, 3, 2))?;
+    let a1 = x.narrow(2, 0, 1)?.squeeze(2)?;
+    let a2 = x.narrow(2, 1, 1)?.squeeze(2)?;
+    let unit = |v: &Tensor| -> Result<Tensor> {
+        let n = v.sqr()?.sum_keepdim(1)?.affine(1.0, 1e-16)?.sqrt()?;
+        v.broadcast_div(&n)
+    };
+    let b1 = unit(&a1)?;
+    let b2 = unit(&(&a2 - b1.broadcast_mul(&(&b1 * &a2)?.sum_keepdim(1)?)?)?)?;
+    let col = |t: &Tensor, i: usize| t.narrow(1, i, 1);
+    // b3 = b1 x b2.
+    let (x1, y1, z1) = (col(&b1, 0)?, col(&b1, 1)?, col(&b1, 2)?);
+    let (x2, y2, z2) = (col(&b2, 0)?, col(&b2, 1)?, col(&b2, 2)?);
+    let b3 = Tensor::cat(
+        &[
+            ((&y1 * &z2)? - (&z1 * &y2)?)?,
+            ((&z1 * &x2)? - (&x1 * &z2)?)?,
+            ((&x1 * &y2)? - (&y1 * &x2)?)?,
+        ],
+        1,
+    )?;
+    let r = Tensor::stack(&[b1, b2, b3], 2)?;
+    let mut out = dims[..dims.len() - 1].to_vec();
+    out.extend([3, 3]);
     r.reshape(out)
 }
 

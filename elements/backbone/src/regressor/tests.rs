@@ -6,6 +6,16 @@ const NB: usize = 3;
 
 /// A small HKMR or flat head in f64 over 6 feature channels.
 fn head(kind: RegressorKind, outer: usize, inner: usize) -> (VarMap, Regressor) {
+    head_in(kind, outer, inner, RotationRepr::AxisAngle)
+}
+
+/// [`head`] with a rotation parameterisation.
+fn head_in(
+    kind: RegressorKind,
+    outer: usize,
+    inner: usize,
+    rotation: RotationRepr,
+) -> (VarMap, Regressor) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
     let cfg = RegressorConfig {
@@ -16,6 +26,7 @@ fn head(kind: RegressorKind, outer: usize, inner: usize) -> (VarMap, Regressor) 
         outer,
         inner,
         dropout: 0.0,
+        rotation,
     };
     let r = Regressor::new(&cfg, vb).unwrap();
     // Output layers start near zero (HMR's gain 0.01); make every layer matter for the checks.
@@ -43,11 +54,18 @@ fn features(n: usize) -> Tensor {
     Tensor::from_vec(v, (n, 6), &Device::Cpu).unwrap()
 }
 
-/// A scalar of every step's outputs with fixed, uneven weights.
+/// A scalar of every step's outputs (its parameters and its rotation matrices) with fixed,
+/// uneven weights.
 fn objective(steps: &[RegressorStep]) -> Tensor {
     let mut total = Tensor::zeros((), DType::F64, &Device::Cpu).unwrap();
     for (k, s) in steps.iter().enumerate() {
-        for (t, w) in [(&s.theta, 1.0), (&s.beta, 0.7), (&s.cam, 1.3)] {
+        let rotations = s.rotations().unwrap();
+        for (t, w) in [
+            (&s.theta, 1.0),
+            (&rotations, 0.9),
+            (&s.beta, 0.7),
+            (&s.cam, 1.3),
+        ] {
             let n = t.elem_count();
             let wv: Vec<f64> = (0..n)
                 .map(|i| w * (((i * 13 + k * 5) % 17) as f64 / 17.0 - 0.4))
@@ -153,6 +171,97 @@ fn flat_regressor_has_exact_gradients() {
 }
 
 #[test]
+fn six_d_heads_have_exact_gradients() {
+    let (varmap, r) = head_in(RegressorKind::Hkmr, 2, 1, RotationRepr::SixD);
+    for p in [
+        "chains.root.embed.0.weight",
+        "chains.left_arm.fwd.4.weight",
+        "chains.head.bwd.1.bias",
+        "camera.2.weight",
+    ] {
+        check_parameter(&varmap, &r, p);
+    }
+    let (varmap, r) = head_in(RegressorKind::Flat, 2, 0, RotationRepr::SixD);
+    for p in ["fc1.weight", "decpose.weight", "decpose.bias"] {
+        check_parameter(&varmap, &r, p);
+    }
+}
+
+/// SPIN's `rot6d_to_rotmat` by hand (nalgebra): Gram-Schmidt on the 3x2 matrix's columns.
+fn gram_schmidt(x: &[f64; 6]) -> nalgebra::Matrix3<f64> {
+    let a1 = nalgebra::Vector3::new(x[0], x[2], x[4]);
+    let a2 = nalgebra::Vector3::new(x[1], x[3], x[5]);
+    let b1 = a1.normalize();
+    let b2 = (a2 - b1 * b1.dot(&a2)).normalize();
+    nalgebra::Matrix3::from_columns(&[b1, b2, b1.cross(&b2)])
+}
+
+#[test]
+fn six_d_is_gram_schmidt_and_round_trips_rotations() {
+    let cases = [
+        [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        [0.3, -1.2, 2.0, 0.4, -0.5, 0.9],
+        [-0.2, 0.1, 0.05, 3.0, 1.5, -0.7],
+    ];
+    let flat: Vec<f64> = cases.iter().flatten().copied().collect();
+    let got = rot6d_to_matrix(&Tensor::from_vec(flat, (3, 6), &Device::Cpu).unwrap())
+        .unwrap()
+        .to_vec3::<f64>()
+        .unwrap();
+    for (c, m) in cases.iter().zip(&got) {
+        let want = gram_schmidt(c);
+        for i in 0..3 {
+            for j in 0..3 {
+                assert!((m[i][j] - want[(i, j)]).abs() < 1e-12, "{c:?}");
+            }
+        }
+    }
+    // A rotation's first two columns give it back.
+    let rot = nalgebra::Rotation3::from_scaled_axis(nalgebra::Vector3::new(0.4, -1.1, 2.0));
+    let m = rot.matrix();
+    let six = [
+        m[(0, 0)],
+        m[(0, 1)],
+        m[(1, 0)],
+        m[(1, 1)],
+        m[(2, 0)],
+        m[(2, 1)],
+    ];
+    let back =
+        rot6d_to_matrix(&Tensor::from_vec(six.to_vec(), (1, 1, 6), &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(back.dims(), &[1, 1, 3, 3]);
+    let back = back.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    for (k, v) in back.iter().enumerate() {
+        assert!((v - m[(k / 3, k % 3)]).abs() < 1e-12);
+    }
+    // Its gradient against central differences.
+    let x = Var::from_tensor(&Tensor::from_vec(cases[1].to_vec(), (1, 6), &Device::Cpu).unwrap())
+        .unwrap();
+    let weights: Vec<f64> = (0..9).map(|k| (k as f64 * 0.37).sin()).collect();
+    let f = |t: &Tensor| {
+        let w = Tensor::from_vec(weights.clone(), (1, 3, 3), &Device::Cpu).unwrap();
+        (rot6d_to_matrix(t).unwrap() * w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let g = f(x.as_tensor()).backward().unwrap();
+    let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+    let g = g.to_vec1::<f64>().unwrap();
+    for i in 0..6 {
+        let at = |d: f64| {
+            let mut p = cases[1].to_vec();
+            p[i] += d;
+            f(&Tensor::from_vec(p, (1, 6), &Device::Cpu).unwrap())
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let fd = (at(1e-6) - at(-1e-6)) / 2e-6;
+        assert!((fd - g[i]).abs() < 1e-7, "d/dx{i}: {} vs {fd}", g[i]);
+    }
+}
+
+#[test]
 fn gradients_reach_the_features() {
     for kind in [RegressorKind::Hkmr, RegressorKind::Flat] {
         let (_varmap, r) = head(kind, 2, 1);
@@ -200,8 +309,14 @@ fn nudge(varmap: &VarMap, name: &str) {
 
 #[test]
 fn the_root_chain_conditions_every_child_chain_and_not_the_reverse() {
+    for rotation in [RotationRepr::AxisAngle, RotationRepr::SixD] {
+        hierarchy(rotation);
+    }
+}
+
+fn hierarchy(rotation: RotationRepr) {
     // One outer iteration: within it the root chain runs first and the others read its output.
-    let (varmap, r) = head(RegressorKind::Hkmr, 1, 2);
+    let (varmap, r) = head_in(RegressorKind::Hkmr, 1, 2, rotation);
     let before = theta_rows(&r);
     nudge(&varmap, "chains.root.fwd.0.bias");
     let after = theta_rows(&r);
@@ -213,14 +328,17 @@ fn the_root_chain_conditions_every_child_chain_and_not_the_reverse() {
     );
 
     for (name, joints) in &CHAINS[1..] {
-        let (varmap, r) = head(RegressorKind::Hkmr, 1, 2);
+        let (varmap, r) = head_in(RegressorKind::Hkmr, 1, 2, rotation);
         let before = theta_rows(&r);
         nudge(&varmap, &format!("chains.{name}.fwd.0.bias"));
         let mut changed = changed_joints(&before, &theta_rows(&r));
         changed.sort_unstable();
         let mut own = joints.to_vec();
         own.sort_unstable();
-        assert_eq!(changed, own, "{name}: only its own joints move");
+        assert_eq!(
+            changed, own,
+            "{name} ({rotation:?}): only its own joints move"
+        );
     }
 }
 
@@ -256,6 +374,22 @@ fn steps_start_upright_and_one_per_outer_iteration() {
     assert_eq!(steps[2].theta.dims(), &[2, SMPL_JOINTS, 3]);
     assert_eq!(steps[2].beta.dims(), &[2, NB]);
     assert_eq!(steps[2].cam.dims(), &[2, 3]);
+    // 6D: the same start as matrices (root diag(1, -1, -1), the rest the identity).
+    let (_varmap, r6) = head_in(RegressorKind::Flat, 2, 0, RotationRepr::SixD);
+    let init6 = r6.initial(2, DType::F64, &Device::Cpu).unwrap();
+    assert_eq!(init6.theta.dims(), &[2, SMPL_JOINTS, 6]);
+    let (m, m6) = (
+        init.rotations().unwrap().flatten_all().unwrap(),
+        init6.rotations().unwrap().flatten_all().unwrap(),
+    );
+    let d = (m - m6).unwrap().abs().unwrap().max(0).unwrap();
+    assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+    assert_eq!(
+        r6.forward_t(&features(2), false).unwrap()[1].theta.dims(),
+        &[2, SMPL_JOINTS, 6]
+    );
+    // A start in the other parameterisation is refused.
+    assert!(r6.forward_from(&features(2), init, false).is_err());
 }
 
 #[test]
