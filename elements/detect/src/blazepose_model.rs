@@ -303,18 +303,23 @@ impl BlazePoseLandmarker {
             };
             decode_pose(&out, roi, padding, POSE_PRESENCE_THRESHOLD).map_err(failed)
         };
-        let Some(pose) = decode(input.data, &input.roi, &input.padding)? else {
-            return Ok(None);
-        };
         let Some(data) = mirrored else {
-            return Ok(Some(pose));
+            return decode(input.data, &input.roi, &input.padding);
         };
         // The flip test: the mirrored crop is decoded as the crop of a mirrored frame, each pass
         // refined from its own heatmap (the refinement puts a landmark at the index of its
         // heatmap cell, 1.5 crop pixels short of the cell's centre; mirrored, the offset
-        // changes sign in x and the mean cancels it), and the two poses averaged.
+        // changes sign in x and the mean cancels it), and the two poses averaged. The two passes
+        // run side by side on rayon's pool: one graph's kernels keep two cores only partly busy.
         let (roi, padding) = mirrored_roi(&input.roi, &input.padding, w);
-        let Some(other) = decode(data, &roi, &padding)? else {
+        let (pose, other) = rayon::join(
+            || decode(input.data, &input.roi, &input.padding),
+            || decode(data, &roi, &padding),
+        );
+        let Some(pose) = pose? else {
+            return Ok(None);
+        };
+        let Some(other) = other? else {
             return Ok(Some(pose));
         };
         let mut other = other.unmirrored();
