@@ -24,7 +24,7 @@ use ikol_types::{Affine2, Crop, Intrinsics};
 
 use crate::backbone::PersonBox;
 use crate::preprocess::{RgbFrame, crop_for_box, crops_tensor};
-use crate::regressor::{RegressorNet, RegressorNetConfig, RegressorStep};
+use crate::regressor::{RegressorNet, RegressorNetConfig, RegressorStep, RotationRepr};
 use crate::{Error, Result};
 
 /// Safetensors metadata key holding the JSON [`RegressorNetConfig`].
@@ -220,21 +220,22 @@ impl DirectRegressor {
                 .flatten_all()?
                 .to_vec1::<f64>()?)
         };
-        let (mut rotations, mut beta, mut cam) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut theta, mut beta, mut cam) = (Vec::new(), Vec::new(), Vec::new());
         for chunk in crops.chunks(crate::backbone::MAX_BATCH) {
             let step = self.infer(&crops_tensor(frame, chunk, &self.device)?)?;
-            rotations.extend(host(&step.rotations()?)?);
+            // Axis-angle out: as the head gives it, or from the matrices of a 6D head.
+            match step.rotation {
+                RotationRepr::AxisAngle => theta.extend(host(&step.theta)?),
+                RotationRepr::SixD => {
+                    theta.extend(host(&step.rotations()?)?.chunks_exact(9).flat_map(|m| {
+                        let w = matrix_to_axis_angle(&Matrix3::from_row_slice(m));
+                        [w.x, w.y, w.z]
+                    }))
+                }
+            }
             beta.extend(host(&step.beta)?);
             cam.extend(host(&step.cam)?);
         }
-        // Axis-angle out, whatever the head regresses.
-        let theta: Vec<f64> = rotations
-            .chunks_exact(9)
-            .flat_map(|m| {
-                let w = matrix_to_axis_angle(&Matrix3::from_row_slice(m));
-                [w.x, w.y, w.z]
-            })
-            .collect();
         let nb = self.cfg.head.num_betas;
         let joints = theta.len() / (3 * crops.len());
         Ok(crops
@@ -345,7 +346,7 @@ pub fn save_regressor(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::regressor::{RegressorConfig, RegressorKind, RotationRepr};
+    use crate::regressor::{RegressorConfig, RegressorKind};
     use ikol_types::BBox;
     use nalgebra::Vector3;
 

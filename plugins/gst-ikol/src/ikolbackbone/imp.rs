@@ -56,6 +56,7 @@ use ikol_body::nalgebra::Vector3;
 use ikol_types::joints::SMPL24_PARENTS;
 use ikol_types::rotation::axis_angle_to_matrix;
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
+use rayon::prelude::*;
 
 use super::{BackboneDevice, BackboneModel, BackboneVariant};
 use crate::common;
@@ -298,26 +299,32 @@ impl IkolBackbone {
         let mut kept: Vec<Person> = Vec::with_capacity(m.people.len());
         // Older tracks (smaller ids) first: they keep their body when a newer one duplicates it.
         m.people.sort_by_key(|p| p.track_id);
-        for mut p in std::mem::take(&mut m.people) {
-            // Tracked (the box is the hull of our last region): mediapipe's rotated region.
-            // Otherwise (a detection, a given box): the upright square around the box.
-            let tracked = rois
-                .get(&p.track_id)
-                .copied()
-                .filter(|r| roi_box(r).is_some_and(|b| b.iou(&p.bbox) > TRACKED_IOU));
-            let [cx, cy] = p.bbox.center();
-            let side = p.bbox.w.max(p.bbox.h);
-            let roi = tracked.unwrap_or(RotatedRect {
-                cx,
-                cy,
-                w: side,
-                h: side,
-                rotation: 0.0,
-            });
-            let Some(pose) = landmarker
-                .landmarks(image, &roi)
-                .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?
-            else {
+        let people = std::mem::take(&mut m.people);
+        // Every person's landmarks at once, side by side on rayon's pool (each from its own
+        // region; the keeping below goes in track order).
+        let poses: Vec<_> = people
+            .par_iter()
+            .map(|p| {
+                // Tracked (the box is the hull of our last region): mediapipe's rotated region.
+                // Otherwise (a detection, a given box): the upright square around the box.
+                let tracked = rois
+                    .get(&p.track_id)
+                    .copied()
+                    .filter(|r| roi_box(r).is_some_and(|b| b.iou(&p.bbox) > TRACKED_IOU));
+                let [cx, cy] = p.bbox.center();
+                let side = p.bbox.w.max(p.bbox.h);
+                let roi = tracked.unwrap_or(RotatedRect {
+                    cx,
+                    cy,
+                    w: side,
+                    h: side,
+                    rotation: 0.0,
+                });
+                landmarker.landmarks(image, &roi)
+            })
+            .collect();
+        for (mut p, pose) in people.into_iter().zip(poses) {
+            let Some(pose) = pose.map_err(|e| self.fail(format!("ikolbackbone: {e}")))? else {
                 gst::debug!(
                     CAT,
                     imp = self,
