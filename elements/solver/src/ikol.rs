@@ -314,9 +314,9 @@ pub struct IkolModel<'a> {
     /// Per unknown, the joints its Jacobian column can move (bit j for joint j): a swing angle
     /// only its joint's subtree, a shape coefficient every joint but the root.
     support: Vec<u32>,
-    /// Per joint, the unknowns whose Jacobian column can be non-zero in its rows (bit u for
-    /// unknown u; at most 23 angles and 10 coefficients).
-    joint_unknowns: [u64; HYBRIK_JOINTS],
+    /// Per joint, the swing angles whose Jacobian column can be non-zero in its rows (bit s for
+    /// slot s; at most 23). Every shape coefficient moves every joint but the root.
+    joint_swings: [u32; HYBRIK_JOINTS],
 }
 
 impl<'a> IkolModel<'a> {
@@ -435,10 +435,10 @@ impl<'a> IkolModel<'a> {
             })
             .chain(std::iter::repeat_n(all_but_root, n_beta))
             .collect();
-        let mut joint_unknowns = [0u64; HYBRIK_JOINTS];
-        for (u, &joints) in support.iter().enumerate() {
+        let mut joint_swings = [0u32; HYBRIK_JOINTS];
+        for (u, &joints) in support[..slots.len()].iter().enumerate() {
             for j in BitSet(joints.into()) {
-                joint_unknowns[j] |= 1 << u;
+                joint_swings[j] |= 1 << u;
             }
         }
         let drest = match &prep.shape {
@@ -468,7 +468,7 @@ impl<'a> IkolModel<'a> {
             target_bone,
             drest,
             support,
-            joint_unknowns,
+            joint_swings,
         })
     }
 
@@ -726,20 +726,32 @@ impl<'a> IkolModel<'a> {
         let a = a.as_mut_slice();
         a.fill(0.0);
         g.fill(0.0);
-        let mut moving = [0usize; 64];
+        let n_slots = self.slots.len();
         for j in 1..n {
+            // The unknowns that move joint j, in increasing order: its swing ancestors, then
+            // every shape coefficient (the root joint, j = 0, moves with none).
+            let mut swings = [0usize; 32];
             let mut len = 0;
-            for u in BitSet(self.joint_unknowns[j]) {
-                moving[len] = u;
+            for s in BitSet(self.joint_swings[j].into()) {
+                swings[len] = s;
                 len += 1;
             }
+            let count = len + (m - n_slots);
+            let moving = |k: usize| {
+                if k < len {
+                    swings[k]
+                } else {
+                    n_slots + k - len
+                }
+            };
             let dot3 = |x: &[f64], y: &[f64]| x[0] * y[0] + x[1] * y[1] + x[2] * y[2];
             let r_j = &r[3 * j..3 * j + 3];
-            for (i, &v) in moving[..len].iter().enumerate() {
+            for i in 0..count {
+                let v = moving(i);
                 let j_v = &cols[v * rows + 3 * j..v * rows + 3 * j + 3];
                 let pv = self.position(v);
                 g[pv] += dot3(j_v, r_j);
-                for &u in &moving[i..len] {
+                for u in (i..count).map(moving) {
                     // u > v: u's joint is a descendant of v's, so it comes first.
                     let pu = self.position(u).min(pv);
                     let pv = self.position(u).max(pv);

@@ -126,13 +126,16 @@ fn one_iteration_is_the_dense_damped_gauss_newton_step() {
     for seed in 0..4 {
         let case = Case::random(seed, 0.02);
         let beta0: Vec<f64> = case.beta.iter().map(|b| b + 0.3).collect();
+        // Also a basis of 60 coefficients: 78 unknowns, more than a 64-bit set holds.
+        let mut wide = Case::random(seed, 0.02);
+        wide.basis = ikol_solver::fixtures::random_shape_basis(60, 7);
+        let beta60 = vec![0.2; 60];
+        let shape = Some(ShapeRefinement { prior_weight: 1e-3 });
         let inputs = [
             (case.input24(), None),
             (case.input29(), None),
-            (
-                case.input24_shape(&beta0),
-                Some(ShapeRefinement { prior_weight: 1e-3 }),
-            ),
+            (case.input24_shape(&beta0), shape),
+            (wide.input24_shape(&beta60), shape),
         ];
         for (input, shape) in inputs {
             let n_angles = if input.targets.len() == 24 { 18 } else { 23 };

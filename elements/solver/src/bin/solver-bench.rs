@@ -124,11 +124,12 @@ fn compare_dump(report: &BenchReport, path: &std::path::Path) {
                 .and_then(|(_, numbers)| numbers.split(' ').map(|x| x.parse().ok()).collect());
             match old {
                 Some(old) if old.len() == row.joints.len() => {
+                    // NaN anywhere (either build) shows, as f64::max would drop it.
                     let d = old
                         .iter()
                         .zip(&row.joints)
                         .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f64::max);
+                        .fold(0.0, |m: f64, d| if d.is_nan() { d } else { m.max(d) });
                     println!("| {layout} | {} | {d:.3e} |", row.solver);
                 }
                 _ => {
