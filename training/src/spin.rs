@@ -324,7 +324,7 @@ impl SpinLoop {
                 .collect();
             let rot: Vec<Matrix3<f64>> = predicted_rotations[i]
                 .chunks_exact(9)
-                .map(|m| Matrix3::from_iterator(m.iter().map(|&x| f64::from(x))).transpose())
+                .map(|m| Matrix3::from_row_iterator(m.iter().map(|&x| f64::from(x))))
                 .collect();
             let mut b: Vec<f64> = beta[i].iter().map(|&x| f64::from(x)).collect();
             b.resize(model_nb, 0.0);

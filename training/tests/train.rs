@@ -82,24 +82,35 @@ fn resume_reproduces_losses_exactly() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The whole loop writes metrics, evaluations and a final checkpoint.
-#[test]
-fn run_writes_metrics_and_checkpoints() -> anyhow::Result<()> {
-    let dev = Device::Cpu;
-    let mut cfg = config(true, "run");
+/// `cfg` run for 2 steps of 2 samples, evaluated (3 samples) at step 2, a checkpoint every
+/// step: the config run, its trainer and `eval.csv`.
+fn short_run(mut cfg: TrainConfig, dev: &Device) -> anyhow::Result<(TrainConfig, Trainer, String)> {
     cfg.steps = 2;
     cfg.batch_size = 2;
     cfg.eval_every = 2;
     cfg.eval_count = 3;
     cfg.checkpoint_every = 1;
-    let mut tr = Trainer::new(cfg.clone(), &dev)?;
+    let mut tr = Trainer::new(cfg.clone(), dev)?;
     tr.run(false)?;
+    let evals = std::fs::read_to_string(cfg.out_dir.join("eval.csv"))?;
+    Ok((cfg, tr, evals))
+}
+
+/// MPJPE (second column) of the first evaluation row of `eval.csv`.
+fn eval_mpjpe(evals: &str) -> anyhow::Result<f64> {
+    let last = evals.lines().nth(1).unwrap_or_default();
+    Ok(last.split(',').nth(1).unwrap_or("nan").parse()?)
+}
+
+/// The whole loop writes metrics, evaluations and a final checkpoint.
+#[test]
+fn run_writes_metrics_and_checkpoints() -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let (cfg, _, evals) = short_run(config(true, "run"), &dev)?;
     let metrics = std::fs::read_to_string(cfg.out_dir.join("metrics.csv"))?;
     assert_eq!(metrics.lines().count(), 3);
-    let evals = std::fs::read_to_string(cfg.out_dir.join("eval.csv"))?;
     assert_eq!(evals.lines().count(), 2);
-    let last = evals.lines().nth(1).unwrap_or_default();
-    let mpjpe: f64 = last.split(',').nth(1).unwrap_or("nan").parse()?;
+    let mpjpe = eval_mpjpe(&evals)?;
     assert!(mpjpe.is_finite() && mpjpe > 0.0);
     assert!(cfg.out_dir.join("checkpoint-0000001.safetensors").exists());
     assert!(
@@ -118,16 +129,8 @@ fn f64_runs_evaluate_and_write_f32_checkpoints() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let mut cfg = config(true, "f64");
     cfg.precision = ikol_train::config::Precision::F64;
-    cfg.steps = 2;
-    cfg.batch_size = 2;
-    cfg.eval_every = 2;
-    cfg.eval_count = 3;
-    cfg.checkpoint_every = 1;
-    let mut tr = Trainer::new(cfg.clone(), &dev)?;
-    tr.run(false)?;
-    let evals = std::fs::read_to_string(cfg.out_dir.join("eval.csv"))?;
-    let last = evals.lines().nth(1).unwrap_or_default();
-    let mpjpe: f64 = last.split(',').nth(1).unwrap_or("nan").parse()?;
+    let (cfg, tr, evals) = short_run(cfg, &dev)?;
+    let mpjpe = eval_mpjpe(&evals)?;
     assert!(mpjpe.is_finite() && mpjpe > 0.0, "{evals}");
     let ckpt = cfg.out_dir.join("checkpoint-0000002.safetensors");
     let st = candle_core::safetensors::load(&ckpt, &dev)?;

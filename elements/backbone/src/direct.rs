@@ -394,22 +394,32 @@ mod tests {
         assert!(weak_to_translation(&[25.0, 0.0, 0.0], &inv, crop.size, &k).is_none());
     }
 
+    /// A network of `cfg` with freshly initialised weights.
+    fn untrained(cfg: &RegressorNetConfig) -> DirectRegressor {
+        let varmap = candle_nn::VarMap::new();
+        RegressorNet::new(
+            cfg,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        DirectRegressor::from_varmap(cfg, &varmap, &Device::Cpu).unwrap()
+    }
+
+    /// `net` written to `path` and read back.
+    fn saved_and_loaded(net: &DirectRegressor, path: &Path) -> DirectRegressor {
+        net.save(path).unwrap();
+        DirectRegressor::load(path, &Device::Cpu).unwrap()
+    }
+
     #[test]
     fn checkpoints_round_trip_and_bad_ones_are_named() {
         let dir = std::env::temp_dir().join(format!("ikol-direct-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = RegressorNetConfig::tiny(RegressorKind::Hkmr);
-        let varmap = candle_nn::VarMap::new();
-        RegressorNet::new(
-            &cfg,
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        let net = DirectRegressor::from_varmap(&cfg, &varmap, &Device::Cpu).unwrap();
+        let net = untrained(&cfg);
         let path = dir.join("hkmr.safetensors");
-        net.save(&path).unwrap();
+        let back = saved_and_loaded(&net, &path);
         assert!(is_regressor_checkpoint(&path));
-        let back = DirectRegressor::load(&path, &Device::Cpu).unwrap();
         assert_eq!(back.config(), &cfg);
         let x = Tensor::ones((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
         let (a, b) = (net.infer(&x).unwrap(), back.infer(&x).unwrap());
@@ -460,16 +470,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut cfg = RegressorNetConfig::tiny(RegressorKind::Flat);
         cfg.head.rotation = RotationRepr::SixD;
-        let varmap = candle_nn::VarMap::new();
-        RegressorNet::new(
-            &cfg,
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-        )
-        .unwrap();
-        let net = DirectRegressor::from_varmap(&cfg, &varmap, &Device::Cpu).unwrap();
-        let path = dir.join("flat6d.safetensors");
-        net.save(&path).unwrap();
-        let back = DirectRegressor::load(&path, &Device::Cpu).unwrap();
+        let back = saved_and_loaded(&untrained(&cfg), &dir.join("flat6d.safetensors"));
         assert_eq!(back.config(), &cfg);
         let x = Tensor::ones((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
         let step = back.infer(&x).unwrap();

@@ -2,9 +2,9 @@
 //! the flat iterative regressor of HMR / SPIN that it is compared with.
 //!
 //! Both predict the body directly: 24 local rotations (`theta`, root first, in the camera
-//! frame; axis-angle or 6D, [`RotationRepr`]), the shape `beta` and a weak-perspective camera `cam = (s, tx, ty)` that maps a
-//! root-relative joint `X` (metres) to normalised crop coordinates `x = s X_xy + (tx, ty)`, -1 ..
-//! 1 over the crop side (SPIN's convention). One [`RegressorStep`] per outer iteration is
+//! frame; axis-angle or 6D, [`RotationRepr`]), the shape `beta` and a weak-perspective camera
+//! `cam = (s, tx, ty)` that maps a root-relative joint `X` (metres) to normalised crop
+//! coordinates `x = s X_xy + (tx, ty)`, -1 .. 1 over the crop side (SPIN's convention). One [`RegressorStep`] per outer iteration is
 //! returned, because both papers supervise every iteration (HKMR Eq. 3, HMR's iterative error
 //! feedback).
 //!

@@ -6,10 +6,10 @@
 //! are two-sided), drawn in bands of rows, rasterised with edge functions over pixel centres
 //! (four pixels of a row at a time, portable SIMD through `wide`), depth-tested against a
 //! z-buffer of 1/z (affine in screen space, so perspective-correct without a division per
-//! pixel), and shaded with Lambert's law from per-vertex normals under a light at the camera. Meshes go into a [`Canvas`] layer first and
-//! are blended into the frame once per pixel, so a translucent body shows its nearest surface
-//! only. `examples/render-bench.rs` measures it; `tests/reference.rs` holds it to the picture
-//! of the straightforward rasteriser it replaced.
+//! pixel), and shaded with Lambert's law from per-vertex normals under a light at the camera.
+//! Meshes go into a [`Canvas`] layer first and are blended into the frame once per pixel, so a
+//! translucent body shows its nearest surface only. `examples/render-bench.rs` measures it;
+//! `tests/reference.rs` holds it to the picture of the straightforward rasteriser it replaced.
 
 pub mod image;
 
@@ -66,14 +66,22 @@ pub enum RenderError {
 /// (within one grey level of the exact value; exact at alpha 0 and 1); RGBA becomes opaque.
 #[inline(always)]
 fn blend_pixel(px: &mut [u8], format: PixelFormat, rgb: [u8; 3], a: u32) {
-    let c = match format {
-        PixelFormat::Bgrx => [rgb[2], rgb[1], rgb[0]],
-        _ => rgb,
-    };
+    match format {
+        PixelFormat::Rgb => blend_as::<false, false>(px, rgb, a, true),
+        PixelFormat::Rgba => blend_as::<false, true>(px, rgb, a, true),
+        PixelFormat::Bgrx => blend_as::<true, false>(px, rgb, a, true),
+    }
+}
+
+/// [`blend_pixel`] for a layout known at compile time: channels reversed when `BGR`, the
+/// fourth byte made opaque when `ALPHA` and `drawn` (a = 0 alone changes no channel).
+#[inline(always)]
+fn blend_as<const BGR: bool, const ALPHA: bool>(px: &mut [u8], rgb: [u8; 3], a: u32, drawn: bool) {
+    let c = if BGR { [rgb[2], rgb[1], rgb[0]] } else { rgb };
     for (p, c) in px.iter_mut().zip(c) {
         *p = blend_channel(*p, c, a);
     }
-    if format == PixelFormat::Rgba {
+    if ALPHA && drawn {
         px[3] = 255;
     }
 }
@@ -242,8 +250,9 @@ pub struct Canvas {
     layer_rows: RowSpans,
     screen: Vec<[f32; 3]>,
     normals: Vec<[f32; 3]>,
-    /// Faces to draw, their band counts, and the faces ordered by band (scratch).
-    order: Vec<u32>,
+    /// Faces to draw with their bands, the band counts, and the faces ordered by band
+    /// (scratch).
+    order: Vec<[u32; 2]>,
     bands: Vec<u32>,
     sorted: Vec<u32>,
 }
@@ -357,18 +366,7 @@ impl Canvas {
             let texels = &mut self.texels[y * self.width + x.start..y * self.width + x.end];
             let out = &mut frame.data[y * frame.stride + x.start * BPP..][..x.len() * BPP];
             for (t, px) in texels.iter_mut().zip(out.chunks_exact_mut(BPP)) {
-                let a = alpha[usize::from(t.mesh)];
-                let c = if BGR {
-                    [t.rgb[2], t.rgb[1], t.rgb[0]]
-                } else {
-                    t.rgb
-                };
-                for (p, c) in px.iter_mut().zip(c) {
-                    *p = blend_channel(*p, c, a);
-                }
-                if ALPHA && t.mesh != 0 {
-                    px[3] = 255;
-                }
+                blend_as::<BGR, ALPHA>(px, t.rgb, alpha[usize::from(t.mesh)], t.mesh != 0);
                 t.mesh = 0;
             }
         }
@@ -431,8 +429,9 @@ impl Canvas {
             if a[2] < 0.01 || b[2] < 0.01 || c[2] < 0.01 {
                 continue;
             }
-            order.push(i as u32);
-            bands[band_of(a[1].min(b[1]).min(c[1])) + 1] += 1;
+            let band = band_of(a[1].min(b[1]).min(c[1]));
+            order.push([i as u32, band as u32]);
+            bands[band + 1] += 1;
         }
         for i in 1..bands.len() {
             bands[i] += bands[i - 1];
@@ -440,9 +439,8 @@ impl Canvas {
         let mut sorted = std::mem::take(&mut self.sorted);
         sorted.clear();
         sorted.resize(order.len(), 0);
-        for &i in &order {
-            let [a, b, c] = faces[i as usize].map(|v| self.screen[v as usize][1]);
-            let slot = &mut bands[band_of(a.min(b).min(c))];
+        for &[i, band] in &order {
+            let slot = &mut bands[band as usize];
             sorted[*slot as usize] = i;
             *slot += 1;
         }

@@ -437,7 +437,7 @@ impl<'a> IkolModel<'a> {
             .collect();
         let mut joint_swings = [0u32; HYBRIK_JOINTS];
         for (u, &joints) in support[..slots.len()].iter().enumerate() {
-            for j in BitSet(joints.into()) {
+            for j in BitSet(joints) {
                 joint_swings[j] |= 1 << u;
             }
         }
@@ -606,7 +606,7 @@ impl<'a> IkolModel<'a> {
         };
         let support = self.support[unknown];
         // In increasing joint order: parents (lower indices) come first.
-        for k in BitSet(support.into()) {
+        for k in BitSet(support) {
             let p = parents[k] as usize;
             let (dq_p, w_p) = if support & (1 << p) != 0 {
                 (dq[p], w[p])
@@ -732,7 +732,7 @@ impl<'a> IkolModel<'a> {
             // every shape coefficient (the root joint, j = 0, moves with none).
             let mut swings = [0usize; 32];
             let mut len = 0;
-            for s in BitSet(self.joint_swings[j].into()) {
+            for s in BitSet(self.joint_swings[j]) {
                 swings[len] = s;
                 len += 1;
             }
@@ -752,16 +752,16 @@ impl<'a> IkolModel<'a> {
                 let pv = self.position(v);
                 g[pv] += dot3(j_v, r_j);
                 for u in (i..count).map(moving) {
-                    // u > v: u's joint is a descendant of v's, so it comes first.
-                    let pu = self.position(u).min(pv);
-                    let pv = self.position(u).max(pv);
-                    a[pv + pu * m] += dot3(&cols[u * rows + 3 * j..u * rows + 3 * j + 3], j_v);
+                    // The lower triangle: row >= column.
+                    let pu = self.position(u);
+                    let (row, col) = (pu.max(pv), pu.min(pv));
+                    a[row + col * m] += dot3(&cols[u * rows + 3 * j..u * rows + 3 * j + 3], j_v);
                 }
             }
         }
         // The shape prior's rows: one per refined coefficient, non-zero in its column only.
         for l in 0..self.n_beta {
-            let (u, row) = (self.slots.len() + l, 3 * n + l);
+            let (u, row) = (n_slots + l, 3 * n + l);
             let d = cols[u * rows + row];
             a[u + u * m] += d * d;
             g[u] += d * r[row];
@@ -878,7 +878,7 @@ impl<'a> IkolModel<'a> {
 }
 
 /// The members of a bit set, in increasing order.
-struct BitSet(u64);
+struct BitSet(u32);
 
 impl Iterator for BitSet {
     type Item = usize;
