@@ -1,7 +1,7 @@
 //! `ikol-train compare`: the seed systems at equal budget (same ResNet, input size, synthetic
 //! data, steps, batch, seed and optimiser): the heatmap network with the IKOL layer (GN-Diff),
-//! HMR/SPIN's flat regressor and HKMR, the regressors also with part of the 3D labels hidden,
-//! trained on 2D alone or with SPIN's fitting in the loop. Every run's config is written into its
+//! HMR/SPIN's flat regressor and HKMR, each also with part of the 3D labels hidden, trained on
+//! 2D alone or with SPIN's fitting in the loop. Every run's config is written into its
 //! directory (`ikol-train train --config <out>/<run>/config.json --device cuda` repeats it on a
 //! GPU), then the table (`results.md`, `results.csv`), the curves (`curves.png`) and a bar chart
 //! of the final MPJPE / PA-MPJPE / PVE (`bars.png`).
@@ -28,7 +28,7 @@ pub struct Entry {
 }
 
 /// The runs, in table (and colour) order.
-pub const ENTRIES: [Entry; 7] = [
+pub const ENTRIES: [Entry; 9] = [
     Entry {
         name: "heatmap-ikol",
         model: ModelChoice::Heatmap,
@@ -71,7 +71,22 @@ pub const ENTRIES: [Entry; 7] = [
         hidden: true,
         spin: true,
     },
+    Entry {
+        name: "heatmap-ikol-2d",
+        model: ModelChoice::Heatmap,
+        hidden: true,
+        spin: false,
+    },
+    Entry {
+        name: "heatmap-ikol-spin",
+        model: ModelChoice::Heatmap,
+        hidden: true,
+        spin: true,
+    },
 ];
+
+// Every run has its colour.
+const _: () = assert!(ENTRIES.len() <= PALETTE.len());
 
 /// The shared budget.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +244,5 @@ fn write_results(o: &CompareOptions, outcomes: &[Outcome]) -> anyhow::Result<()>
         .map(|r| [r.eval.mpjpe_mm, r.eval.pa_mpjpe_mm, r.eval.pve_mm])
         .collect();
     plot_bars(&groups, &o.out.join("bars.png"))?;
-    debug_assert!(ENTRIES.len() <= PALETTE.len());
     Ok(())
 }

@@ -240,11 +240,11 @@ pub struct TrainConfig {
     pub net: NetConfig,
     /// Head sizes of a body regressor.
     pub regressor: RegressorOptions,
-    /// SPIN: the model fitter in the loop (body regressors only; see `crate::spin`).
+    /// SPIN: the model fitter in the loop (see `crate::spin`; the heatmap network needs its IKOL
+    /// layer on, whose solution starts the fits).
     pub fitting_in_the_loop: Option<crate::spin::SpinConfig>,
     /// For experiments: this fraction of the training samples (a seeded draw per index) has its
-    /// 3D labels (joints, rotations, shape) hidden, leaving the 2D keypoints (body regressors
-    /// only).
+    /// 3D labels (joints, rotations, shape, twist, depth) hidden, leaving the 2D keypoints.
     pub hide_3d_fraction: f64,
     pub body: BodyChoice,
     pub data: DataConfig,
@@ -374,9 +374,9 @@ impl TrainConfig {
                     "training needs the ikol24 variant (the IKOL layer uses the leaf quaternions)"
                 );
                 anyhow::ensure!(
-                    self.fitting_in_the_loop.is_none() && self.hide_3d_fraction == 0.0,
-                    "fitting_in_the_loop and hide_3d_fraction need a body regressor (model hkmr \
-                     or flat)"
+                    self.fitting_in_the_loop.is_none() || self.solver.enabled,
+                    "fitting_in_the_loop with the heatmap network needs the IKOL layer \
+                     (solver.enabled): its solution starts the fits"
                 );
             }
         }

@@ -180,17 +180,38 @@ pub fn uvd_loss(
     target: &Tensor,
     heatmap_size: usize,
 ) -> candle_core::Result<Tensor> {
-    let inside = target.abs()?.le(0.5)?.to_dtype(pred.dtype())?;
+    uvd_loss_weighted(pred, target, heatmap_size, None)
+}
+
+/// [`uvd_loss`] with the depth coordinate of sample b weighted by `depth_weight[b]` (B,): 0 for
+/// a sample whose 3D labels are hidden (its u, v are its 2D keypoints, still supervised).
+pub fn uvd_loss_weighted(
+    pred: &Tensor,
+    target: &Tensor,
+    heatmap_size: usize,
+    depth_weight: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let dt = pred.dtype();
+    let inside = target.abs()?.le(0.5)?.to_dtype(dt)?;
     // A joint counts only if all three coordinates are inside.
-    let w = inside.min_keepdim(2)?;
+    let mut w = inside
+        .min_keepdim(2)?
+        .broadcast_as(pred.shape())?
+        .contiguous()?;
+    if let Some(dw) = depth_weight {
+        let b = pred.dim(0)?;
+        let ones = Tensor::ones((b, 1, 2), dt, pred.device())?;
+        let per = Tensor::cat(&[&ones, &dw.to_dtype(dt)?.reshape((b, 1, 1))?], 2)?;
+        w = w.broadcast_mul(&per)?;
+    }
     let err = pred
         .sub(target)?
         .abs()?
         .affine(heatmap_size as f64, 0.0)?
-        .broadcast_mul(&w)?
+        .mul(&w)?
         .sum_all()?;
     // Valid coordinates of the global batch (data-parallel training: all workers').
-    let n = global_count(&w.sum_all()?.affine(3.0, 0.0)?)?.affine(1.0, 1e-9)?;
+    let n = global_count(&w.sum_all()?)?.affine(1.0, 1e-9)?;
     err.div(&n)
 }
 
@@ -240,47 +261,94 @@ pub fn solver_losses(
     target_joints: &Tensor,
     target_rotations: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    solver_losses_weighted(sol, target_joints, target_rotations, None)
+}
+
+/// [`solver_losses`] with sample b weighted by `weight[b]` (None: all alike).
+fn solver_losses_weighted(
+    sol: &BatchSolution,
+    target_joints: &Tensor,
+    target_rotations: &Tensor,
+    weight: Option<&Tensor>,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let dt = sol.joints.dtype();
-    let opt = sol
-        .joints
-        .sub(&target_joints.to_dtype(dt)?)?
-        .abs()?
-        .mean_all()?;
+    let opt = sol.joints.sub(&target_joints.to_dtype(dt)?)?.abs()?;
     let theta = sol
         .local_rotations
         .sub(&target_rotations.to_dtype(dt)?)?
-        .sqr()?
-        .mean_all()?;
-    Ok((opt, theta))
+        .sqr()?;
+    Ok((mean_of(&opt, weight)?, mean_of(&theta, weight)?))
 }
 
-/// All losses of a network output on a batch. `solver` = None switches L_opt and L_theta off.
+/// The mean of `err`, or its per-sample [`weighted_mean`] when `weight` is given.
+fn mean_of(err: &Tensor, weight: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    match weight {
+        None => err.mean_all(),
+        Some(w) => weighted_mean(err, w),
+    }
+}
+
+/// The IKOL layer on a heatmap network's output (L_opt's input): its uvd as camera joints, its
+/// twist, the rest joints of its shape and its leaf rotations.
+pub fn heatmap_solution(
+    out: &NetOutput,
+    batch: &Batch,
+    input_size: usize,
+    basis: &RestBasis,
+    opts: &BatchIkolOptions,
+) -> candle_core::Result<BatchSolution> {
+    let xyz = predicted_joints(&out.uvd, batch, input_size)?;
+    let rest = basis.rest(&out.beta)?;
+    solve(&xyz, &out.phi, &rest, out.leaf.as_ref(), opts)
+}
+
+/// All losses of a network output on a batch; `solution` ([`heatmap_solution`]; None: the
+/// solver is off) gives L_opt and L_theta.
+/// `targets` (None: the batch's labels, every sample alike) replace the 3D labels and weigh
+/// each sample's 3D terms: L_beta, L_twist, L_opt, L_theta and the depth coordinate of L_uvd
+/// (whose target becomes the target joints' root-relative depth / `DEPTH_FACTOR_M`, as
+/// `cam_to_uvd` makes it); a sample of weight 0 keeps the u, v of L_uvd (its 2D keypoints).
 pub fn compute_losses(
     out: &NetOutput,
     batch: &Batch,
     weights: &LossWeights,
     input_size: usize,
-    basis: &RestBasis,
-    solver: Option<&BatchIkolOptions>,
+    solution: Option<&BatchSolution>,
+    targets: Option<Targets3d<'_>>,
 ) -> candle_core::Result<Losses> {
-    let beta = out.beta.sub(&batch.beta)?.sqr()?.mean_all()?;
-    let twist = out.phi.sub(&batch.twist)?.sqr()?.mean_all()?;
-    let uvd = uvd_loss(&out.uvd, &batch.uvd, input_size / 4)?;
+    let dt = out.uvd.dtype();
+    let w = targets.map(|t| t.weight.to_dtype(dt)).transpose()?;
+    let (t_joints, t_rotations, t_beta, t_twist) = match targets {
+        Some(t) => (t.joints, t.rotations, t.beta, t.twist),
+        None => (&batch.joints, &batch.rotations, &batch.beta, &batch.twist),
+    };
+    let beta = mean_of(&out.beta.sub(&t_beta.to_dtype(dt)?)?.sqr()?, w.as_ref())?;
+    let twist = mean_of(&out.phi.sub(&t_twist.to_dtype(dt)?)?.sqr()?, w.as_ref())?;
+    let uvd = match &w {
+        None => uvd_loss(&out.uvd, &batch.uvd, input_size / 4)?,
+        Some(w) => {
+            let b = batch.len();
+            let depth = t_joints
+                .to_dtype(dt)?
+                .narrow(2, 2, 1)?
+                .affine(1.0 / DEPTH_FACTOR_M, 0.0)?
+                .broadcast_mul(&w.reshape((b, 1, 1))?)?;
+            let target = Tensor::cat(&[&batch.uvd.to_dtype(dt)?.narrow(2, 0, 2)?, &depth], 2)?;
+            uvd_loss_weighted(&out.uvd, &target, input_size / 4, Some(w))?
+        }
+    };
     let mut total = beta
         .affine(weights.beta, 0.0)?
         .add(&twist.affine(weights.twist, 0.0)?)?
         .add(&uvd.affine(weights.uvd, 0.0)?)?;
     let (mut opt, mut theta) = (None, None);
-    if let Some(opts) = solver {
-        let xyz = predicted_joints(&out.uvd, batch, input_size)?;
-        let rest = basis.rest(&out.beta)?;
-        let sol = solve(&xyz, &out.phi, &rest, out.leaf.as_ref(), opts)?;
-        let (o, t) = solver_losses(&sol, &batch.joints, &batch.rotations)?;
+    if let Some(sol) = solution {
+        let (o, th) = solver_losses_weighted(sol, t_joints, t_rotations, w.as_ref())?;
         total = total
             .add(&o.affine(weights.opt, 0.0)?)?
-            .add(&t.affine(weights.theta, 0.0)?)?;
+            .add(&th.affine(weights.theta, 0.0)?)?;
         opt = Some(o);
-        theta = Some(t);
+        theta = Some(th);
     }
     Ok(Losses {
         total,
@@ -337,6 +405,8 @@ pub struct Targets3d<'a> {
     pub joints: &'a Tensor,
     pub rotations: &'a Tensor,
     pub beta: &'a Tensor,
+    /// (B, 23, 2); used by the heatmap network only.
+    pub twist: &'a Tensor,
     pub weight: &'a Tensor,
 }
 
@@ -358,6 +428,7 @@ pub fn regressor_losses(
         joints: &batch.joints,
         rotations: &batch.rotations,
         beta: &batch.beta,
+        twist: &batch.twist,
         weight: &ones,
     });
     let target_2d = batch.uvd.narrow(2, 0, 2)?.to_dtype(dt)?.affine(2.0, 0.0)?;

@@ -76,7 +76,7 @@ enum Cmd {
         out: PathBuf,
     },
     /// The seed systems at equal budget: heatmap + IKOL, flat (HMR/SPIN) and HKMR regressors,
-    /// the regressors also with 3D labels hidden (2D only, or SPIN's fitting in the loop);
+    /// each also with 3D labels hidden (2D only, or SPIN's fitting in the loop);
     /// writes each run's config, the table (results.md / .csv), curves.png and bars.png.
     Compare {
         #[arg(long, default_value = "runs/compare")]

@@ -2,8 +2,8 @@
 //!
 //! `plot_runs` draws two panels from one or more run directories: the training loss per step
 //! (log10 scale, smoothed by a running mean) on the left and the evaluation MPJPE (mm) on the
-//! right; run `i` uses colour `PALETTE[i]` (blue, orange, green, red, purple, brown, pink, grey:
-//! matplotlib's tab10 order). The axes carry the numeric ranges only (the built-in font has few
+//! right; run `i` uses colour `PALETTE[i]` (blue, orange, green, red, purple, brown, pink, grey,
+//! olive, cyan: matplotlib's tab10). The axes carry the numeric ranges only (the built-in font has few
 //! letters). `plot_bars` draws grouped bars (MPJPE, PA-MPJPE, PVE per run) in the same colours.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use anyhow::Context;
 use ikol_render::{Frame, PixelFormat, draw_label, draw_line, write_png};
 
 /// Colours of successive runs.
-pub const PALETTE: [[u8; 3]; 8] = [
+pub const PALETTE: [[u8; 3]; 10] = [
     [31, 119, 180],
     [255, 127, 14],
     [44, 160, 44],
@@ -21,6 +21,8 @@ pub const PALETTE: [[u8; 3]; 8] = [
     [140, 86, 75],
     [227, 119, 194],
     [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
 ];
 
 /// Column `col` of a CSV with a header, as (step, value) rows (non-finite values dropped).

@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
-use ikol_backbone::RegressorStep;
 use ikol_backbone::direct::weak_to_translation;
+use ikol_backbone::{DEPTH_FACTOR_M, NetOutput, RegressorStep};
 use ikol_body::{Anchor, BodyModel};
 use ikol_solver::fit::{BodyState, FitInput, FitOptions, Keypoint, SurfaceModel, fit};
+use ikol_solver::sampling::ground_truth;
 use ikol_types::joints::{SMPL_JOINTS, SMPL24_PARENTS};
 use ikol_types::nalgebra::{Matrix3, Vector3};
 use ikol_types::rotation::{axis_angle_to_matrix, matrix_to_axis_angle};
@@ -32,6 +33,7 @@ use ikol_types::{Affine2, Intrinsics};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, sample_seed};
+use crate::loss::Targets3d;
 
 /// The `fitting_in_the_loop` section of the training config.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -182,11 +184,90 @@ pub struct Supervision {
     pub joints: Tensor,
     pub rotations: Tensor,
     pub beta: Tensor,
+    /// (B, 23, 2) twist (cos, sin) targets of the heatmap network.
+    pub twist: Tensor,
     pub weight_3d: Tensor,
     /// Samples supervised by a fit in this batch.
     pub from_fits: usize,
     /// Per sample, the prediction's own mean reprojection error (fraction of the crop side).
     pub predicted_error: Vec<f64>,
+}
+
+/// The network's prediction that starts each sample's fit, on the host: local rotations (root in
+/// camera axes; 24 row-major 3x3 per sample), shape, and the root's camera translation (None:
+/// no usable camera, no fit).
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub rotations: Vec<Vec<f32>>,
+    pub beta: Vec<Vec<f32>>,
+    pub translation: Vec<Option<Vector3<f64>>>,
+}
+
+/// A batch tensor as one host row per sample.
+fn host_rows(t: &Tensor) -> anyhow::Result<Vec<Vec<f32>>> {
+    let b = t.dim(0)?;
+    Ok(t.to_dtype(DType::F32)?.reshape((b, ()))?.to_vec2::<f32>()?)
+}
+
+impl Prediction {
+    /// A body regressor's last outer iteration; the translation from its weak-perspective
+    /// camera (depth 2f / (s L), [`weak_to_translation`]).
+    pub fn from_regressor(
+        last: &RegressorStep,
+        batch: &Batch,
+        input_size: usize,
+    ) -> anyhow::Result<Self> {
+        let (c2f, kinv) = (host_rows(&batch.crop_to_frame)?, host_rows(&batch.k_inv)?);
+        let translation = host_rows(&last.cam)?
+            .iter()
+            .enumerate()
+            .map(|(i, cam)| {
+                let (crop_to_frame, k) = camera(&c2f[i], &kinv[i])?;
+                let c = [cam[0], cam[1], cam[2]].map(f64::from);
+                weak_to_translation(&c, &crop_to_frame, input_size as u32, &k).map(Vector3::from)
+            })
+            .collect();
+        Ok(Self {
+            rotations: host_rows(&last.rotations()?)?,
+            beta: host_rows(&last.beta)?,
+            translation,
+        })
+    }
+
+    /// The heatmap network through the IKOL layer: the solved local rotations, the predicted
+    /// shape, and the root where its predicted uv and the sample's root depth put it
+    /// ([`ikol_backbone::camera::uvd_to_cam_tensor`]: the ray through the root's pixel at depth
+    /// `root_depth + d_root * DEPTH_FACTOR_M`).
+    pub fn from_solution(
+        local_rotations: &Tensor,
+        out: &NetOutput,
+        batch: &Batch,
+        input_size: usize,
+    ) -> anyhow::Result<Self> {
+        let (c2f, kinv) = (host_rows(&batch.crop_to_frame)?, host_rows(&batch.k_inv)?);
+        let depth = host_rows(&batch.root_depth.unsqueeze(1)?)?;
+        let s = input_size as f64;
+        let translation = host_rows(&out.uvd)?
+            .iter()
+            .enumerate()
+            .map(|(i, uvd)| {
+                let (crop_to_frame, k) = camera(&c2f[i], &kinv[i])?;
+                let [u, v, d] = [uvd[0], uvd[1], uvd[2]].map(f64::from);
+                let [x, y] = crop_to_frame.apply([(u + 0.5) * s, (v + 0.5) * s]);
+                let z = f64::from(depth[i][0]) + d * DEPTH_FACTOR_M;
+                Some(Vector3::new(
+                    (x - k.cx) / k.fx * z,
+                    (y - k.cy) / k.fy * z,
+                    z,
+                ))
+            })
+            .collect();
+        Ok(Self {
+            rotations: host_rows(&local_rotations.detach())?,
+            beta: host_rows(&out.beta.detach())?,
+            translation,
+        })
+    }
 }
 
 /// The fitter, its options and the store.
@@ -271,34 +352,26 @@ impl SpinLoop {
         }
     }
 
-    /// Fits every sample of the batch from the prediction `last`, updates the store and returns
-    /// the supervision (module docs). `indices` are the samples' training-set indices and
-    /// `hidden[i]` says that sample `i` has no 3D labels.
+    /// Fits every sample of the batch from the prediction `pred`, updates the store and
+    /// returns the supervision (module docs). `indices` are the samples' training-set indices
+    /// and `hidden[i]` says that sample `i` has no 3D labels.
     pub fn step(
         &mut self,
         indices: &[usize],
         hidden: &[bool],
-        last: &RegressorStep,
+        pred: &Prediction,
         batch: &Batch,
         input_size: usize,
     ) -> anyhow::Result<Supervision> {
-        let host2 = |t: &Tensor| -> anyhow::Result<Vec<Vec<f32>>> {
-            let b = t.dim(0)?;
-            Ok(t.to_dtype(DType::F32)?.reshape((b, ()))?.to_vec2::<f32>()?)
-        };
-        let (predicted_rotations, beta, cam) = (
-            host2(&last.rotations()?)?,
-            host2(&last.beta)?,
-            host2(&last.cam)?,
-        );
         let (uvd, c2f, kinv) = (
-            host2(&batch.uvd)?,
-            host2(&batch.crop_to_frame)?,
-            host2(&batch.k_inv)?,
+            host_rows(&batch.uvd)?,
+            host_rows(&batch.crop_to_frame)?,
+            host_rows(&batch.k_inv)?,
         );
-        let mut joints = host2(&batch.joints)?;
-        let mut rotations = host2(&batch.rotations)?;
-        let mut betas = host2(&batch.beta)?;
+        let mut joints = host_rows(&batch.joints)?;
+        let mut rotations = host_rows(&batch.rotations)?;
+        let mut betas = host_rows(&batch.beta)?;
+        let mut twists = host_rows(&batch.twist)?;
         let nb = betas.first().map_or(0, Vec::len);
         let mut weight = vec![1f32; indices.len()];
         let mut from_fits = 0;
@@ -322,17 +395,12 @@ impl SpinLoop {
                     }
                 })
                 .collect();
-            let rot: Vec<Matrix3<f64>> = predicted_rotations[i]
+            let rot: Vec<Matrix3<f64>> = pred.rotations[i]
                 .chunks_exact(9)
                 .map(|m| Matrix3::from_row_iterator(m.iter().map(|&x| f64::from(x))))
                 .collect();
-            let mut b: Vec<f64> = beta[i].iter().map(|&x| f64::from(x)).collect();
+            let mut b: Vec<f64> = pred.beta[i].iter().map(|&x| f64::from(x)).collect();
             b.resize(model_nb, 0.0);
-            let c = [
-                f64::from(cam[i][0]),
-                f64::from(cam[i][1]),
-                f64::from(cam[i][2]),
-            ];
             let reprojection =
                 |rot: &[Matrix3<f64>], beta: &[f64], t: &Vector3<f64>| -> anyhow::Result<f64> {
                     let js = joints_of(&self.body, rot, beta)?;
@@ -350,9 +418,7 @@ impl SpinLoop {
                         f64::INFINITY
                     })
                 };
-            let predicted = weak_to_translation(&c, &crop_to_frame, input_size as u32, &k)
-                .map(Vector3::from)
-                .filter(|t| t.z > 0.1);
+            let predicted = pred.translation[i].filter(|t| t.z > 0.1);
             let pred_error = match predicted {
                 Some(t) => reprojection(&rot, &b, &t)?,
                 None => f64::INFINITY,
@@ -399,12 +465,20 @@ impl SpinLoop {
             let stored = self.store.error[index];
             if stored < self.cfg.max_error && stored < pred_error {
                 let th = &self.store.theta[index];
-                let rs: Vec<Matrix3<f64>> = (0..SMPL_JOINTS)
-                    .map(|j| {
-                        axis_angle_to_matrix(&Vector3::new(th[3 * j], th[3 * j + 1], th[3 * j + 2]))
-                    })
+                let aa: Vec<Vector3<f64>> = (0..SMPL_JOINTS)
+                    .map(|j| Vector3::new(th[3 * j], th[3 * j + 1], th[3 * j + 2]))
                     .collect();
-                let js = joints_of(&self.body, &rs, &self.store.beta[index])?;
+                let rs: Vec<Matrix3<f64>> = aa.iter().map(axis_angle_to_matrix).collect();
+                let fb = &self.store.beta[index];
+                let js = joints_of(&self.body, &rs, fb)?;
+                // The twist targets of the heatmap network (HybrIK's phi), as the data
+                // generator derives them from a pose.
+                let truth = ground_truth(&self.body.rest_joints29(&fb[..nb.min(model_nb)])?, &aa);
+                twists[i] = truth
+                    .twist
+                    .iter()
+                    .flat_map(|t| [t[0] as f32, t[1] as f32])
+                    .collect();
                 joints[i] = js
                     .iter()
                     .flat_map(|p| [p.x as f32, p.y as f32, p.z as f32])
@@ -430,10 +504,37 @@ impl SpinLoop {
             joints: cat(joints, &[SMPL_JOINTS, 3])?,
             rotations: cat(rotations, &[SMPL_JOINTS, 3, 3])?,
             beta: cat(betas, &[nb])?,
+            twist: cat(twists, &[SMPL_JOINTS - 1, 2])?,
             weight_3d: Tensor::from_vec(weight, b, dev)?,
             from_fits,
             predicted_error,
         })
+    }
+}
+
+impl Supervision {
+    /// The batch's own labels, samples whose labels are hidden weighted 0 (training on their 2D
+    /// keypoints alone, without SPIN).
+    pub fn labels(batch: &Batch, hidden: &[bool]) -> candle_core::Result<Self> {
+        Ok(Self {
+            joints: batch.joints.clone(),
+            rotations: batch.rotations.clone(),
+            beta: batch.beta.clone(),
+            twist: batch.twist.clone(),
+            weight_3d: label_weights(hidden, batch.joints.device())?,
+            from_fits: 0,
+            predicted_error: Vec::new(),
+        })
+    }
+
+    pub fn targets(&self) -> Targets3d<'_> {
+        Targets3d {
+            joints: &self.joints,
+            rotations: &self.rotations,
+            beta: &self.beta,
+            twist: &self.twist,
+            weight: &self.weight_3d,
+        }
     }
 }
 

@@ -29,11 +29,11 @@ use crate::data::{
 };
 use crate::dist::Communicator;
 use crate::loss::{
-    LossValues, RestBasis, Targets3d, compute_losses, posed_joints, predicted_joints,
+    LossValues, RestBasis, compute_losses, heatmap_solution, posed_joints, predicted_joints,
     regressor_losses, solve,
 };
 use crate::optim::AdamW;
-use crate::spin::{FitStore, SpinLoop, label_weights, labels_hidden, store_path_for};
+use crate::spin::{FitStore, Prediction, SpinLoop, Supervision, labels_hidden, store_path_for};
 use ikol_eval::metrics::{mpjpe, pa_mpjpe};
 
 /// Metadata keys of the state file.
@@ -749,52 +749,72 @@ impl Trainer {
             .iter()
             .map(|v| v.as_tensor().copy())
             .collect::<candle_core::Result<_>>()?;
-        let mut fits = 0;
+        let fits;
+        let hidden: Vec<bool> = idx
+            .iter()
+            .map(|&i| labels_hidden(i, self.cfg.hide_3d_fraction))
+            .collect();
+        let input_size = self.cfg.net.input_size;
         let losses = match &self.net {
             Model::Heatmap(net) => {
                 let out = net.forward_t(&batch.images, true)?;
-                let solver = self.cfg.solver.enabled.then(|| self.cfg.solver.options());
+                let solution = match self.cfg.solver.enabled {
+                    true => Some(heatmap_solution(
+                        &out,
+                        &batch,
+                        input_size,
+                        &self.basis,
+                        &self.cfg.solver.options(),
+                    )?),
+                    false => None,
+                };
+                let sup = match (self.spin.as_mut(), &solution) {
+                    (Some(spin), Some(sol)) => {
+                        let pred = Prediction::from_solution(
+                            &sol.local_rotations,
+                            &out,
+                            &batch,
+                            input_size,
+                        )?;
+                        Some(spin.step(&idx, &hidden, &pred, &batch, input_size)?)
+                    }
+                    (Some(_), None) => anyhow::bail!(
+                        "fitting_in_the_loop with the heatmap network needs the IKOL layer \
+                         (solver.enabled) to start its fits"
+                    ),
+                    (None, _) if hidden.contains(&true) => {
+                        Some(Supervision::labels(&batch, &hidden)?)
+                    }
+                    (None, _) => None,
+                };
+                fits = sup.as_ref().map_or(0, |s| s.from_fits);
                 compute_losses(
                     &out,
                     &batch,
                     &self.cfg.loss,
-                    self.cfg.net.input_size,
-                    &self.basis,
-                    solver.as_ref(),
+                    input_size,
+                    solution.as_ref(),
+                    sup.as_ref().map(Supervision::targets),
                 )?
             }
             Model::Regressor(net, _) => {
                 let steps = net.forward_t(&batch.images, true)?;
-                let hidden: Vec<bool> = idx
-                    .iter()
-                    .map(|&i| labels_hidden(i, self.cfg.hide_3d_fraction))
-                    .collect();
-                match self.spin.as_mut() {
+                let sup = match self.spin.as_mut() {
                     Some(spin) => {
                         let last = steps.last().context("the regressor ran no iteration")?;
-                        let detached = last.detach();
-                        let sup =
-                            spin.step(&idx, &hidden, &detached, &batch, self.cfg.net.input_size)?;
-                        fits = sup.from_fits;
-                        let t = Targets3d {
-                            joints: &sup.joints,
-                            rotations: &sup.rotations,
-                            beta: &sup.beta,
-                            weight: &sup.weight_3d,
-                        };
-                        regressor_losses(&steps, &batch, &self.cfg.loss, &self.basis, Some(t))?
+                        let pred = Prediction::from_regressor(&last.detach(), &batch, input_size)?;
+                        spin.step(&idx, &hidden, &pred, &batch, input_size)?
                     }
-                    None => {
-                        let w = label_weights(&hidden, &self.device)?;
-                        let t = Targets3d {
-                            joints: &batch.joints,
-                            rotations: &batch.rotations,
-                            beta: &batch.beta,
-                            weight: &w,
-                        };
-                        regressor_losses(&steps, &batch, &self.cfg.loss, &self.basis, Some(t))?
-                    }
-                }
+                    None => Supervision::labels(&batch, &hidden)?,
+                };
+                fits = sup.from_fits;
+                regressor_losses(
+                    &steps,
+                    &batch,
+                    &self.cfg.loss,
+                    &self.basis,
+                    Some(sup.targets()),
+                )?
             }
         };
         let mut values = losses.values()?;

@@ -210,6 +210,92 @@ fn nan_guard_skips_the_batch() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The heatmap network's losses with per-sample 3D weights: all ones give the unweighted losses;
+/// a sample of weight 0 (labels hidden) no longer feels its 3D labels (joints, rotations,
+/// shape, twist, depth) but still its 2D keypoints (u, v of L_uvd).
+#[test]
+fn hidden_samples_keep_only_their_2d_keypoints() -> anyhow::Result<()> {
+    use candle_core::Tensor;
+    use ikol_train::data::Batch;
+    use ikol_train::loss::{RestBasis, Targets3d, compute_losses, heatmap_solution};
+    let dev = Device::Cpu;
+    let mut cfg = config(true, "hidden");
+    cfg.batch_size = 4;
+    let tr = Trainer::new(cfg.clone(), &dev)?;
+    let net = tr.net().expect("heatmap network");
+    let ds = ikol_train::data::SynthDataset::new(
+        ikol_train::data::SynthOptions::new(cfg.net.input_size, cfg.net.num_betas, cfg.body),
+        3,
+        4,
+    )?;
+    let batch = Batch::gather(&ds, &[0, 1, 2, 3], &dev)?;
+    let out = net.forward_t(&batch.images, false)?;
+    let body = cfg.body.load()?;
+    let basis = RestBasis::new(&body, cfg.net.num_betas, candle_core::DType::F32, &dev)?;
+    let sol = heatmap_solution(
+        &out,
+        &batch,
+        cfg.net.input_size,
+        &basis,
+        &cfg.solver.options(),
+    )?;
+    let losses = |t: Option<Targets3d<'_>>, b: &Batch| -> anyhow::Result<[f64; 6]> {
+        let v = compute_losses(&out, b, &cfg.loss, cfg.net.input_size, Some(&sol), t)?.values()?;
+        Ok([v.total, v.beta, v.twist, v.uvd, v.opt, v.theta])
+    };
+    let plain = losses(None, &batch)?;
+    let ones = Tensor::ones(4, candle_core::DType::F32, &dev)?;
+    fn t<'a>(w: &'a Tensor, b: &'a Batch) -> Targets3d<'a> {
+        Targets3d {
+            joints: &b.joints,
+            rotations: &b.rotations,
+            beta: &b.beta,
+            twist: &b.twist,
+            weight: w,
+        }
+    }
+    let weighted = losses(Some(t(&ones, &batch)), &batch)?;
+    for (a, b) in plain.iter().zip(&weighted) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1e-3),
+            "{plain:?} vs {weighted:?}"
+        );
+    }
+    // Sample 2 hidden: moving its 3D labels changes nothing, moving its 2D keypoints does.
+    let w = Tensor::new(&[1f32, 1.0, 0.0, 1.0], &dev)?;
+    let hidden = losses(Some(t(&w, &batch)), &batch)?;
+    let bump = |x: &Tensor, what: &str| -> anyhow::Result<Tensor> {
+        let mut rows = x.flatten_from(1)?.to_vec2::<f32>()?;
+        for (k, v) in rows[2].iter_mut().enumerate() {
+            *v += if what == "uv" && k % 3 == 2 {
+                0.0
+            } else {
+                0.05
+            };
+        }
+        Ok(Tensor::new(rows, &dev)?.reshape(x.shape())?)
+    };
+    let mut moved3d = batch.clone();
+    moved3d.joints = bump(&batch.joints, "3d")?;
+    moved3d.rotations = bump(&batch.rotations, "3d")?;
+    moved3d.beta = bump(&batch.beta, "3d")?;
+    moved3d.twist = bump(&batch.twist, "3d")?;
+    let uvd = batch.uvd.to_vec3::<f32>()?;
+    let mut d = uvd.clone();
+    for j in &mut d[2] {
+        j[2] += 0.05;
+    }
+    moved3d.uvd = Tensor::new(d, &dev)?;
+    assert_eq!(losses(Some(t(&w, &moved3d)), &moved3d)?, hidden);
+    let mut moved2d = batch.clone();
+    moved2d.uvd = bump(&batch.uvd, "uv")?;
+    let l2 = losses(Some(t(&w, &moved2d)), &moved2d)?;
+    assert!(l2[3] != hidden[3], "L_uvd ignores the hidden sample's u, v");
+    // With the weights on, sample 2's labels count again.
+    assert!(losses(Some(t(&ones, &moved3d)), &moved3d)? != weighted);
+    Ok(())
+}
+
 /// With only L_opt weighted, one step moves the heatmap head and the twist and shape heads (the
 /// loss reaches those inputs of the IKOL layer through the unrolled solver); the leaf quaternions
 /// do not move any of the 24 joints, so only the rotation loss L_theta trains `decleaf`.
