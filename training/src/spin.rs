@@ -1,15 +1,19 @@
 //! SPIN: model fitting in the training loop (Kolotouros et al., "Learning to Reconstruct 3D
 //! Human Pose and Shape via Model-fitting in the Loop", ICCV 2019; `../shared/seeds/spin-notes.md`).
 //!
-//! Each training step, for every sample of the batch, the regressor's prediction (local
-//! rotations, shape, and the root translation its weak-perspective camera implies) starts the
-//! model fitter of `ikol-solver` (`method=fit`: Levenberg-Marquardt over rotations, root and
-//! shape against the sample's 2D keypoints, with joint limits, a shape prior and a loose
-//! Gaussian around the prediction; SMPLify's role in SPIN). A per-sample store keeps the best
-//! fit seen so far by reprojection error (SPIN's dictionary; filled as samples are first seen,
-//! not before training). The network is then supervised, per sample:
+//! Each training step, for every sample of the batch, the network's prediction starts the model
+//! fitter of `ikol-solver` (`method=fit`: Levenberg-Marquardt over rotations, root and shape
+//! against the sample's 2D keypoints, with joint limits, a shape prior and a loose Gaussian
+//! around the prediction; SMPLify's role in SPIN): a body regressor's local rotations, shape,
+//! and the root translation its weak-perspective camera implies; the heatmap network's IKOL
+//! solution (rotations), shape, and the root on the ray through its predicted root pixel at the
+//! sample's root depth plus its predicted depth coordinate (the conversion of uvd to camera
+//! metres it is trained with takes the root depth as given, as HybrIK's). A per-sample store
+//! keeps the best fit seen so far by reprojection error (SPIN's dictionary; filled as samples
+//! are first seen, not before training). The network is then supervised, per sample:
 //! - by the ground truth where the sample has 3D labels (SPIN: `has_smpl` wins);
-//! - else by the stored fit (rotations, shape, and its root-relative joints) where the fit is
+//! - else by the stored fit (rotations, shape, its root-relative joints, and for the heatmap
+//!   network its twist and the joints' depth coordinates) where the fit is
 //!   valid (reprojection error below `max_error` of the crop side, SPIN's threshold) and beats
 //!   the prediction's own reprojection error;
 //! - else by its 2D keypoints alone.

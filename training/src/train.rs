@@ -782,7 +782,9 @@ impl Trainer {
                         "fitting_in_the_loop with the heatmap network needs the IKOL layer \
                          (solver.enabled) to start its fits"
                     ),
-                    (None, _) if hidden.contains(&true) => {
+                    // Decided by the config, not the batch: every worker of a data-parallel
+                    // group must take the same losses (their counts are collectives).
+                    (None, _) if self.cfg.hide_3d_fraction > 0.0 => {
                         Some(Supervision::labels(&batch, &hidden)?)
                     }
                     (None, _) => None,

@@ -192,15 +192,16 @@ fn four_workers_train_what_one_worker_with_four_times_the_batch_trains() -> anyh
     check(4, |_| {})
 }
 
-/// Losses that divide by a count of the batch: the flat regressor with 3D labels hidden for
-/// half the samples (the labelled samples differ per shard) matches too, because the workers
-/// divide by the global batch's count.
+/// Losses that divide by a count of the batch: the flat regressor and the heatmap network with
+/// 3D labels hidden for half the samples (the labelled samples differ per shard, a shard may
+/// have none hidden) match too, because the workers divide by the global batch's count.
 #[test]
 fn masked_means_divide_by_the_global_count() -> anyhow::Result<()> {
     check(2, |c| {
         c.model = ikol_train::config::ModelChoice::Flat;
         c.hide_3d_fraction = 0.5;
-    })
+    })?;
+    check(2, |c| c.hide_3d_fraction = 0.5)
 }
 
 /// The IKOL layer (GN-Diff) is per sample: a sample's solution and the gradients of a loss on

@@ -208,7 +208,8 @@ fn spin_fits_beat_the_prediction_and_supervise_hidden_samples() -> anyhow::Resul
 /// axes, then the camera).
 #[test]
 fn spin_targets_from_a_perfect_heatmap_prediction_are_the_labels() -> anyhow::Result<()> {
-    use ikol_backbone::NetOutput;
+    use anyhow::Context;
+    use ikol_backbone::{DEPTH_FACTOR_M, NetOutput};
     use ikol_train::data::{Batch, SynthDataset, SynthOptions};
     use ikol_train::spin::{Prediction, SpinConfig, SpinLoop};
     let dev = Device::Cpu;
@@ -237,6 +238,26 @@ fn spin_targets_from_a_perfect_heatmap_prediction_are_the_labels() -> anyhow::Re
             *e < 2e-3,
             "sample {i}: the prediction reprojects {e} of the crop side off"
         );
+    }
+    // The root's predicted depth coordinate counts (z = root_depth + d_root * 2 m): every d up
+    // by 0.1 with the root depth 0.2 m less is the same body.
+    let mut shifted_batch = batch.clone();
+    shifted_batch.root_depth = batch.root_depth.affine(1.0, -0.1 * DEPTH_FACTOR_M)?;
+    let shifted = NetOutput {
+        uvd: out
+            .uvd
+            .broadcast_add(&Tensor::new(&[0f32, 0.0, 0.1], &dev)?)?,
+        ..out.clone()
+    };
+    let moved = Prediction::from_solution(
+        &batch.rotations,
+        &shifted,
+        &shifted_batch,
+        cfg.net.input_size,
+    )?;
+    for (a, b) in moved.translation.iter().zip(&pred.translation) {
+        let (a, b) = (a.context("no translation")?, b.context("no translation")?);
+        assert!((a - b).norm() < 1e-5, "{a:?} vs {b:?}");
     }
     // The body moved off its keypoints (root 5 cm aside, 30 cm deeper): the fit brings it back,
     // beats the prediction and supervises.
