@@ -261,6 +261,9 @@ struct SwingCache {
     sin: f64,
     cos: f64,
     r_sw: Matrix3<f64>,
+    /// 1 / |w| (0 when the axis is the fallback): one division per evaluation instead of three
+    /// per Jacobian column through the joint.
+    inv_w_norm: f64,
 }
 
 /// One evaluation of the forward model, in fixed-size storage so that the iterations reuse two
@@ -533,6 +536,11 @@ impl<'a> IkolModel<'a> {
                     ev.cache[k] = Some(SwingCache {
                         t,
                         r,
+                        inv_w_norm: if sw.degenerate() {
+                            0.0
+                        } else {
+                            1.0 / sw.w_norm
+                        },
                         swing: sw,
                         sin,
                         cos,
@@ -649,13 +657,16 @@ impl<'a> IkolModel<'a> {
                 Kind::Swing { child, slot: s } => {
                     let c = ev.cache[k].as_ref().expect("swing joints are cached");
                     let n = c.swing.axis;
-                    let dt = c.t.cross(&(ev.global[p].transpose() * w_p));
+                    let dt = c.t.cross(&ev.global[p].tr_mul(&w_p));
                     let dr = drest_at(child) - drest_at(k);
                     let dn = if c.swing.degenerate() {
                         Vector3::zeros()
                     } else {
-                        let dw = dr.cross(&c.t) + c.r.cross(&dt);
-                        (dw - n * n.dot(&dw)) / c.swing.w_norm
+                        let mut dw = c.r.cross(&dt);
+                        if drest.is_some() {
+                            dw += dr.cross(&c.t);
+                        }
+                        (dw - n * n.dot(&dw)) * c.inv_w_norm
                     };
                     let mut l = dn * c.sin + n.cross(&dn) * (1.0 - c.cos);
                     if slot == Some(s) {
@@ -719,6 +730,7 @@ impl<'a> IkolModel<'a> {
         mu: f64,
         a: &mut DMatrix<f64>,
         g: &mut DVector<f64>,
+        moving: &mut Vec<(usize, [f64; 3])>,
     ) {
         let (m, rows, n) = (self.unknowns(), self.residuals(), self.prep.n);
         let cols = jac.as_slice();
@@ -728,34 +740,24 @@ impl<'a> IkolModel<'a> {
         g.fill(0.0);
         let n_slots = self.slots.len();
         for j in 1..n {
-            // The unknowns that move joint j, in increasing order: its swing ancestors, then
-            // every shape coefficient (the root joint, j = 0, moves with none).
-            let mut swings = [0usize; 32];
-            let mut len = 0;
-            for s in BitSet(self.joint_swings[j]) {
-                swings[len] = s;
-                len += 1;
-            }
-            let count = len + (m - n_slots);
-            let moving = |k: usize| {
-                if k < len {
-                    swings[k]
-                } else {
-                    n_slots + k - len
-                }
+            // The unknowns that move joint j (its swing ancestors, then every shape
+            // coefficient; the root joint, j = 0, moves with none): their place in the normal
+            // equations and their 3 rows of joint j, gathered once for all pairs.
+            moving.clear();
+            let mut gather = |u: usize| {
+                let c = &cols[u * rows + 3 * j..u * rows + 3 * j + 3];
+                moving.push((self.position(u), [c[0], c[1], c[2]]));
             };
-            let dot3 = |x: &[f64], y: &[f64]| x[0] * y[0] + x[1] * y[1] + x[2] * y[2];
-            let r_j = &r[3 * j..3 * j + 3];
-            for i in 0..count {
-                let v = moving(i);
-                let j_v = &cols[v * rows + 3 * j..v * rows + 3 * j + 3];
-                let pv = self.position(v);
-                g[pv] += dot3(j_v, r_j);
-                for u in (i..count).map(moving) {
+            BitSet(self.joint_swings[j]).for_each(&mut gather);
+            (n_slots..m).for_each(gather);
+            let r_j = [r[3 * j], r[3 * j + 1], r[3 * j + 2]];
+            let dot3 = |x: &[f64; 3], y: &[f64; 3]| x[0] * y[0] + x[1] * y[1] + x[2] * y[2];
+            for (i, (pv, j_v)) in moving.iter().enumerate() {
+                g[*pv] += dot3(j_v, &r_j);
+                for (pu, j_u) in &moving[i..] {
                     // The lower triangle: row >= column.
-                    let pu = self.position(u);
-                    let (row, col) = (pu.max(pv), pu.min(pv));
-                    a[row + col * m] += dot3(&cols[u * rows + 3 * j..u * rows + 3 * j + 3], j_v);
+                    let (row, col) = ((*pu).max(*pv), (*pu).min(*pv));
+                    a[row + col * m] += dot3(j_u, j_v);
                 }
             }
         }
@@ -806,6 +808,8 @@ impl<'a> IkolModel<'a> {
         let mut g = DVector::zeros(m);
         let mut delta = DVector::zeros(m);
         let mut scaled = DVector::zeros(m);
+        let mut moving = Vec::with_capacity(m);
+        let mut sparsity = Sparsity::default();
         self.evaluate_into(&mut x, None, &mut ev);
         self.residual_into(&ev, &x, &mut r);
         let mut cost = 0.5 * r.norm_squared();
@@ -815,10 +819,12 @@ impl<'a> IkolModel<'a> {
         for it in 0..self.opts.iterations {
             used = it + 1;
             self.jacobian_into(&ev, &mut jac);
-            self.normal_equations(&jac, &r, mu, &mut a, &mut g);
+            self.normal_equations(&jac, &r, mu, &mut a, &mut g, &mut moving);
             // IKOL Eq. 10: delta = (J^T J + sigma I)^-1 J^T r.
             delta.copy_from(&g);
-            if !cholesky_solve(&mut a, &mut delta) || delta.iter().any(|d| !d.is_finite()) {
+            if !cholesky_solve(&mut a, &mut delta, &mut sparsity)
+                || delta.iter().any(|d| !d.is_finite())
+            {
                 return Err(SolverError::NotPositiveDefinite { iteration: it });
             }
             // IKOL Eq. 11 (with the sign of reference 3.4: r = f - P); delta is in the normal
@@ -867,9 +873,10 @@ impl<'a> IkolModel<'a> {
         }
         let n_slots = self.slots.len();
         let beta = (self.n_beta > 0).then(|| x[n_slots..].to_vec());
-        Ok(self.prep.solution(
+        // The last evaluation's joints are the forward kinematics of its rotations.
+        Ok(self.prep.solution_with_joints(
             ev.local.to_vec(),
-            &self.skeleton(&ev).rest[..self.prep.n],
+            ev.pos[..self.prep.n].to_vec(),
             used,
             Some(x[..n_slots].to_vec()),
             beta,
@@ -892,52 +899,85 @@ impl Iterator for BitSet {
     }
 }
 
+/// Where the factor L of [`cholesky_solve`] is non-zero, found as it is computed: for each
+/// column, its rows below the diagonal that hold a non-zero, and for each row, the columns left
+/// of the diagonal that do. Kept between calls so that the iterations do not allocate.
+#[derive(Debug, Default)]
+struct Sparsity {
+    /// `rows[k * m .. k * m + rows_len[k]]`: the non-zero rows below the diagonal of column k.
+    rows: Vec<usize>,
+    rows_len: Vec<usize>,
+    /// `cols[j * m .. j * m + cols_len[j]]`: the columns k < j with L[j][k] != 0.
+    cols: Vec<usize>,
+    cols_len: Vec<usize>,
+}
+
 /// Solves A x = b in place (b becomes x) by Cholesky, A = L L^T, for a symmetric A given by its
 /// lower triangle, which L overwrites; false when A is not numerically positive definite (a
 /// pivot that is not > 0, NaN included). The operations of nalgebra's `Cholesky::new` and
 /// `solve_mut` (column updates, then the two triangular solves) without their allocations,
-/// skipping the updates by exact zeros.
-fn cholesky_solve(a: &mut DMatrix<f64>, b: &mut DVector<f64>) -> bool {
+/// skipping the updates by exact zeros (which change nothing): column j is updated only by the
+/// columns k with L[j][k] != 0 and only in the rows where column k is non-zero. Under
+/// [`IkolModel::position`]'s order those are the ancestors' (no fill-in), so the factorisation
+/// costs a product per pair of an angle's ancestors instead of one per entry of the triangle.
+fn cholesky_solve(a: &mut DMatrix<f64>, b: &mut DVector<f64>, sp: &mut Sparsity) -> bool {
     let m = a.nrows();
     let a = a.as_mut_slice();
     let b = b.as_mut_slice();
+    sp.rows.resize(m * m, 0);
+    sp.cols.resize(m * m, 0);
+    sp.rows_len.clear();
+    sp.rows_len.resize(m, 0);
+    sp.cols_len.clear();
+    sp.cols_len.resize(m, 0);
     for j in 0..m {
         let (left, right) = a.split_at_mut(j * m);
-        let col_j = &mut right[j..m];
-        for k in 0..j {
-            let col_k = &left[k * m + j..(k + 1) * m];
-            let l_jk = col_k[0];
-            // Exact zeros (most of L, see `IkolModel::position`) change nothing.
-            if l_jk == 0.0 {
-                continue;
-            }
-            for (x, l) in col_j.iter_mut().zip(col_k) {
-                *x -= l_jk * l;
+        let col_j = &mut right[..m];
+        for &k in &sp.cols[j * m..j * m + sp.cols_len[j]] {
+            let col_k = &left[k * m..(k + 1) * m];
+            let l_jk = col_k[j];
+            // Rows >= j of column k: j itself, then the non-zero rows after it (in order).
+            col_j[j] -= l_jk * l_jk;
+            for &i in &sp.rows[k * m..k * m + sp.rows_len[k]] {
+                if i > j {
+                    col_j[i] -= l_jk * col_k[i];
+                }
             }
         }
         // Zero, negative or NaN pivot.
-        if col_j[0].partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        if col_j[j].partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return false;
         }
-        let d = col_j[0].sqrt();
-        col_j[0] = d;
-        for x in &mut col_j[1..] {
-            *x /= d;
+        let d = col_j[j].sqrt();
+        col_j[j] = d;
+        // One division per column, not one per entry.
+        let inv = 1.0 / d;
+        for (i, x) in col_j.iter_mut().enumerate().skip(j + 1) {
+            if *x != 0.0 {
+                *x *= inv;
+                sp.rows[j * m + sp.rows_len[j]] = i;
+                sp.rows_len[j] += 1;
+                sp.cols[i * m + sp.cols_len[i]] = j;
+                sp.cols_len[i] += 1;
+            }
         }
     }
     // L y = b by columns, then L^T x = y by rows.
     for i in 0..m {
-        let col_i = &a[i * m + i..(i + 1) * m];
-        b[i] /= col_i[0];
+        let col_i = &a[i * m..(i + 1) * m];
+        b[i] /= col_i[i];
         let y_i = b[i];
-        for (x, l) in b[i + 1..].iter_mut().zip(&col_i[1..]) {
-            *x -= y_i * l;
+        for &r in &sp.rows[i * m..i * m + sp.rows_len[i]] {
+            b[r] -= y_i * col_i[r];
         }
     }
     for i in (0..m).rev() {
-        let below = &a[i * m + i + 1..(i + 1) * m];
-        let dot: f64 = below.iter().zip(&b[i + 1..]).map(|(l, x)| l * x).sum();
-        b[i] = (b[i] - dot) / a[i * m + i];
+        let col_i = &a[i * m..(i + 1) * m];
+        let dot: f64 = sp.rows[i * m..i * m + sp.rows_len[i]]
+            .iter()
+            .map(|&r| col_i[r] * b[r])
+            .sum();
+        b[i] = (b[i] - dot) / col_i[i];
     }
     true
 }

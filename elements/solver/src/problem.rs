@@ -229,6 +229,18 @@ impl<'a> Prepared<'a> {
         beta: Option<Vec<f64>>,
     ) -> IkSolution {
         let joints = self.fk(&local, rest);
+        self.solution_with_joints(local, joints, iterations, swing_angles, beta)
+    }
+
+    /// [`Self::solution`] when the posed joints (root-relative, `n` rows) are already known.
+    pub fn solution_with_joints(
+        &self,
+        local: Vec<Matrix3<f64>>,
+        joints: Vec<Vector3<f64>>,
+        iterations: usize,
+        swing_angles: Option<Vec<f64>>,
+        beta: Option<Vec<f64>>,
+    ) -> IkSolution {
         let residual = joints
             .iter()
             .zip(&self.targets)
