@@ -198,3 +198,111 @@ fn roi_is_bounded() {
         e.set_state(gst::State::Null).unwrap();
     }
 }
+
+/// The periodic search while someone is followed runs in the background (`background-search`):
+/// the frame that starts it does not wait for it, and the people it finds (the real man of
+/// pose2sim's demo frame, whom nobody follows yet) join a later frame as new tracks, with the
+/// boxes the same search gives at once with `background-search=false`.
+#[test]
+fn background_search_adds_new_people_on_a_later_frame() {
+    let dir = ikol_detect::blazepose_model::models_dir();
+    if !dir
+        .join(ikol_detect::blazepose_model::DETECTOR_FILE)
+        .is_file()
+    {
+        eprintln!(
+            "SKIPPED: BlazePose models not in {} (make models)",
+            dir.display()
+        );
+        return;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../elements/detect/tests/data/pose2sim/frame_000.png");
+    let img = ikol_render::image::read_image(&path).unwrap();
+    let (w, hgt) = (img.width as usize, img.height as usize);
+    let person = || gst::Buffer::from_mut_slice(img.pixels.clone());
+    // A followed "person" in the top-left corner (the roi, kept by feedback), away from the man.
+    let corner = bx(0.0, 0.0, 60.0, 60.0);
+    let new_boxes = |m: &FrameMeta| -> Vec<BBox> {
+        let mut b: Vec<BBox> = m
+            .people
+            .iter()
+            .filter(|p| p.track_id != 1)
+            .map(|p| p.bbox)
+            .collect();
+        b.sort_by(|a, b| a.x.total_cmp(&b.x));
+        b
+    };
+    let mut at_once = Vec::new();
+    for background in [false, true] {
+        let (mut h, _) = harness(
+            "ikolcrop",
+            &[
+                ("detector", "blazepose"),
+                ("detect-interval", "2"),
+                ("roi", "0,0,60,60"),
+                (
+                    "background-search",
+                    if background { "true" } else { "false" },
+                ),
+            ],
+            &rgb_caps(w, hgt),
+        );
+        // Frame 1: nobody followed, the detector runs on the (black) frame and finds nobody:
+        // the roi is the one person.
+        let m = meta_of(&h.push_and_pull(frame(w, hgt, 0, None)).unwrap());
+        assert_eq!(m.people.len(), 1);
+        assert_eq!(m.people[0].bbox, corner);
+        let follow = |h: &mut gst_check::Harness| {
+            assert!(h.push_upstream_event(meta::feedback_event(&[(1, corner)])));
+        };
+        // Frame 2: followed, no search due. Frame 3: the search is due (frames 1, 3, 5, ...).
+        follow(&mut h);
+        assert_eq!(meta_of(&h.push_and_pull(person()).unwrap()).people.len(), 1);
+        follow(&mut h);
+        let m = meta_of(&h.push_and_pull(person()).unwrap());
+        if !background {
+            at_once = new_boxes(&m);
+            // The man stands in the middle of the 540 x 960 frame.
+            assert!(
+                at_once.iter().any(|b| {
+                    let [cx, cy] = b.center();
+                    (150.0..390.0).contains(&cx) && (250.0..710.0).contains(&cy)
+                }),
+                "the man joins the frame searched: {at_once:?}"
+            );
+            continue;
+        }
+        assert_eq!(
+            m.people.len(),
+            1,
+            "the frame that starts the search does not wait"
+        );
+        // Later frames: the people join once the search is done.
+        let mut joined = None;
+        for k in 0..400 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            follow(&mut h);
+            let m = meta_of(&h.push_and_pull(person()).unwrap());
+            if m.people.len() > 1 {
+                joined = Some((k, m));
+                break;
+            }
+        }
+        let (k, m) = joined.expect("the background search's people never joined");
+        eprintln!(
+            "the search's people joined {} frames after it started",
+            k + 1
+        );
+        assert_eq!(
+            new_boxes(&m),
+            at_once,
+            "the same people as the search at once"
+        );
+        assert_eq!(
+            m.people.iter().filter(|p| p.track_id == 1).count(),
+            1,
+            "the followed person is kept once"
+        );
+    }
+}
