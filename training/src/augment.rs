@@ -200,15 +200,11 @@ pub fn mirror_truth(
     twist: &mut [[f64; 2]],
     leaf: &mut [Vector4<f64>],
 ) {
-    let m = Matrix3::from_diagonal(&Vector3::new(-1.0, 1.0, 1.0));
     for p in abs.iter_mut() {
         p.x = -p.x;
     }
     swap(abs, &SMPL24_FLIP_PAIRS);
-    for r in local.iter_mut() {
-        *r = m * *r * m;
-    }
-    swap(local, &SMPL24_FLIP_PAIRS);
+    mirror_rotations(local);
     for t in twist.iter_mut() {
         *t = std::array::from_fn(|i| t[i] * f64::from(TWIST_FLIP_SIGNS[i]));
     }
@@ -217,6 +213,16 @@ pub fn mirror_truth(
         *q = Vector4::from_fn(|i, _| q[i] * f64::from(QUAT_FLIP_SIGNS[i]));
     }
     swap(leaf, &LEAF_FLIP_PAIRS);
+}
+
+/// The local rotations (SMPL-24 order, the root's in the camera frame) of the mirrored pose:
+/// M R M (M = diag(-1, 1, 1)), left and right swapped; its own inverse.
+pub fn mirror_rotations(local: &mut [Matrix3<f64>]) {
+    let m = Matrix3::from_diagonal(&Vector3::new(-1.0, 1.0, 1.0));
+    for r in local.iter_mut() {
+        *r = m * *r * m;
+    }
+    swap(local, &SMPL24_FLIP_PAIRS);
 }
 
 /// Per-channel gains and the occluder on a crop (packed RGB, `size` x `size`).

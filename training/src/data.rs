@@ -59,6 +59,9 @@ pub struct Sample {
     pub k_inv: [f32; 9],
     /// Camera depth of the root joint, metres.
     pub root_depth: f32,
+    /// The person is the mirror image of the dataset's (a flip was drawn): what SPIN's fit
+    /// store needs to keep one fit per sample whichever way it is drawn.
+    pub mirrored: bool,
 }
 
 /// A random-access source of samples.
@@ -367,6 +370,7 @@ pub fn build_sample(
         ]
         .map(|x| x as f32),
         root_depth: root_depth as f32,
+        mirrored: draw.flip,
     })
 }
 
@@ -475,6 +479,8 @@ pub struct Batch {
     pub k_inv: Tensor,
     /// (B,).
     pub root_depth: Tensor,
+    /// Per sample, [`Sample::mirrored`] (host side).
+    pub mirrored: Vec<bool>,
 }
 
 impl Batch {
@@ -494,6 +500,7 @@ impl Batch {
             crop_to_frame: self.crop_to_frame.to_dtype(dt)?,
             k_inv: self.k_inv.to_dtype(dt)?,
             root_depth: self.root_depth.to_dtype(dt)?,
+            mirrored: self.mirrored,
         })
     }
 
@@ -527,6 +534,7 @@ impl Batch {
             crop_to_frame: cat(&|x| x.crop_to_frame.to_vec(), &[2, 3])?,
             k_inv: cat(&|x| x.k_inv.to_vec(), &[3, 3])?,
             root_depth: cat(&|x| vec![x.root_depth], &[])?,
+            mirrored: samples.iter().map(|x| x.mirrored).collect(),
         })
     }
 
@@ -678,6 +686,8 @@ impl ShardDataset {
                         .first()
                         .copied()
                         .context("root_depth")?,
+                    // Stored samples are drawn without augmentation.
+                    mirrored: false,
                 });
             }
         }

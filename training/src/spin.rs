@@ -18,6 +18,11 @@
 //!   the prediction's own reprojection error;
 //! - else by its 2D keypoints alone.
 //!
+//! The store holds each fit as the dataset's person, unmirrored: a fit of a draw with the
+//! horizontal flip (`augment.flip_prob`) is mirrored back before it is stored
+//! ([`crate::augment::mirror_rotations`]: M R M, left and right swapped), and a stored fit
+//! supervises a flipped draw mirrored, so one fit serves every draw of its sample.
+//!
 //! The store is written next to each checkpoint (`<checkpoint>.fits.safetensors`, f64) and read
 //! back on resume, so a resumed run continues exactly.
 
@@ -36,6 +41,7 @@ use ikol_types::rotation::{axis_angle_to_matrix, matrix_to_axis_angle};
 use ikol_types::{Affine2, Intrinsics};
 use serde::{Deserialize, Serialize};
 
+use crate::augment::mirror_rotations;
 use crate::data::{Batch, sample_seed};
 use crate::loss::Targets3d;
 
@@ -450,8 +456,13 @@ impl SpinLoop {
                     let err =
                         reprojection(&f.state.rotations, &f.state.beta, &f.state.translation)?;
                     if err < self.store.error[index] {
+                        // Stored as the dataset's person (a flipped draw's fit mirrored back).
+                        let mut rotations = f.state.rotations;
+                        if batch.mirrored[i] {
+                            mirror_rotations(&mut rotations);
+                        }
                         let mut th = [0.0; 3 * SMPL_JOINTS];
-                        for (j, r) in f.state.rotations.iter().enumerate() {
+                        for (j, r) in rotations.iter().enumerate() {
                             let w = matrix_to_axis_angle(r);
                             th[3 * j..3 * j + 3].copy_from_slice(&[w.x, w.y, w.z]);
                         }
@@ -469,10 +480,15 @@ impl SpinLoop {
             let stored = self.store.error[index];
             if stored < self.cfg.max_error && stored < pred_error {
                 let th = &self.store.theta[index];
-                let aa: Vec<Vector3<f64>> = (0..SMPL_JOINTS)
+                let mut aa: Vec<Vector3<f64>> = (0..SMPL_JOINTS)
                     .map(|j| Vector3::new(th[3 * j], th[3 * j + 1], th[3 * j + 2]))
                     .collect();
-                let rs: Vec<Matrix3<f64>> = aa.iter().map(axis_angle_to_matrix).collect();
+                let mut rs: Vec<Matrix3<f64>> = aa.iter().map(axis_angle_to_matrix).collect();
+                if batch.mirrored[i] {
+                    // This draw is the mirror image of the stored person.
+                    mirror_rotations(&mut rs);
+                    aa = rs.iter().map(matrix_to_axis_angle).collect();
+                }
                 let fb = &self.store.beta[index];
                 let js = joints_of(&self.body, &rs, fb)?;
                 // The twist targets of the heatmap network (HybrIK's phi), as the data

@@ -305,6 +305,117 @@ fn spin_targets_from_a_perfect_heatmap_prediction_are_the_labels() -> anyhow::Re
     Ok(())
 }
 
+/// A fit stored from one draw of a sample supervises a later flipped draw of it mirrored: the
+/// fit of the unflipped draws (started from their labels moved off the keypoints) becomes, for
+/// the flipped draws (hidden, nothing to fit), targets that equal the flipped draws' own labels,
+/// which the data generator mirrors by another route (the ground truth before the crop is
+/// made); used unmirrored they would be the other side's pose.
+#[test]
+fn a_stored_fit_supervises_a_flipped_draw_mirrored() -> anyhow::Result<()> {
+    use ikol_backbone::NetOutput;
+    use ikol_train::augment::Augment;
+    use ikol_train::data::{Batch, SynthDataset, SynthOptions};
+    use ikol_train::spin::{Prediction, SpinConfig, SpinLoop};
+    let dev = Device::Cpu;
+    let cfg = config(ModelChoice::Heatmap, "spin-flip");
+    let size = cfg.net.input_size;
+    let ds = SynthDataset::new(SynthOptions::new(size, cfg.net.num_betas, cfg.body), 5, 3)?;
+    let idx = [0, 1, 2];
+    let plain = Batch::gather(&ds, &idx, &dev)?;
+    let flip_only = Augment {
+        scale: 0.0,
+        rotation_prob: 0.0,
+        flip_prob: 1.0,
+        colour: 0.0,
+        occlusion_area: 0.0,
+        ..Augment::default()
+    };
+    let flipped = Batch::gather_augmented(&ds, &idx, &flip_only, 1, &dev)?;
+    assert_eq!(
+        (plain.mirrored.clone(), flipped.mirrored.clone()),
+        (vec![false; 3], vec![true; 3])
+    );
+    let out = NetOutput {
+        uvd: plain.uvd.clone(),
+        phi: plain.twist.clone(),
+        beta: plain.beta.clone(),
+        delta_beta: plain.beta.zeros_like()?,
+        leaf: Some(plain.leaf.clone()),
+    };
+    let mut pred = Prediction::from_solution(&plain.rotations, &out, &plain, size)?;
+    for t in pred.translation.iter_mut().flatten() {
+        *t += Vector3::new(0.05, -0.03, 0.3);
+    }
+    let mut spin = SpinLoop::new(
+        SpinConfig::default(),
+        cfg.body.load()?,
+        3,
+        cfg.net.num_betas,
+    )?;
+    spin.step(&idx, &[false; 3], &pred, &plain, size)?;
+    assert_eq!(spin.store.filled(), 3);
+    let none = Prediction {
+        translation: vec![None; 3],
+        ..pred
+    };
+    let sup = spin.step(&idx, &[true; 3], &none, &flipped, size)?;
+    assert_eq!(sup.from_fits, 3);
+    let largest = |a: &Tensor, b: &Tensor| -> anyhow::Result<f32> {
+        Ok(a.sub(b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+    };
+    // Within a few degrees, as the fit of the unflipped draw is to its own labels.
+    let d = largest(&sup.rotations, &flipped.rotations)?;
+    assert!(
+        d < 5e-2,
+        "rotations of the flipped draw: largest difference {d}"
+    );
+    let unmirrored = largest(&plain.rotations, &flipped.rotations)?;
+    assert!(
+        unmirrored > 0.3,
+        "the draws' poses differ by {unmirrored} only"
+    );
+    // Joints up to the scale the 2D-only fit leaves free.
+    for i in 0..3 {
+        let (a, b) = (sup.joints.get(i)?, flipped.joints.get(i)?);
+        let scale = (a.mul(&b)?.sum_all()?.to_scalar::<f32>()?)
+            / (b.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        let d = largest(&a, &b.affine(f64::from(scale), 0.0)?)?;
+        assert!(d < 5e-2, "sample {i}: joints {d} m off the flipped labels");
+    }
+    // The other way round: fits of the flipped draws are stored as the dataset's person and
+    // supervise the unflipped draws.
+    let out = NetOutput {
+        uvd: flipped.uvd.clone(),
+        phi: flipped.twist.clone(),
+        beta: flipped.beta.clone(),
+        delta_beta: flipped.beta.zeros_like()?,
+        leaf: Some(flipped.leaf.clone()),
+    };
+    let mut pred = Prediction::from_solution(&flipped.rotations, &out, &flipped, size)?;
+    for t in pred.translation.iter_mut().flatten() {
+        *t += Vector3::new(-0.04, 0.02, 0.25);
+    }
+    let mut spin = SpinLoop::new(
+        SpinConfig::default(),
+        cfg.body.load()?,
+        3,
+        cfg.net.num_betas,
+    )?;
+    spin.step(&idx, &[false; 3], &pred, &flipped, size)?;
+    let none = Prediction {
+        translation: vec![None; 3],
+        ..pred
+    };
+    let sup = spin.step(&idx, &[true; 3], &none, &plain, size)?;
+    assert_eq!(sup.from_fits, 3);
+    let d = largest(&sup.rotations, &plain.rotations)?;
+    assert!(
+        d < 5e-2,
+        "rotations of the unflipped draw: largest difference {d}"
+    );
+    Ok(())
+}
+
 /// SPIN mode resumes exactly, with a body regressor and with the heatmap network (fits started
 /// from its IKOL solution): the fit store is written with the checkpoint and read back.
 #[test]

@@ -924,6 +924,55 @@ mod tests {
     }
 
     #[test]
+    fn every_pixel_format_composites_the_same_colours() {
+        // One translucent square over a varied background in RGB, RGBA and BGRx: the same
+        // blended colour in each; BGRx's fourth byte untouched, RGBA's opaque where drawn.
+        let (v, f) = square(0.1, 2.0, 0.0);
+        let style = MeshStyle {
+            opacity: 0.7,
+            ..MeshStyle::default()
+        };
+        let bg = |x: usize, y: usize, ch: usize| ((x * 7 + y * 13 + ch * 50) % 256) as u8;
+        let mut pictures = Vec::new();
+        for format in [PixelFormat::Rgb, PixelFormat::Rgba, PixelFormat::Bgrx] {
+            let bpp = format.bytes_per_pixel();
+            let mut buf: Vec<u8> = (0..64 * 64 * bpp)
+                .map(|i| bg(i / bpp % 64, i / bpp / 64, i % bpp))
+                .collect();
+            if format == PixelFormat::Bgrx {
+                for (i, px) in buf.chunks_exact_mut(4).enumerate() {
+                    px.swap(0, 2);
+                    px[3] = (i % 256) as u8;
+                }
+            }
+            let mut frame = Frame::new(&mut buf, 64, 64, 64 * bpp, format).unwrap();
+            let mut canvas = Canvas::new(64, 64);
+            canvas.add_mesh(&k(), &v, &f, &style).unwrap();
+            canvas.composite(&mut frame).unwrap();
+            let rgb: Vec<[u8; 3]> = (0..64 * 64).map(|i| frame.rgb(i % 64, i / 64)).collect();
+            for (i, px) in buf.chunks_exact(bpp).enumerate() {
+                let drawn = rgb[i] != [0, 1, 2].map(|ch| bg(i % 64, i / 64, ch));
+                match format {
+                    PixelFormat::Rgba => {
+                        assert_eq!(px[3], if drawn { 255 } else { bg(i % 64, i / 64, 3) })
+                    }
+                    PixelFormat::Bgrx => assert_eq!(px[3], (i % 256) as u8),
+                    PixelFormat::Rgb => {}
+                }
+            }
+            pictures.push(rgb);
+        }
+        let covered = pictures[0]
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| **c != [0, 1, 2].map(|ch| bg(i % 64, i / 64, ch)))
+            .count();
+        assert!(covered > 50, "{covered} pixels drawn");
+        assert_eq!(pictures[0], pictures[1]);
+        assert_eq!(pictures[0], pictures[2]);
+    }
+
+    #[test]
     fn projection_lands_where_pinhole_says() {
         // Square half-side 0.1 m at 2 m: projects to 32 +- 100 * 0.1 / 2 = [27, 37].
         let mut buf = vec![0u8; 64 * 64 * 3];
