@@ -42,7 +42,7 @@ use ikol_types::{Affine2, Intrinsics};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::mirror_rotations;
-use crate::data::{Batch, sample_seed};
+use crate::data::{Batch, Dataset, sample_seed};
 use crate::loss::Targets3d;
 
 /// The `fitting_in_the_loop` section of the training config.
@@ -58,6 +58,12 @@ pub struct SpinConfig {
     /// prior besides the joint limits; SPIN's SMPLify uses a mixture of Gaussians learned on
     /// mocap that we do not have).
     pub sigma_pose: f64,
+    /// Fill the store before the first step (SPIN's static fits, which it takes from SMPLify
+    /// run offline): every sample whose 3D labels are hidden, drawn without augmentation,
+    /// fitted from the rest pose facing the camera and from it turned away
+    /// ([`Prediction::rest_pose`]), the better fit kept. Off: the store fills as samples are
+    /// first seen.
+    pub prefill: bool,
 }
 
 impl Default for SpinConfig {
@@ -66,6 +72,7 @@ impl Default for SpinConfig {
             iterations: 10,
             max_error: 0.05,
             sigma_pose: 1.0,
+            prefill: false,
         }
     }
 }
@@ -244,6 +251,66 @@ impl Prediction {
         })
     }
 
+    /// A start that needs no network (SMPLify's): the body model's rest pose at the mean shape,
+    /// facing the camera (`away`: turned half round about its vertical axis), its root on the
+    /// ray through the sample's root keypoint at the depth where the rest body's torso (hips'
+    /// centre to shoulders' centre) projects as long as the keypoints' torso (similar
+    /// triangles: z = f L / l). None for a sample whose torso keypoints coincide.
+    pub fn rest_pose(
+        body: &BodyModel,
+        batch: &Batch,
+        input_size: usize,
+        away: bool,
+    ) -> anyhow::Result<Self> {
+        // The camera's y and z flip of the model's axes (y up, facing +z), as the data
+        // generator's root; turned away: a half turn about the model's y first.
+        let facing = Matrix3::from_diagonal(&Vector3::new(1.0, -1.0, -1.0));
+        let root = if away {
+            facing * Matrix3::from_diagonal(&Vector3::new(-1.0, 1.0, -1.0))
+        } else {
+            facing
+        };
+        let mut rotations = vec![Matrix3::identity(); SMPL_JOINTS];
+        rotations[0] = root;
+        let nb = batch.beta.dim(1)?;
+        let rest = joints_of(body, &rotations, &vec![0.0; body.num_betas])?;
+        let centre = |p: &[Vector3<f64>], a: usize, b: usize| 0.5 * (p[a] + p[b]);
+        // SMPL joints: hips 1, 2; shoulders 16, 17.
+        let torso_3d = (centre(&rest, 16, 17) - centre(&rest, 1, 2)).norm();
+        let (uvd, c2f, kinv) = (
+            host_rows(&batch.uvd)?,
+            host_rows(&batch.crop_to_frame)?,
+            host_rows(&batch.k_inv)?,
+        );
+        let s = input_size as f64;
+        let translation = (0..batch.len())
+            .map(|i| {
+                let (crop_to_frame, k) = camera(&c2f[i], &kinv[i])?;
+                let px: Vec<Vector3<f64>> = (0..SMPL_JOINTS)
+                    .map(|j| {
+                        let [u, v] = [uvd[i][3 * j], uvd[i][3 * j + 1]].map(f64::from);
+                        let [x, y] = crop_to_frame.apply([(u + 0.5) * s, (v + 0.5) * s]);
+                        Vector3::new(x, y, 0.0)
+                    })
+                    .collect();
+                let torso_2d = (centre(&px, 16, 17) - centre(&px, 1, 2)).norm();
+                (torso_2d > 1.0).then(|| {
+                    let z = 0.5 * (k.fx + k.fy) * torso_3d / torso_2d;
+                    Vector3::new((px[0].x - k.cx) / k.fx * z, (px[0].y - k.cy) / k.fy * z, z)
+                })
+            })
+            .collect();
+        let flat: Vec<f32> = rotations
+            .iter()
+            .flat_map(|r| (0..9).map(move |e| r[(e / 3, e % 3)] as f32))
+            .collect();
+        Ok(Self {
+            rotations: vec![flat; batch.len()],
+            beta: vec![vec![0.0; nb]; batch.len()],
+            translation,
+        })
+    }
+
     /// The heatmap network through the IKOL layer: the solved local rotations, the predicted
     /// shape, and the root where its predicted uv and the sample's root depth put it
     /// ([`ikol_backbone::camera::uvd_to_cam_tensor`]: the ray through the root's pixel at depth
@@ -346,6 +413,35 @@ impl SpinLoop {
             surface,
             store: FitStore::new(samples, num_betas),
         })
+    }
+
+    /// Whether the store is to be filled before the first step ([`SpinConfig::prefill`]).
+    pub fn prefills(&self) -> bool {
+        self.cfg.prefill
+    }
+
+    /// SPIN's static fits ([`SpinConfig::prefill`]): samples `indices` of `ds`, without
+    /// augmentation, fitted from [`Prediction::rest_pose`] facing the camera and turned away;
+    /// the store keeps the better of the two (and of anything it held). Returns how many of
+    /// them then hold a fit that can supervise (error below `max_error`).
+    pub fn prefill(
+        &mut self,
+        ds: &dyn Dataset,
+        indices: &[usize],
+        input_size: usize,
+        device: &Device,
+    ) -> anyhow::Result<usize> {
+        for chunk in indices.chunks(64) {
+            let batch = Batch::gather(ds, chunk, device)?;
+            for away in [false, true] {
+                let start = Prediction::rest_pose(&self.body, &batch, input_size, away)?;
+                self.step(chunk, &vec![false; chunk.len()], &start, &batch, input_size)?;
+            }
+        }
+        Ok(indices
+            .iter()
+            .filter(|&&i| self.store.error[i] < self.cfg.max_error)
+            .count())
     }
 
     fn options(&self) -> FitOptions {

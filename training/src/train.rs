@@ -728,6 +728,28 @@ impl Trainer {
     pub fn train_step(&mut self) -> anyhow::Result<StepReport> {
         let t0 = Instant::now();
         let step = self.step;
+        if let Some(spin) = self.spin.as_mut()
+            && step == 0
+            && spin.prefills()
+            && spin.store.filled() == 0
+        {
+            // SPIN's static fits, for the samples whose 3D labels are hidden.
+            let hidden: Vec<usize> = (0..self.train.0.len())
+                .filter(|&i| labels_hidden(i, self.cfg.hide_3d_fraction))
+                .collect();
+            let good = spin.prefill(
+                self.train.0.as_ref(),
+                &hidden,
+                self.cfg.net.input_size,
+                &self.device,
+            )?;
+            eprintln!(
+                "SPIN pre-fill: {good} of {} samples without 3D labels fitted below max_error \
+                 ({:.1} s)",
+                hidden.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
         let idx = self.batch_indices(step);
         let batch = Batch::gather_augmented(
             self.train.0.as_ref(),

@@ -416,6 +416,70 @@ fn a_stored_fit_supervises_a_flipped_draw_mirrored() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SPIN's static fits (`fitting_in_the_loop.prefill`): from the rest pose facing the camera and
+/// turned away, with no network, the fitter puts every synthetic sample's body on its 2D
+/// keypoints, and the better of the two starts faces the way the generator's body faces (its
+/// labels' root rotation, which the fit never sees).
+#[test]
+fn prefill_fits_every_sample_from_the_rest_pose() -> anyhow::Result<()> {
+    use ikol_train::data::{Dataset, SynthDataset, SynthOptions};
+    use ikol_train::spin::{SpinConfig, SpinLoop};
+    let dev = Device::Cpu;
+    let cfg = config(ModelChoice::Flat, "spin-prefill");
+    let size = cfg.net.input_size;
+    let n = 8;
+    let ds = SynthDataset::new(SynthOptions::new(size, cfg.net.num_betas, cfg.body), 9, n)?;
+    let spin_cfg = SpinConfig {
+        prefill: true,
+        iterations: 30,
+        ..SpinConfig::default()
+    };
+    let mut spin = SpinLoop::new(spin_cfg, cfg.body.load()?, n, cfg.net.num_betas)?;
+    let idx: Vec<usize> = (0..n).collect();
+    let good = spin.prefill(&ds, &idx, size, &dev)?;
+    assert_eq!(spin.store.filled(), n);
+    eprintln!("errors (fraction of the crop side): {:?}", spin.store.error);
+    assert!(good >= n - 1, "{good} of {n} fits below max_error");
+    let body = cfg.body.load()?;
+    let root_relative = |rotations: &[Matrix3<f64>], beta: &[f64]| -> anyhow::Result<Vec<_>> {
+        let rest = body.rest_joints(&beta[..body.num_betas.min(beta.len())])?;
+        let (_, posed) = ikol_body::forward_kinematics(rotations, &rest, &SMPL24_PARENTS);
+        Ok(posed
+            .iter()
+            .map(|p| p - posed[0])
+            .collect::<Vec<Vector3<f64>>>())
+    };
+    let (mut facing, mut fit_err, mut rest_err) = (0, 0.0, 0.0);
+    for i in 0..n {
+        let sample = ds.get(i)?;
+        let th = &spin.store.theta[i];
+        let fit: Vec<Matrix3<f64>> = (0..SMPL_JOINTS)
+            .map(|j| axis_angle_to_matrix(&Vector3::new(th[3 * j], th[3 * j + 1], th[3 * j + 2])))
+            .collect();
+        // The body's forward axis (model +z) in the camera.
+        let r = &sample.rotations[0];
+        let label_forward = Vector3::new(f64::from(r[2]), f64::from(r[5]), f64::from(r[8]));
+        facing += usize::from(fit[0].column(2).dot(&label_forward) > 0.0);
+        let truth: Vec<Vector3<f64>> = sample
+            .joints
+            .iter()
+            .map(|p| Vector3::new(f64::from(p[0]), f64::from(p[1]), f64::from(p[2])))
+            .collect();
+        fit_err += ikol_eval::metrics::pa_mpjpe(&root_relative(&fit, &spin.store.beta[i])?, &truth);
+        let mut rest = vec![Matrix3::identity(); SMPL_JOINTS];
+        rest[0] = fit[0];
+        rest_err += ikol_eval::metrics::pa_mpjpe(&root_relative(&rest, &[])?, &truth);
+    }
+    let (fit_err, rest_err) = (1e3 * fit_err / n as f64, 1e3 * rest_err / n as f64);
+    eprintln!("PA-MPJPE: fits {fit_err:.1} mm, the rest pose turned as they are {rest_err:.1} mm");
+    assert!(facing >= n - 1, "{facing} of {n} fits face the labels' way");
+    assert!(
+        fit_err < 0.9 * rest_err,
+        "fits {fit_err} mm, rest pose {rest_err} mm"
+    );
+    Ok(())
+}
+
 /// SPIN mode resumes exactly, with a body regressor and with the heatmap network (fits started
 /// from its IKOL solution): the fit store is written with the checkpoint and read back.
 #[test]
