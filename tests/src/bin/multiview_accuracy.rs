@@ -81,7 +81,13 @@
 //! length, its direction kept, rebuilt outwards from the shoulders and hips; and with every limb
 //! bone's depth component (camera z) given the sign of the reference's, its length kept; per
 //! bone the frames whose depth sign differs from the reference's, and the mean bone lengths.
-//! (A single view fixes a bone's depth from its image and length only up to that sign.)
+//! (A single view fixes a bone's depth from its image and length only up to that sign.) One
+//! more diagnosis row, `BlazePose image landmarks (x, y, z)`: the landmark model's other 3D
+//! output (its image landmarks' z, depth relative to the hips, a separate head from the world
+//! landmarks) from the reference's own BlazePose pass on the view, as camera-axis points at the
+//! reference's mean root depth; its z is not on the scale of x in practice (bones 1.1-2.5x the
+//! reference's on cam01), so only its depth signs are to be read: whether that head knows a
+//! sign the world landmarks get wrong.
 //!
 //! Ratios: each method's mesh row over the (first) BlazePose row (PA-MPJPE, MPJPE, accel err,
 //! flexion), its mean accel over the reference's, and its 2D error over its own run's front-end
@@ -559,13 +565,22 @@ fn read_ppm(r: &mut impl BufRead) -> Result<Option<Frame>> {
 struct ViewLandmarks {
     size: [usize; 2],
     frames: Vec<Option<Vec<[f64; 3]>>>,
+    /// Per frame, the image landmarks' z (depth relative to the hips, on the scale of x: px),
+    /// a head of the landmark model apart from the world landmarks (empty when read from a
+    /// file written before it was kept).
+    depth: Vec<Option<Vec<f64>>>,
     /// Frames where the detector found more than one person.
     crowded: usize,
 }
 
 impl ViewLandmarks {
     fn to_json(&self) -> Value {
-        json!({ "size": self.size, "crowded": self.crowded, "frames": self.frames })
+        json!({
+            "size": self.size,
+            "crowded": self.crowded,
+            "frames": self.frames,
+            "depth": self.depth,
+        })
     }
 
     fn from_json(v: &Value) -> Result<Self> {
@@ -575,9 +590,15 @@ impl ViewLandmarks {
         if frames.iter().flatten().any(|f| f.len() != NL) {
             bail!("a frame does not have {NL} landmarks");
         }
+        let depth: Vec<Option<Vec<f64>>> =
+            serde_json::from_value(v["depth"].clone()).unwrap_or_default();
+        if depth.iter().flatten().any(|f| f.len() != NL) {
+            bail!("a frame does not have {NL} landmark depths");
+        }
         Ok(Self {
             size,
             frames,
+            depth,
             crowded: v["crowded"].as_u64().unwrap_or(0) as usize,
         })
     }
@@ -643,6 +664,9 @@ fn blazepose_view(
             }
             None => None,
         };
+        let depth = landmarks
+            .as_ref()
+            .map(|p| p.landmarks.iter().map(|l| l.z).collect::<Vec<_>>());
         let pts = landmarks.map(|p| {
             p.landmarks
                 .iter()
@@ -652,6 +676,7 @@ fn blazepose_view(
         if let Some(p) = &pts {
             prev_centre = Some([0.5 * (p[23][0] + p[24][0]), 0.5 * (p[23][1] + p[24][1])]);
         }
+        out.depth.push(depth.filter(|z| z.len() == NL));
         out.frames.push(pts.filter(|p| p.len() == NL));
     }
     let status = child.wait().context("waiting for gst-launch-1.0")?;
@@ -1320,6 +1345,42 @@ fn points_row(
 }
 
 /// The BlazePose row: world landmarks and 2D landmarks of a run.
+/// The landmark model's other 3D output, for the diagnosis: the view's image landmarks (the
+/// reference's own BlazePose pass on it) as camera-axis points, pixels over fx at the
+/// reference's mean root depth in this camera (weak perspective: x, y and the relative z are
+/// on one scale), so that their bones' depth signs and lengths compare with the reference's.
+fn image_landmarks_row(
+    view: &ViewLandmarks,
+    reference: &Reference,
+    cam: &Camera,
+) -> Option<RowInput> {
+    let depths: Vec<f64> = reference
+        .points
+        .iter()
+        .flatten()
+        .map(|p| (cam.r * (0.5 * (p[23] + p[24])) + cam.t).z)
+        .collect();
+    let z = mean(&depths)?;
+    let points = view
+        .frames
+        .iter()
+        .zip(view.depth.iter().chain(std::iter::repeat(&None)))
+        .map(|(f, d)| {
+            let (f, d) = (f.as_ref()?, d.as_ref()?);
+            Some(
+                LIMB_LANDMARKS
+                    .iter()
+                    .map(|&i| Vector3::new(f[i][0] - cam.cx, f[i][1] - cam.cy, d[i]) * (z / cam.fx))
+                    .collect(),
+            )
+        })
+        .collect();
+    Some(RowInput {
+        points,
+        pixels: Vec::new(),
+    })
+}
+
 fn blazepose_row(subjects: &[Option<PersonResult>]) -> RowInput {
     let mut row = points_row(
         subjects,
@@ -1721,6 +1782,12 @@ fn main() -> Result<()> {
         baseline_name = "BlazePose world landmarks";
     } else if let Err(e) = &plain[0].result {
         rows.push(("BlazePose world landmarks".into(), None, Some(e.clone())));
+    }
+    if let Some(row) = image_landmarks_row(&views[a.view], &reference, cam) {
+        diagnoses.push((
+            "BlazePose image landmarks (x, y, z)".into(),
+            diagnose(&row, &ref_limbs, cam),
+        ));
     }
     if let Some(first) = runs.iter().find(|r| r.result.is_ok())
         && let Ok(s) = &first.result
@@ -2147,6 +2214,7 @@ mod tests {
             .map(|(v, c)| ViewLandmarks {
                 size: [1088, 1920],
                 crowded: 0,
+                depth: Vec::new(),
                 frames: vec![Some(
                     (0..NL)
                         .map(|l| {
@@ -2198,6 +2266,45 @@ mod tests {
         for (row, reference) in &d.lengths {
             assert!((row / reference - 1.2).abs() < 1e-9, "{row} vs {reference}");
         }
+    }
+
+    /// The image-landmark row: exact projections with the depth relative to the hips in pixels
+    /// (weak perspective at the root's depth) give every bone the reference's depth sign, and
+    /// the left wrist's depth mirrored about the elbow's is counted on the left forearm alone.
+    #[test]
+    fn image_landmarks_row_keeps_the_depth_signs() {
+        let cams = synthetic_cameras();
+        let cam = &cams[0];
+        let pts = body();
+        let seen: Vec<Vector3<f64>> = pts.iter().map(|p| cam.to_camera(p)).collect();
+        let root = 0.5 * (seen[23] + seen[24]);
+        let mut view = observe(&cams, &pts, 0).swap_remove(0);
+        view.depth = vec![Some(
+            seen.iter()
+                .map(|p| (p.z - root.z) * cam.fx / root.z)
+                .collect(),
+        )];
+        let reference = Reference {
+            points: vec![Some(pts.clone())],
+            swapped: Vec::new(),
+            errors: Vec::new(),
+            limb_errors: Vec::new(),
+        };
+        let limbs = RefLimbs {
+            world: vec![Some(LIMB_LANDMARKS.iter().map(|&l| pts[l]).collect())],
+            pixels: vec![None],
+        };
+        let row = image_landmarks_row(&view, &reference, cam).unwrap();
+        assert_eq!(diagnose(&row, &limbs, cam).depth_sign, vec![0; 8]);
+        // Left elbow and wrist: landmarks 13 and 15.
+        if let Some(d) = view.depth[0].as_mut() {
+            d[15] = 2.0 * d[13] - d[15];
+        }
+        let row = image_landmarks_row(&view, &reference, cam).unwrap();
+        assert_eq!(
+            diagnose(&row, &limbs, cam).depth_sign,
+            vec![0, 1, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
