@@ -306,3 +306,78 @@ fn background_search_adds_new_people_on_a_later_frame() {
         );
     }
 }
+
+/// A flush (a flushing seek) drops a background search started before it: the man the search
+/// of the pre-flush frame finds never joins the (black) frames after it, though they follow
+/// the same corner person and the search has had ample time to finish.
+#[test]
+fn a_flush_drops_a_running_background_search() {
+    let dir = ikol_detect::blazepose_model::models_dir();
+    if !dir
+        .join(ikol_detect::blazepose_model::DETECTOR_FILE)
+        .is_file()
+    {
+        eprintln!(
+            "SKIPPED: BlazePose models not in {} (make models)",
+            dir.display()
+        );
+        return;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../elements/detect/tests/data/pose2sim/frame_000.png");
+    let img = ikol_render::image::read_image(&path).unwrap();
+    let (w, hgt) = (img.width as usize, img.height as usize);
+    let corner = bx(0.0, 0.0, 60.0, 60.0);
+    for flush in [false, true] {
+        let (mut h, _) = harness(
+            "ikolcrop",
+            &[
+                ("detector", "blazepose"),
+                ("detect-interval", "2"),
+                ("roi", "0,0,60,60"),
+            ],
+            &rgb_caps(w, hgt),
+        );
+        let follow = |h: &mut gst_check::Harness| {
+            assert!(h.push_upstream_event(meta::feedback_event(&[(1, corner)])));
+        };
+        // Frames 1-2 black (nobody but the roi), frame 3 the man: the search starts on it.
+        assert_eq!(
+            meta_of(&h.push_and_pull(frame(w, hgt, 0, None)).unwrap())
+                .people
+                .len(),
+            1
+        );
+        follow(&mut h);
+        assert_eq!(
+            meta_of(&h.push_and_pull(frame(w, hgt, 0, None)).unwrap())
+                .people
+                .len(),
+            1
+        );
+        follow(&mut h);
+        let man = gst::Buffer::from_mut_slice(img.pixels.clone());
+        assert_eq!(meta_of(&h.push_and_pull(man).unwrap()).people.len(), 1);
+        if flush {
+            assert!(h.push_event(gst::event::FlushStart::new()));
+            assert!(h.push_event(gst::event::FlushStop::new(true)));
+            assert!(
+                h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                    gst::ClockTime,
+                >::new()))
+            );
+        }
+        // Black frames, the corner followed; any search after the flush finds nobody.
+        let mut joined = false;
+        for _ in 0..60 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            follow(&mut h);
+            let m = meta_of(&h.push_and_pull(frame(w, hgt, 0, None)).unwrap());
+            joined |= m.people.len() > 1;
+        }
+        assert_eq!(
+            joined, !flush,
+            "flush {flush}: did the pre-flush search's man join?"
+        );
+    }
+}

@@ -1354,6 +1354,10 @@ fn image_landmarks_row(
     reference: &Reference,
     cam: &Camera,
 ) -> Option<RowInput> {
+    // A landmarks file written before the depth was kept has none: no row.
+    if view.depth.iter().all(Option::is_none) {
+        return None;
+    }
     let depths: Vec<f64> = reference
         .points
         .iter()
@@ -1370,7 +1374,10 @@ fn image_landmarks_row(
             Some(
                 LIMB_LANDMARKS
                     .iter()
-                    .map(|&i| Vector3::new(f[i][0] - cam.cx, f[i][1] - cam.cy, d[i]) * (z / cam.fx))
+                    .map(|&i| {
+                        let (x, y) = ((f[i][0] - cam.cx) / cam.fx, (f[i][1] - cam.cy) / cam.fy);
+                        Vector3::new(x, y, d[i] / cam.fx) * z
+                    })
                     .collect(),
             )
         })

@@ -211,11 +211,13 @@ impl IkolCrop {
     }
 
     /// The people of a finished background search of this sequence (none while it runs).
-    fn searched(&self, state: &mut State) -> Result<Vec<Detection>, gst::FlowError> {
-        if !state
-            .search
-            .as_ref()
-            .is_some_and(|s| s.handle.is_finished())
+    /// With `wait`, waits for a running one.
+    fn searched(&self, state: &mut State, wait: bool) -> Result<Vec<Detection>, gst::FlowError> {
+        if !wait
+            && !state
+                .search
+                .as_ref()
+                .is_some_and(|s| s.handle.is_finished())
         {
             return Ok(Vec::new());
         }
@@ -398,9 +400,29 @@ impl BaseTransformImpl for IkolCrop {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "ikolcrop: cannot parse caps {incaps}"))?;
         if let Some(s) = common::lock(&self.state).as_mut() {
+            // A search running on a frame of other caps would give boxes in its coordinates.
+            if s.info.as_ref() != Some(&info) {
+                s.sequence += 1;
+                s.search = None;
+            }
             s.info = Some(info);
         }
         Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        // A flush (a flushing seek) is a discontinuity even when the next buffer is not marked
+        // as one: nothing is followed across it, and a search started before it is dropped.
+        if let gst::EventView::FlushStop(_) = event.view() {
+            if let Some(s) = common::lock(&self.state).as_mut() {
+                s.tracker.clear();
+                s.frame = 0;
+                s.sequence += 1;
+                s.search = None;
+            }
+            common::lock(&self.feedback).clear();
+        }
+        self.parent_sink_event(event)
     }
 
     fn src_event(&self, event: gst::Event) -> bool {
@@ -483,19 +505,24 @@ impl BaseTransformImpl for IkolCrop {
             && (state.frame - 1) % u64::from(settings.detect_interval) == 0;
         let mut searched = Vec::new();
         if !tracked {
-            let d = self.detect(state, buf)?;
+            // A search still running holds the detector: rather than wait for it and then
+            // search again, take its people (a few frames old) when it found any.
+            let pending = self.searched(state, true)?;
+            let d = if pending.is_empty() {
+                self.detect(state, buf)?
+            } else {
+                pending
+            };
             merge(&mut cands, d);
-            // This search is newer than any in the background (which would have to wait for
-            // it: they share the detector); the older one's people are dropped.
-            state.search = None;
         } else {
+            // Collected first, so that a finished search does not keep a due one from starting.
+            searched = self.searched(state, false)?;
             if due && settings.background_search {
                 self.search_in_background(state, buf)?;
             } else if due {
                 let d = self.detect(state, buf)?;
                 merge(&mut cands, d);
             }
-            searched = self.searched(state)?;
         }
         // 4. Tracking from the previous frame's joints.
         if settings.tracking {
@@ -521,9 +548,21 @@ impl BaseTransformImpl for IkolCrop {
                     .collect::<Vec<_>>(),
             );
         }
-        // 3b. A background search's people (from a frame or more ago): below tracking, so
-        // they only add people nobody follows.
-        merge(&mut cands, searched);
+        // 3b. A background search's people (from frames ago): below tracking, and only people
+        // nobody follows: a box that overlaps a kept one as much as the tracker needs to
+        // continue a track is taken for that person seen earlier; and none beyond max-people,
+        // so that an old box cannot push a current one out.
+        for c in searched {
+            let room = settings.max_people == 0 || cands.len() < settings.max_people as usize;
+            if room
+                && c.bbox.is_valid()
+                && !cands
+                    .iter()
+                    .any(|k| k.bbox.iou(&c.bbox) >= state.tracker.config.iou_threshold)
+            {
+                cands.push(c);
+            }
+        }
         // 5. Fixed regions.
         if cands.is_empty() {
             merge(
