@@ -24,7 +24,8 @@
 //! supervises a flipped draw mirrored, so one fit serves every draw of its sample.
 //!
 //! The store is written next to each checkpoint (`<checkpoint>.fits.safetensors`, f64) and read
-//! back on resume, so a resumed run continues exactly.
+//! back on resume, so a resumed run continues exactly. In data-parallel training each rank fits
+//! its shard and [`FitStore::share`] gives every rank every rank's fits after each step.
 
 use std::path::{Path, PathBuf};
 
@@ -130,6 +131,63 @@ impl FitStore {
             beta: vec![vec![0.0; num_betas]; samples],
             error: vec![f64::INFINITY; samples],
         }
+    }
+
+    /// Data-parallel training: every rank's fits of this step, shared. This rank fitted the
+    /// samples `indices`, the global batch's positions `first..first + indices.len()` of
+    /// `positions`; one all-reduce (sum) of a row per position (index + 1, error, rotations,
+    /// shape; zeros where another rank writes) gives every rank every row, and each sample
+    /// keeps the lowest error of its rows and its stored fit. Every rank calls it at the same
+    /// point of the step; the stores stay equal, bit for bit.
+    pub fn share(
+        &mut self,
+        comm: &std::sync::Arc<dyn ikol_backbone::collective::Communicator>,
+        indices: &[usize],
+        first: usize,
+        positions: usize,
+        device: &Device,
+    ) -> anyhow::Result<()> {
+        let nb = self.beta.first().map_or(0, Vec::len);
+        let w = 2 + 3 * SMPL_JOINTS + nb;
+        anyhow::ensure!(
+            first + indices.len() <= positions,
+            "fit store: positions {first}..{} of a global batch of {positions}",
+            first + indices.len()
+        );
+        let mut rows = vec![0f64; positions * w];
+        for (i, &index) in indices.iter().enumerate() {
+            let row = &mut rows[(first + i) * w..(first + i + 1) * w];
+            row[0] = (index + 1) as f64;
+            // No fit yet: no row (an infinite error would stay infinite in the sum anyway).
+            if self.error[index].is_finite() {
+                row[1] = self.error[index];
+                row[2..2 + 3 * SMPL_JOINTS].copy_from_slice(&self.theta[index]);
+                row[2 + 3 * SMPL_JOINTS..].copy_from_slice(&self.beta[index]);
+            } else {
+                row[0] = 0.0;
+            }
+        }
+        let all = comm
+            .all_reduce_sum(&Tensor::from_vec(rows, positions * w, device)?)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        for row in all.chunks_exact(w) {
+            if row[0] < 0.5 {
+                continue;
+            }
+            let index = (row[0] - 1.0).round() as usize;
+            anyhow::ensure!(
+                index < self.error.len(),
+                "fit store: a rank shared sample {index} of {}",
+                self.error.len()
+            );
+            if row[1] < self.error[index] {
+                self.error[index] = row[1];
+                self.theta[index].copy_from_slice(&row[2..2 + 3 * SMPL_JOINTS]);
+                self.beta[index].copy_from_slice(&row[2 + 3 * SMPL_JOINTS..]);
+            }
+        }
+        Ok(())
     }
 
     /// Samples that have a fit.

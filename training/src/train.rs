@@ -528,12 +528,6 @@ impl Trainer {
     /// becomes the per-worker batch of a global batch `batch_size x world_size`. Every rank must
     /// be built from the same config (and checkpoint, when resuming).
     pub fn with_communicator(mut self, comm: Arc<dyn Communicator>) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            self.spin.is_none() || comm.world_size() == 1,
-            "fitting_in_the_loop keeps its per-sample fit store on one worker: train it with one \
-             worker (world size {} asked)",
-            comm.world_size()
-        );
         if self.cfg.epochs > 0 {
             self.cfg.steps = (self.cfg.epochs * self.train.0.len())
                 .div_ceil(self.cfg.batch_size * comm.world_size());
@@ -841,6 +835,20 @@ impl Trainer {
                 )?
             }
         };
+        if let (Some(spin), Some(comm)) = (self.spin.as_mut(), self.comm.as_ref())
+            && comm.world_size() > 1
+        {
+            // Every rank fitted its own shard: all of them take every rank's fits, so that the
+            // stores stay one (a sample meets another rank in a later epoch).
+            let b = self.cfg.batch_size;
+            spin.store.share(
+                comm,
+                &idx,
+                comm.rank() * b,
+                comm.world_size() * b,
+                &self.device,
+            )?;
+        }
         let mut values = losses.values()?;
         if let Some(comm) = &self.comm {
             // The global batch's losses (and one verdict on finiteness for every rank).
