@@ -113,7 +113,14 @@ pub struct FitStore {
     pub theta: Vec<[f64; 3 * SMPL_JOINTS]>,
     pub beta: Vec<Vec<f64>>,
     pub error: Vec<f64>,
+    /// The fits are of the dataset's person, a flipped draw's mirrored back (every store since
+    /// fits were flip-aware; false for a file written before, whose metadata lacks
+    /// [`FITS_FRAME_KEY`]).
+    pub dataset_frame: bool,
 }
+
+/// Metadata key of a saved store: `"dataset"` when its fits are of the dataset's person.
+pub const FITS_FRAME_KEY: &str = "ikol.fits.frame";
 
 /// `x.safetensors` -> `x.fits.safetensors`.
 pub fn store_path_for(weights: &Path) -> PathBuf {
@@ -130,6 +137,7 @@ impl FitStore {
             theta: vec![[0.0; 3 * SMPL_JOINTS]; samples],
             beta: vec![vec![0.0; num_betas]; samples],
             error: vec![f64::INFINITY; samples],
+            dataset_frame: true,
         }
     }
 
@@ -214,13 +222,24 @@ impl FitStore {
                 Tensor::from_vec(self.error.clone(), n, &Device::Cpu)?,
             ),
         ];
-        safetensors::serialize_to_file(items, None, path)
+        let meta =
+            std::collections::HashMap::from([(FITS_FRAME_KEY.to_string(), "dataset".to_string())]);
+        safetensors::serialize_to_file(items, Some(meta), path)
             .with_context(|| format!("writing the fit store {path:?}"))
     }
 
     /// Reads a store written by [`FitStore::save`] for `samples` samples of `num_betas` shapes.
     pub fn load(path: &Path, samples: usize, num_betas: usize) -> anyhow::Result<Self> {
-        let t = candle_core::safetensors::load(path, &Device::Cpu)
+        let data =
+            std::fs::read(path).with_context(|| format!("reading the fit store {path:?}"))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&data)
+            .with_context(|| format!("reading the fit store {path:?}"))?;
+        let dataset_frame = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(FITS_FRAME_KEY))
+            .is_some_and(|v| v == "dataset");
+        let t = candle_core::safetensors::load_buffer(&data, &Device::Cpu)
             .with_context(|| format!("reading the fit store {path:?}"))?;
         let get = |k: &str| -> anyhow::Result<&Tensor> {
             t.get(k).with_context(|| format!("{path:?} lacks {k}"))
@@ -248,6 +267,7 @@ impl FitStore {
                 .collect(),
             beta,
             error,
+            dataset_frame,
         })
     }
 }

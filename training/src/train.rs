@@ -631,11 +631,17 @@ impl Trainer {
         self.step = parse(META_STEP)?;
         self.skipped = parse(META_SKIPPED)?;
         if let Some(spin) = self.spin.as_mut() {
-            spin.store = FitStore::load(
-                &store_path_for(weights),
-                self.train.0.len(),
-                self.cfg.net.num_betas,
-            )?;
+            let path = store_path_for(weights);
+            spin.store = FitStore::load(&path, self.train.0.len(), self.cfg.net.num_betas)?;
+            let a = &self.cfg.augment;
+            if !spin.store.dataset_frame && a.enabled && a.flip_prob > 0.0 {
+                eprintln!(
+                    "warning: {} was written before fits were stored unmirrored: the fits of \
+                     flipped draws in it supervise their samples mirrored; delete it to fit \
+                     afresh",
+                    path.display()
+                );
+            }
         }
         self.opt.t = parse(META_ADAM_T)?;
         for slot in &mut self.opt.slots {

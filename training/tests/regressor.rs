@@ -480,6 +480,35 @@ fn prefill_fits_every_sample_from_the_rest_pose() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A saved fit store says its fits are of the dataset's person (flipped draws' mirrored back);
+/// a file without that key, as written before, reads back as not (a resume then warns).
+#[test]
+fn fit_store_files_say_which_frame_their_fits_are_in() -> anyhow::Result<()> {
+    use ikol_train::spin::FitStore;
+    let dir = std::env::temp_dir().join(format!("ikol-fits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut store = FitStore::new(3, 2);
+    store.error[1] = 0.01;
+    store.theta[1][4] = 0.3;
+    store.beta[1][0] = -0.5;
+    let path = dir.join("a.fits.safetensors");
+    store.save(&path)?;
+    let back = FitStore::load(&path, 3, 2)?;
+    assert!(back.dataset_frame);
+    assert_eq!(back, store);
+    // The same tensors without the metadata: an old file.
+    let old = dir.join("old.fits.safetensors");
+    candle_core::safetensors::save(&candle_core::safetensors::load(&path, &Device::Cpu)?, &old)?;
+    let back = FitStore::load(&old, 3, 2)?;
+    assert!(!back.dataset_frame);
+    assert_eq!(
+        (back.theta, back.beta, back.error),
+        (store.theta, store.beta, store.error)
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 /// SPIN mode resumes exactly, with a body regressor and with the heatmap network (fits started
 /// from its IKOL solution): the fit store is written with the checkpoint and read back.
 #[test]
