@@ -199,12 +199,9 @@ fn roi_is_bounded() {
     }
 }
 
-/// The periodic search while someone is followed runs in the background (`background-search`):
-/// the frame that starts it does not wait for it, and the people it finds (the real man of
-/// pose2sim's demo frame, whom nobody follows yet) join a later frame as new tracks, with the
-/// boxes the same search gives at once with `background-search=false`.
-#[test]
-fn background_search_adds_new_people_on_a_later_frame() {
+/// pose2sim's demo frame (a man in the middle of a 540 x 960 frame), or None, said, where the
+/// BlazePose models the detector needs are missing.
+fn pose2sim_frame() -> Option<ikol_render::image::RgbImage> {
     let dir = ikol_detect::blazepose_model::models_dir();
     if !dir
         .join(ikol_detect::blazepose_model::DETECTOR_FILE)
@@ -214,11 +211,22 @@ fn background_search_adds_new_people_on_a_later_frame() {
             "SKIPPED: BlazePose models not in {} (make models)",
             dir.display()
         );
-        return;
+        return None;
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../elements/detect/tests/data/pose2sim/frame_000.png");
-    let img = ikol_render::image::read_image(&path).unwrap();
+    Some(ikol_render::image::read_image(&path).unwrap())
+}
+
+/// The periodic search while someone is followed runs in the background (`background-search`):
+/// the frame that starts it does not wait for it, and the people it finds (the real man of
+/// pose2sim's demo frame, whom nobody follows yet) join a later frame as new tracks, with the
+/// boxes the same search gives at once with `background-search=false`.
+#[test]
+fn background_search_adds_new_people_on_a_later_frame() {
+    let Some(img) = pose2sim_frame() else {
+        return;
+    };
     let (w, hgt) = (img.width as usize, img.height as usize);
     let person = || gst::Buffer::from_mut_slice(img.pixels.clone());
     // A followed "person" in the top-left corner (the roi, kept by feedback), away from the man.
@@ -312,20 +320,9 @@ fn background_search_adds_new_people_on_a_later_frame() {
 /// the same corner person and the search has had ample time to finish.
 #[test]
 fn a_flush_drops_a_running_background_search() {
-    let dir = ikol_detect::blazepose_model::models_dir();
-    if !dir
-        .join(ikol_detect::blazepose_model::DETECTOR_FILE)
-        .is_file()
-    {
-        eprintln!(
-            "SKIPPED: BlazePose models not in {} (make models)",
-            dir.display()
-        );
+    let Some(img) = pose2sim_frame() else {
         return;
-    }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../elements/detect/tests/data/pose2sim/frame_000.png");
-    let img = ikol_render::image::read_image(&path).unwrap();
+    };
     let (w, hgt) = (img.width as usize, img.height as usize);
     let corner = bx(0.0, 0.0, 60.0, 60.0);
     for flush in [false, true] {

@@ -90,7 +90,7 @@ impl Default for Settings {
 /// A detector shared by the streaming thread and the background search.
 type SharedDetector = Arc<Mutex<Box<dyn PersonDetector>>>;
 
-/// A search running on a copy of a frame; `sequence` is the state's at its start (a DISCONT
+/// A search running on a copy of a frame; `sequence` is the state's at its start (a discontinuity
 /// since then makes its people stale).
 #[derive(Debug)]
 struct Search {
@@ -104,9 +104,25 @@ struct State {
     detector: Option<SharedDetector>,
     tracker: Tracker,
     frame: u64,
-    /// Counts DISCONTs.
+    /// Counts the stream's discontinuities (DISCONT buffers, flushes, new caps): a search
+    /// started before one is of another sequence.
     sequence: u64,
     search: Option<Search>,
+}
+
+impl State {
+    /// A new sequence: a running search's people are dropped when it finishes.
+    fn new_sequence(&mut self) {
+        self.sequence += 1;
+        self.search = None;
+    }
+
+    /// A discontinuity ends every track; frames count from 1 again.
+    fn restart(&mut self) {
+        self.tracker.clear();
+        self.frame = 0;
+        self.new_sequence();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -402,8 +418,7 @@ impl BaseTransformImpl for IkolCrop {
         if let Some(s) = common::lock(&self.state).as_mut() {
             // A search running on a frame of other caps would give boxes in its coordinates.
             if s.info.as_ref() != Some(&info) {
-                s.sequence += 1;
-                s.search = None;
+                s.new_sequence();
             }
             s.info = Some(info);
         }
@@ -415,10 +430,7 @@ impl BaseTransformImpl for IkolCrop {
         // as one: nothing is followed across it, and a search started before it is dropped.
         if let gst::EventView::FlushStop(_) = event.view() {
             if let Some(s) = common::lock(&self.state).as_mut() {
-                s.tracker.clear();
-                s.frame = 0;
-                s.sequence += 1;
-                s.search = None;
+                s.restart();
             }
             common::lock(&self.feedback).clear();
         }
@@ -449,10 +461,8 @@ impl BaseTransformImpl for IkolCrop {
         // A discontinuity (a new sequence, a reconnected camera) ends every track: nothing is
         // followed across it and the detector runs at once; ids keep counting up.
         if buf.flags().contains(gst::BufferFlags::DISCONT) && state.frame > 0 {
-            state.tracker.clear();
+            state.restart();
             feedback.clear();
-            state.frame = 0;
-            state.sequence += 1;
         }
         state.frame += 1;
 
