@@ -448,6 +448,87 @@ fn warp_with_integer_and_half_pixel_shifts() {
     assert_eq!(px(&out, 3, 0, 0), [20, 0, 20]); // 39 / 2 = 19.5 -> 20
 }
 
+/// The warp against its closed form on rotated, scaled and shifted maps that reach past every
+/// edge: the source position rounded to 1/32 pixel (half to even), bilinear weights of those
+/// 32nds in exact f64 arithmetic, the border rule per tap, the sum rounded half up.
+#[test]
+fn warp_matches_the_fixed_point_closed_form() {
+    let (width, height) = (37usize, 23usize);
+    let stride = 3 * width + 5;
+    let data: Vec<u8> = (0..stride * height)
+        .map(|i| ((i * 7919) % 256) as u8)
+        .collect();
+    let img = RgbImage {
+        data: &data,
+        width,
+        height,
+        stride,
+    };
+    let (out_w, out_h) = (29usize, 31usize);
+    let mut maps: Vec<Affine2> = [0.0, 0.3, -1.1, 2.5]
+        .into_iter()
+        .enumerate()
+        .map(|(k, angle)| {
+            let scale = 0.7 + 0.35 * k as f64;
+            let (c, s) = (scale * f64::cos(angle), scale * f64::sin(angle));
+            Affine2 {
+                m: [[c, -s, -6.3 + 3.1 * k as f64], [s, c, 4.7 - 2.2 * k as f64]],
+            }
+        })
+        .collect();
+    // Steps of 1/64 pixel: every other position is a tie between two 32nds (half to even).
+    maps.push(Affine2 {
+        m: [
+            [1.0 + 1.0 / 64.0, 0.0, 1.0 / 64.0],
+            [0.0, 1.0 - 1.0 / 64.0, -3.0 / 64.0],
+        ],
+    });
+    for (k, map) in maps.iter().enumerate() {
+        for border in [BorderMode::Zero, BorderMode::Replicate] {
+            let out = warp_rgb8(&img, map, out_w, out_h, border).unwrap();
+            for j in 0..out_h {
+                for i in 0..out_w {
+                    let (x, y) = (i as f64, j as f64);
+                    let q = |v: f64| (v * 32.0).round_ties_even();
+                    let fx = q(map.m[0][0] * x + map.m[0][1] * y + map.m[0][2]);
+                    let fy = q(map.m[1][0] * x + map.m[1][1] * y + map.m[1][2]);
+                    let (sx, sy) = ((fx / 32.0).floor(), (fy / 32.0).floor());
+                    let (ax, ay) = (fx / 32.0 - sx, fy / 32.0 - sy);
+                    let mut want = [0.0f64; 3];
+                    for (dy, wy) in [(0.0, 1.0 - ay), (1.0, ay)] {
+                        for (dx, wx) in [(0.0, 1.0 - ax), (1.0, ax)] {
+                            let (u, v) = (sx + dx, sy + dy);
+                            let inside =
+                                u >= 0.0 && v >= 0.0 && u < width as f64 && v < height as f64;
+                            let (u, v) = match border {
+                                _ if wx * wy == 0.0 => continue,
+                                BorderMode::Zero if !inside => continue,
+                                BorderMode::Zero => (u, v),
+                                BorderMode::Replicate => (
+                                    u.clamp(0.0, width as f64 - 1.0),
+                                    v.clamp(0.0, height as f64 - 1.0),
+                                ),
+                            };
+                            for (ch, w) in px(&data, stride, u as usize, v as usize)
+                                .iter()
+                                .zip(want.iter_mut())
+                            {
+                                *w += wx * wy * f64::from(*ch);
+                            }
+                        }
+                    }
+                    let want = want.map(|v| (v + 0.5).floor() as u8);
+                    assert_eq!(
+                        px(&out, 3 * out_w, i, j),
+                        want,
+                        "map {k}, {border:?}, pixel ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn detector_input_of_640x480() {
     let (data, stride) = gradient(640, 480);
