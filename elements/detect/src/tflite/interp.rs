@@ -208,7 +208,12 @@ impl Model {
                 } else {
                     ""
                 };
-                if c.pointwise {
+                if let Some(d) = &c.pre {
+                    format!(
+                        "{}x{}/{} depthwise + gemm [{}, {}]{add}",
+                        d.win.kh, d.win.kw, d.win.sh, c.w.k, c.w.n
+                    )
+                } else if c.pointwise {
                     format!("gemm [{}, {}]{add}", c.w.k, c.w.n)
                 } else {
                     format!(
@@ -789,14 +794,43 @@ impl<'a> Builder<'a> {
                 weights.len()
             ))
         })?;
+        // A depthwise convolution read only by this one is folded into it.
+        let (x, pre) = match self.fusable_depthwise(x).filter(|_| pointwise) {
+            Some(pos) => {
+                let step = &mut self.steps[pos];
+                match std::mem::replace(&mut step.kind, Kind::Reshape) {
+                    Kind::Depthwise(dw) => {
+                        step.folded = true;
+                        (step.inputs[0], Some(dw))
+                    }
+                    other => {
+                        step.kind = other;
+                        (x, None)
+                    }
+                }
+            }
+            None => (x, None),
+        };
         let kind = Kind::Conv(Conv {
             win,
             cin,
             w,
             act,
             pointwise,
+            pre,
         });
         self.push(cx, kind, vec![x], &shape)
+    }
+
+    /// The step computing tensor `t` if it is a depthwise convolution with multiplier 1 read
+    /// only once (by the caller).
+    fn fusable_depthwise(&self, t: usize) -> Option<usize> {
+        if self.uses[t] != 1 {
+            return None;
+        }
+        self.steps.iter().rposition(|s| {
+            s.output == t && !s.folded && matches!(&s.kind, Kind::Depthwise(d) if d.multiplier == 1)
+        })
     }
 
     fn depthwise(&mut self, cx: &OpCtx, options: &Options) -> Result<()> {

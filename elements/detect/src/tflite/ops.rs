@@ -20,6 +20,9 @@
 //!   2008) on weights packed at load into panels of 32 output columns; bias and activation are
 //!   applied as the sums leave the registers;
 //! * [`ConvAdd`]: `act2(conv(x) + r)`, the ADD of a residual fused into that epilogue;
+//! * a depthwise convolution read only by a pointwise one ([`Conv::pre`]) is computed inside
+//!   it, a few output rows at a time into a buffer that stays in L2, and multiplied from there
+//!   (the sums are the two kernels' own; one step and one parallel split instead of two);
 //! * [`ConvDirect`]: the layers with very few output channels: for stride 1 from a planar,
 //!   zero-padded copy of the input (`acc[ox] += w[o, ky, kx, c] x[c][oy + ky][ox + kx]`,
 //!   vectorised along the row), else one dot product per output;
@@ -458,7 +461,13 @@ const DW_BLOCK: usize = 8;
 /// One window row of a [`DW_BLOCK`]-pixel block: `acc[p] += x[q] * w[kx]` for every window
 /// position `q = p SW + kx` of the block. Without `CHECK`, `row` holds exactly the block's
 /// input pixels; with it, `row` is the whole input row, `first` the (possibly negative) input
-/// column of position 0, and positions outside the row are skipped (zero padding).
+/// column of position 0, and positions outside the row count as zero (padding).
+///
+/// The block's input vectors are loaded once into `xs`, then the products run output by
+/// output over constant indices, so the loops unroll and `acc` stays in registers. (Looping
+/// over input positions and finding the outputs each one reaches indexed `acc` at run time
+/// once the 17-19 positions of a stride-2 or 5-wide window were not unrolled, which kept it in
+/// memory: 2-3x slower, most of all for the edge blocks that small maps are made of.)
 #[inline(always)]
 fn dw_block_row<S: Simd, const KW: usize, const SW: usize, const CHECK: bool>(
     simd: S,
@@ -470,22 +479,23 @@ fn dw_block_row<S: Simd, const KW: usize, const SW: usize, const CHECK: bool>(
     wk: &[S::f32s; KW],
     acc: &mut [S::f32s; DW_BLOCK],
 ) {
+    // Positions outside the row stay zero vectors (adding 0 w changes no sum), so the edge
+    // blocks run the same constant-index products as the others.
+    const { assert!(KW <= 5 && SW <= 2) };
     let in_w = row.len() / c.max(1);
-    for q in 0..(DW_BLOCK - 1) * SW + KW {
-        let o = if CHECK {
-            match usize::try_from(first + q as isize) {
-                Ok(ix) if ix < in_w => ix * c,
-                _ => continue,
-            }
-        } else {
-            q * c
-        };
-        let xv = load_full::<S>(&row[o + j..o + j + len]);
+    let mut xs = [simd.splat_f32s(0.0); (DW_BLOCK - 1) * 2 + 5];
+    for (q, x) in xs.iter_mut().enumerate().take((DW_BLOCK - 1) * SW + KW) {
+        if !CHECK {
+            *x = load_full::<S>(&row[q * c + j..q * c + j + len]);
+        } else if let Ok(ix) = usize::try_from(first + q as isize)
+            && ix < in_w
+        {
+            *x = load_full::<S>(&row[ix * c + j..ix * c + j + len]);
+        }
+    }
+    for (p, a) in acc.iter_mut().enumerate() {
         for (kx, &w) in wk.iter().enumerate() {
-            if q >= kx && (q - kx) % SW == 0 && (q - kx) / SW < DW_BLOCK {
-                let p = (q - kx) / SW;
-                acc[p] = simd.mul_add_f32s(xv, w, acc[p]);
-            }
+            *a = simd.mul_add_f32s(xs[p * SW + kx], w, *a);
         }
     }
 }
@@ -494,7 +504,7 @@ fn dw_block_row<S: Simd, const KW: usize, const SW: usize, const CHECK: bool>(
 /// and no dilation, register-blocked: per vector of channels, [`DW_BLOCK`] neighbouring
 /// outputs accumulate in registers; per window row, each input pixel vector is loaded once and
 /// used by every output of the block whose window covers it (the `KW` weights of the window
-/// row stay in registers); pixels outside the image are skipped (zero padding). Each sum is the
+/// row stay in registers); pixels outside the image count as zero (padding). Each sum is the
 /// scalar kernel's: bias, then taps in `(ky, kx)` order.
 #[inline(always)]
 fn dw_row_blocked<S: Simd, const KW: usize, const SW: usize>(
@@ -865,6 +875,11 @@ pub(crate) struct Conv {
     pub w: Packed,
     pub act: Act,
     pub pointwise: bool,
+    /// A depthwise convolution (multiplier 1) whose output is this pointwise convolution's
+    /// input and read by nothing else: its rows are made a few at a time into a buffer that
+    /// stays in L2 and multiplied from there, instead of written out whole and read back
+    /// (the input is then the depthwise's).
+    pub pre: Option<Depthwise>,
 }
 
 /// Size (floats) of the im2col buffer of one band step: a few output rows, in L2.
@@ -873,6 +888,20 @@ const IM2COL_CHUNK: usize = 1 << 15;
 impl Conv {
     fn check(&self, dims: [usize; 4]) -> Result<()> {
         let [_, h, w, c] = dims;
+        if let Some(dw) = &self.pre {
+            let dwin = &dw.win;
+            if (h, w, c) != (dwin.in_h, dwin.in_w, self.cin)
+                || !self.pointwise
+                || dw.multiplier != 1
+                || (dwin.out_h, dwin.out_w) != (self.win.in_h, self.win.in_w)
+                || dw.bias.len() != c
+                || dw.weights.len() != dwin.kh * dwin.kw * c
+                || self.w.k != c
+            {
+                bail!("depthwise + conv: input {h}x{w}x{c} does not fit the prepared kernels");
+            }
+            return Ok(());
+        }
         let win = &self.win;
         if (h, w, c) != (win.in_h, win.in_w, self.cin)
             || self.w.k != win.kh * win.kw * c
@@ -890,10 +919,14 @@ impl Conv {
         let plane = win.in_h * win.in_w * self.cin;
         let mut out = vec![0f32; n * oh * ow * co];
         let arch = Arch::new();
-        par_rows(&mut out, ow * co, ow * co * k, |r0, band| {
+        let pre_work = self
+            .pre
+            .as_ref()
+            .map_or(0, |d| ow * k * d.win.kh * d.win.kw);
+        par_rows(&mut out, ow * co, ow * co * k + pre_work, |r0, band| {
             let mut cols = Vec::new();
             let rows = band.len() / (ow * co);
-            let step = if self.pointwise {
+            let step = if self.pointwise && self.pre.is_none() {
                 rows
             } else {
                 (IM2COL_CHUNK / (ow * k).max(1)).clamp(1, rows.max(1))
@@ -902,7 +935,20 @@ impl Conv {
             while i < rows {
                 let m = step.min(rows - i);
                 let first = r0 + i;
-                let a: &[f32] = if self.pointwise {
+                let a: &[f32] = if let Some(dw) = &self.pre {
+                    cols.resize(m * ow * k, 0.0);
+                    dispatch_for(
+                        k,
+                        DepthwiseRows {
+                            op: dw,
+                            x,
+                            c: k,
+                            first,
+                            band: &mut cols,
+                        },
+                    );
+                    &cols
+                } else if self.pointwise {
                     &x[first * ow * k..(first + m) * ow * k]
                 } else {
                     cols.resize(m * ow * k, 0.0);
@@ -1539,6 +1585,7 @@ mod tests {
                     w: Packed::from_filter(&filt, co, k, &bias).expect("pack"),
                     act: Act::Relu6,
                     pointwise: false,
+                    pre: None,
                 };
                 let w_at = |o: usize, ky: usize, kx: usize, ci: usize| {
                     filt[o * k + (ky * win.kw + kx) * cin + ci]
@@ -1582,6 +1629,7 @@ mod tests {
                 w: Packed::from_filter(&filt, co, cin, &bias).expect("pack"),
                 act: Act::None,
                 pointwise: true,
+                pre: None,
             };
             let want = naive_conv(
                 &win,
@@ -1595,6 +1643,117 @@ mod tests {
             let (st, l) = storage(&x, &[1, 6, 11, cin]);
             let (y, _) = conv.cpu_fwd(&st, &l).expect("conv");
             assert_close(&f32s(y), &want, &format!("1x1 {cin}->{co}"));
+        }
+    }
+
+    /// One output channel per input channel: a convolution whose filter is zero across
+    /// channels; weights `[kh, kw, c]`.
+    fn naive_depthwise(
+        win: &Window,
+        x: &[f32],
+        c: usize,
+        weights: &[f32],
+        bias: &[f32],
+        act: Act,
+    ) -> Vec<f32> {
+        let mut want = Vec::new();
+        for oy in 0..win.out_h {
+            for ox in 0..win.out_w {
+                for ch in 0..c {
+                    let mut acc = f64::from(bias[ch]);
+                    for ky in 0..win.kh {
+                        for kx in 0..win.kw {
+                            let (Some(iy), Some(ix)) = (win.src_y(oy, ky), win.src_x(ox, kx))
+                            else {
+                                continue;
+                            };
+                            acc += f64::from(x[(iy * win.in_w + ix) * c + ch])
+                                * f64::from(weights[(ky * win.kw + kx) * c + ch]);
+                        }
+                    }
+                    want.push(act.apply(acc as f32));
+                }
+            }
+        }
+        want
+    }
+
+    /// A depthwise convolution folded into the pointwise convolution that reads it (with and
+    /// without the residual ADD) against the two definitions one after the other, over every
+    /// window, two images (the batch index of the rows) and a size that splits over threads.
+    #[test]
+    fn depthwise_then_pointwise_matches_the_definitions() {
+        let mut cases: Vec<(Window, usize, usize, usize)> = windows()
+            .into_iter()
+            .flat_map(|w| [(w, 8, 24, 1), (w, 16, 33, 2), (w, 13, 16, 1)])
+            .collect();
+        cases.extend(
+            Window::new((40, 40), (3, 3), (1, 1), (1, 1), Padding::Same).map(|w| (w, 32, 64, 2)),
+        );
+        for (wi, (win, c, co, n)) in cases.into_iter().enumerate() {
+            let plane = win.in_h * win.in_w * c;
+            let x = rnd(n * plane, 20 + wi as u64);
+            let weights = rnd(win.kh * win.kw * c, 21);
+            let bias = rnd(c, 22);
+            let filt = rnd(co * c, 23);
+            let bias2 = rnd(co, 24);
+            let pw = Window::new(
+                (win.out_h, win.out_w),
+                (1, 1),
+                (1, 1),
+                (1, 1),
+                Padding::Valid,
+            )
+            .expect("1x1 window");
+            let conv = Conv {
+                win: pw,
+                cin: c,
+                w: Packed::from_filter(&filt, co, c, &bias2).expect("pack"),
+                act: Act::Relu,
+                pointwise: true,
+                pre: Some(Depthwise {
+                    win,
+                    weights: weights.clone(),
+                    bias: bias.clone(),
+                    multiplier: 1,
+                    act: Act::Relu6,
+                }),
+            };
+            let mut want = Vec::new();
+            let mut lin = Vec::new();
+            for b in 0..n {
+                let mid = naive_depthwise(
+                    &win,
+                    &x[b * plane..(b + 1) * plane],
+                    c,
+                    &weights,
+                    &bias,
+                    Act::Relu6,
+                );
+                let w_at = |o: usize, _: usize, _: usize, ci: usize| filt[o * c + ci];
+                want.extend(naive_conv(&pw, &mid, c, co, w_at, &bias2, Act::Relu));
+                lin.extend(naive_conv(&pw, &mid, c, co, w_at, &bias2, Act::None));
+            }
+            let (st, l) = storage(&x, &[n, win.in_h, win.in_w, c]);
+            let (y, shape) = conv.cpu_fwd(&st, &l).expect("depthwise + conv");
+            assert_eq!(shape.dims(), &[n, win.out_h, win.out_w, co]);
+            let what = format!("depthwise {win:?} {c} then 1x1 -> {co}, {n} images");
+            assert_close(&f32s(y), &want, &what);
+
+            let r = rnd(want.len(), 25);
+            let want: Vec<f32> = lin.iter().zip(&r).map(|(a, b)| a + b).collect();
+            let (rs, rl) = storage(&r, shape.dims());
+            let add = ConvAdd {
+                conv: Conv {
+                    act: Act::None,
+                    ..conv
+                },
+                act2: Act::None,
+            };
+            let (y, _) = add
+                .cpu_fwd(&st, &l, &rs, &rl)
+                .expect("depthwise + conv + add");
+            assert_close(&f32s(y), &want, &format!("{what} + add"));
         }
     }
 
@@ -1612,28 +1771,7 @@ mod tests {
                     multiplier: 1,
                     act: Act::Relu,
                 };
-                // one output channel per input channel: a convolution whose filter is zero
-                // across channels
-                let mut want = Vec::new();
-                for oy in 0..win.out_h {
-                    for ox in 0..win.out_w {
-                        for ch in 0..c {
-                            let mut acc = f64::from(bias[ch]);
-                            for ky in 0..win.kh {
-                                for kx in 0..win.kw {
-                                    let (Some(iy), Some(ix)) =
-                                        (win.src_y(oy, ky), win.src_x(ox, kx))
-                                    else {
-                                        continue;
-                                    };
-                                    acc += f64::from(x[(iy * win.in_w + ix) * c + ch])
-                                        * f64::from(weights[(ky * win.kw + kx) * c + ch]);
-                                }
-                            }
-                            want.push((acc as f32).max(0.0));
-                        }
-                    }
-                }
+                let want = naive_depthwise(&win, &x, c, &weights, &bias, Act::Relu);
                 let (st, l) = storage(&x, &[1, win.in_h, win.in_w, c]);
                 let (y, _) = dw.cpu_fwd(&st, &l).expect("depthwise");
                 assert_close(&f32s(y), &want, &format!("depthwise {win:?} c {c}"));
