@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p ikol-detect --bin blazepose-bench -- DIR [--repeat N] [--fps F]
 //!     [--warmup N] [--python PYTHON | --no-mediapipe] [--profile] [--no-segmentation]
+//!     [--graphs N]
 //! ```
 //!
 //! `DIR` holds the frames as PNG (RGB8), read into memory before any timing. The 640x480 clip of
@@ -42,6 +43,9 @@
 //! segmentation branch ([`tflite::Model::retain_outputs`]; the landmarks are the same, the
 //! mask is not used): what the landmark stage costs once [`BlazePoseLandmarker`] does the
 //! same, as mediapipe computes the mask even with `enable_segmentation=False`.
+//!
+//! `--graphs N` times only the two TensorFlow Lite graphs, N runs each on 1 and 2 threads, and
+//! sets them beside Google's runtime with XNNPACK on the same graphs (see [`graphs`]).
 //!
 //! The models come from [`models_dir`] (`make models`).
 
@@ -94,11 +98,13 @@ struct Args {
     mediapipe: bool,
     profile: bool,
     no_segmentation: bool,
+    /// `--graphs N`: time the two graphs alone, N runs each, instead of the chain.
+    graphs: Option<usize>,
 }
 
 fn usage() -> String {
     "usage: blazepose-bench DIR [--repeat N] [--warmup N] [--fps F] [--python PYTHON | \
-     --no-mediapipe] [--profile] [--no-segmentation]"
+     --no-mediapipe] [--profile] [--no-segmentation] [--graphs N]"
         .into()
 }
 
@@ -112,6 +118,7 @@ fn parse_args() -> Res<Args> {
         mediapipe: true,
         profile: false,
         no_segmentation: false,
+        graphs: None,
     };
     let mut it = std::env::args().skip(1);
     let mut dir = None;
@@ -125,6 +132,7 @@ fn parse_args() -> Res<Args> {
             "--no-mediapipe" => a.mediapipe = false,
             "--profile" => a.profile = true,
             "--no-segmentation" => a.no_segmentation = true,
+            "--graphs" => a.graphs = Some(val("--graphs")?.parse::<usize>()?.max(1)),
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
@@ -438,6 +446,107 @@ fn run_tracking(chain: &mut Chain, frames: &[Frame], a: &Args) -> Res<Run> {
     Ok(run)
 }
 
+/// `--graphs N`: each graph alone on frame 0's inputs (the detector's letterboxed frame; the
+/// landmark model's crop of the first detection, else of the whole frame), on rayon pools of 1
+/// and 2 threads, N runs each after 3 warm-up runs: the median per run. The landmark model
+/// whole (with its segmentation head, as Google's runtime and mediapipe run it) and as
+/// `ikolbackbone` runs it. Then, unless `--no-mediapipe`, Google's runtime (`ai-edge-litert`
+/// with XNNPACK) on the same graphs through `tools/gen_tflite_fixture.py --time-only` with
+/// `--python` (it needs `ai-edge-litert` and `numpy` there), and the ratios.
+fn graphs(a: &Args, frame: &Frame, dir: &Path, runs: usize) -> Res<()> {
+    let img = frame.image();
+    let detector = tflite::Model::load(dir.join(DETECTOR_FILE))?;
+    let landmarker = tflite::Model::load(dir.join(LANDMARK_FILE))?;
+    let mut no_seg = tflite::Model::load(dir.join(LANDMARK_FILE))?;
+    no_seg.retain_outputs(&LANDMARK_OUTPUTS)?;
+    let det_in = detector_input(&img)?;
+    let roi = BlazePoseDetector::load(dir)?
+        .detect_poses(&img)?
+        .into_iter()
+        .next()
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| RotatedRect::full_image(img.width, img.height));
+    let lm_in = landmark_input(&img, &roi)?;
+    let tensor = |t: &ikol_detect::blazepose::TensorInput| {
+        Tensor::from_slice(&t.data, &t.shape(), &Device::Cpu)
+    };
+    let (det_x, lm_x) = (tensor(&det_in)?, tensor(&lm_in)?);
+    let cases = [
+        ("pose_detection", &detector, &det_x),
+        ("pose_landmark_full", &landmarker, &lm_x),
+        ("pose_landmark_full without segmentation", &no_seg, &lm_x),
+    ];
+    println!(
+        "blazepose-bench --graphs {runs}: median ms per run, frame 0 of {}",
+        a.dir.display()
+    );
+    println!("{:<42}{:>12}{:>12}", "graph", "1 thread", "2 threads");
+    let mut ours = Vec::new();
+    for (name, model, x) in cases {
+        let mut row = [0.0; 2];
+        for (k, threads) in [1, 2].into_iter().enumerate() {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            let mut t = pool.install(|| -> Result<Vec<f64>, tflite::Error> {
+                for _ in 0..3 {
+                    model.run(&[(*x).clone()])?;
+                }
+                (0..runs)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        model.run(&[(*x).clone()])?;
+                        Ok(t0.elapsed().as_secs_f64() * 1e3)
+                    })
+                    .collect()
+            })?;
+            t.sort_by(f64::total_cmp);
+            row[k] = t[t.len() / 2];
+        }
+        println!("{name:<42}{:>12.2}{:>12.2}", row[0], row[1]);
+        ours.push((name, row));
+    }
+    if !a.mediapipe {
+        return Ok(());
+    }
+    let python = a.python.clone().unwrap_or_else(|| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/gen_tflite_fixture.py");
+    let o = Command::new(&python)
+        .arg(&script)
+        .args(["--models", &dir.to_string_lossy(), "--time-only"])
+        .output()
+        .map_err(|e| format!("{python}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // "pose_detection: {'xnnpack_1t_ms_median_of_5x10': 10.41, 'xnnpack_2t_ms_...': 5.27}"
+    let xnnpack = |graph: &str, threads: usize| -> Option<f64> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{graph}: ")))?;
+        let key = format!("'xnnpack_{threads}t_ms_median_of_5x10': ");
+        let rest = &line[line.find(&key)? + key.len()..];
+        rest.split([',', '}']).next()?.trim().parse().ok()
+    };
+    if !o.status.success() || xnnpack("pose_detection", 1).is_none() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        println!(
+            "XNNPACK comparison SKIPPED ({python} {}): {tail:?}",
+            script.display()
+        );
+        return Ok(());
+    }
+    println!("\nai-edge-litert with XNNPACK (median of 5 x 10 runs) and ours / XNNPACK:");
+    for (name, row) in &ours {
+        let graph = name.split(' ').next().unwrap_or(name);
+        let x = [xnnpack(graph, 1), xnnpack(graph, 2)];
+        let cell =
+            |k: usize| x[k].map_or("-".to_string(), |v| format!("{v:.2} ({:.2}x)", row[k] / v));
+        println!("{name:<42}{:>16}{:>16}", cell(0), cell(1));
+    }
+    println!("(< 1 = ours faster; the row without segmentation is set against the whole graph)");
+    Ok(())
+}
+
 /// mediapipe's numbers for one mode: (median ms, mean ms, poses).
 struct MpMode {
     median_ms: f64,
@@ -543,6 +652,9 @@ fn main() -> Res<()> {
     let a = parse_args()?;
     let frames = load_frames(&a.dir)?;
     let dir = models_dir();
+    if let Some(runs) = a.graphs {
+        return graphs(&a, &frames[0], &dir, runs);
+    }
     let model = BodyModel::embedded_default()?;
     let mut chain = Chain {
         detector: tflite::Model::load(dir.join(DETECTOR_FILE))?,
