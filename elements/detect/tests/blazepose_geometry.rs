@@ -446,6 +446,11 @@ fn warp_with_integer_and_half_pixel_shifts() {
     // half a pixel past the last column with a zero border: (255 * 0 + edge) / 2
     let out = warp_rgb8(&img, &translation(39.5, 0.0), 1, 1, BorderMode::Zero).unwrap();
     assert_eq!(px(&out, 3, 0, 0), [20, 0, 20]); // 39 / 2 = 19.5 -> 20
+    // an empty output is empty, not a panic
+    for (w, h) in [(0, 4), (4, 0), (0, 0)] {
+        let out = warp_rgb8(&img, &translation(1.0, 1.0), w, h, BorderMode::Zero).unwrap();
+        assert!(out.is_empty());
+    }
 }
 
 /// The warp against its closed form on rotated, scaled and shifted maps that reach past every

@@ -511,11 +511,17 @@ fn graphs(a: &Args, frame: &Frame, dir: &Path, runs: usize) -> Res<()> {
     }
     let python = a.python.clone().unwrap_or_else(|| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/gen_tflite_fixture.py");
-    let o = Command::new(&python)
+    let o = match Command::new(&python)
         .arg(&script)
         .args(["--models", &dir.to_string_lossy(), "--time-only"])
         .output()
-        .map_err(|e| format!("{python}: {e}"))?;
+    {
+        Ok(o) => o,
+        Err(e) => {
+            println!("XNNPACK comparison SKIPPED ({python}: {e})");
+            return Ok(());
+        }
+    };
     let stdout = String::from_utf8_lossy(&o.stdout);
     // "pose_detection: {'xnnpack_1t_ms_median_of_5x10': 10.41, 'xnnpack_2t_ms_...': 5.27}"
     let xnnpack = |graph: &str, threads: usize| -> Option<f64> {
@@ -528,9 +534,10 @@ fn graphs(a: &Args, frame: &Frame, dir: &Path, runs: usize) -> Res<()> {
     };
     if !o.status.success() || xnnpack("pose_detection", 1).is_none() {
         let err = String::from_utf8_lossy(&o.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        let lines: Vec<&str> = err.lines().collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join("\n");
         println!(
-            "XNNPACK comparison SKIPPED ({python} {}): {tail:?}",
+            "XNNPACK comparison SKIPPED ({python} {}):\n{tail}",
             script.display()
         );
         return Ok(());

@@ -181,6 +181,9 @@ pub fn warp_rgb8(
     border: BorderMode,
 ) -> Result<Vec<u8>, BlazePoseError> {
     check_image(img)?;
+    if out_w == 0 || out_h == 0 {
+        return Ok(Vec::new());
+    }
     const BITS: i32 = 5; // INTER_BITS
     const TAB: f64 = (1 << BITS) as f64; // INTER_TAB_SIZE = 32
     let (w, h) = (img.width as i64, img.height as i64);

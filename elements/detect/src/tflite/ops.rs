@@ -892,6 +892,7 @@ impl Conv {
             let dwin = &dw.win;
             if (h, w, c) != (dwin.in_h, dwin.in_w, self.cin)
                 || !self.pointwise
+                || (self.win.out_h, self.win.out_w) != (self.win.in_h, self.win.in_w)
                 || dw.multiplier != 1
                 || (dwin.out_h, dwin.out_w) != (self.win.in_h, self.win.in_w)
                 || dw.bias.len() != c
