@@ -1133,6 +1133,32 @@ const LIMB_BONES: [(usize, usize, &str); 8] = [
     (9, 11, "right shin"),
 ];
 
+/// The limb bones of [`LIMB_BONES`] (mm) on the default body model's rest skeleton: at the
+/// mean shape, and at the shape `fit_beta` finds for the rest joints with each limb bone
+/// stretched to `reference` (mm, NaN: kept).
+fn default_model_lengths(reference: &[f64]) -> Result<[Vec<f64>; 2]> {
+    let model = ikol_body::BodyModel::embedded_default()?;
+    let basis = model.joint_shape_basis(false)?;
+    let rest = basis.rest_joints(&[]);
+    let lengths = |joints: &[Vector3<f64>]| -> Vec<f64> {
+        LIMB_BONES
+            .iter()
+            .map(|&(p, c, _)| 1e3 * (joints[LIMB_SMPL[c]] - joints[LIMB_SMPL[p]]).norm())
+            .collect()
+    };
+    // Parents come before children in LIMB_BONES, so each child moves with its parent.
+    let mut target = rest.clone();
+    for (&(p, c, _), want) in LIMB_BONES.iter().zip(reference) {
+        let (jp, jc) = (LIMB_SMPL[p], LIMB_SMPL[c]);
+        let dir = (rest[jc] - rest[jp]).normalize();
+        if want.is_finite() {
+            target[jc] = target[jp] + dir * (want / 1e3);
+        }
+    }
+    let beta = ikol_detect::landmarks_smpl::fit_beta(&basis, &target, 1e-3);
+    Ok([lengths(&rest), lengths(&basis.rest_joints(&beta))])
+}
+
 /// Where a row's 3D error comes from: its bone lengths, and the sign of each limb bone's depth.
 #[derive(Debug, Clone, Default)]
 struct Diagnosis {
@@ -2031,9 +2057,19 @@ fn main() -> Result<()> {
             signs.join(" | ")
         );
     }
+    let ref_lengths: Vec<f64> = (0..names.len())
+        .map(|k| diagnoses.first().map_or(f64::NAN, |(_, d)| d.lengths[k].1))
+        .collect();
+    // What the default body model can be: its rest skeleton at the mean shape, and the shape of
+    // its 10 components closest to the reference's limb lengths (the front end's `fit_beta`, on
+    // the rest joints with each limb bone set to the reference's mean length).
+    let model_lengths = default_model_lengths(&ref_lengths);
     let _ = writeln!(
         md,
-        "\nMean bone lengths (mm):\n\n| Bone | reference | {} |\n|---|---|{}",
+        "\nMean bone lengths (mm); the last two columns: the default body model's rest skeleton at \
+         the mean shape, and with the shape whose bones come closest to the reference's \
+         (`fit_beta`):\n\n| Bone | reference | {} | body model, mean shape | body model, shape \
+         fitted to the reference |\n|---|---|{}---|---|",
         diagnoses
             .iter()
             .map(|(n, _)| n.as_str())
@@ -2042,17 +2078,22 @@ fn main() -> Result<()> {
         "---|".repeat(diagnoses.len())
     );
     for (k, bone) in names.iter().enumerate() {
-        let reference = diagnoses.first().map(|(_, d)| d.lengths[k].1);
+        let model = |i: usize| model_lengths.as_ref().ok().map(|m: &[Vec<f64>; 2]| m[i][k]);
         let _ = writeln!(
             md,
-            "| {bone} | {} | {} |",
-            f1(reference),
+            "| {bone} | {} | {} | {} | {} |",
+            f1(Some(ref_lengths[k])),
             diagnoses
                 .iter()
                 .map(|(_, d)| f1(Some(d.lengths[k].0)))
                 .collect::<Vec<_>>()
-                .join(" | ")
+                .join(" | "),
+            f1(model(0)),
+            f1(model(1))
         );
+    }
+    if let Err(e) = &model_lengths {
+        let _ = writeln!(md, "\n(body model columns not computed: {e})");
     }
     let total = t_start.elapsed().as_secs_f64();
     let _ = writeln!(
