@@ -362,7 +362,7 @@ pub struct BodyFromLandmarks {
 }
 
 /// Ridge weight of the shape prior in [`fit_beta`] (betas are unit-variance components).
-const BETA_RIDGE: f64 = 1e-3;
+pub const BETA_RIDGE: f64 = 1e-3;
 /// Poses used to fit the landmark map.
 const FIT_POSES: usize = 200;
 

@@ -109,7 +109,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use ikol_detect::RgbImage;
 use ikol_detect::blazepose::RotatedRect;
 use ikol_detect::blazepose::landmarks::{BODY_LANDMARKS, LEFT_RIGHT_PAIRS};
-use ikol_detect::blazepose_model::{BlazePoseDetector, BlazePoseLandmarker, models_dir};
+use ikol_detect::blazepose_model::{
+    BETA_RIDGE, BlazePoseDetector, BlazePoseLandmarker, models_dir,
+};
 use ikol_eval::metrics::{mean_distance, procrustes_align};
 use ikol_types::nalgebra::{DMatrix, Matrix3, Vector3};
 use ikol_types::{FrameResult, PersonResult};
@@ -1134,8 +1136,9 @@ const LIMB_BONES: [(usize, usize, &str); 8] = [
 ];
 
 /// The limb bones of [`LIMB_BONES`] (mm) on the default body model's rest skeleton: at the
-/// mean shape, and at the shape `fit_beta` finds for the rest joints with each limb bone
-/// stretched to `reference` (mm, NaN: kept).
+/// mean shape, and at the shape `fit_beta` finds, with the front end's shape prior
+/// ([`BETA_RIDGE`]), for the rest joints with each limb bone stretched to `reference` (mm; a
+/// bone whose reference is not a positive number keeps its length).
 fn default_model_lengths(reference: &[f64]) -> Result<[Vec<f64>; 2]> {
     let model = ikol_body::BodyModel::embedded_default()?;
     let basis = model.joint_shape_basis(false)?;
@@ -1150,12 +1153,15 @@ fn default_model_lengths(reference: &[f64]) -> Result<[Vec<f64>; 2]> {
     let mut target = rest.clone();
     for (&(p, c, _), want) in LIMB_BONES.iter().zip(reference) {
         let (jp, jc) = (LIMB_SMPL[p], LIMB_SMPL[c]);
-        let dir = (rest[jc] - rest[jp]).normalize();
-        if want.is_finite() {
-            target[jc] = target[jp] + dir * (want / 1e3);
-        }
+        let bone = rest[jc] - rest[jp];
+        let len = if want.is_finite() && *want > 0.0 {
+            want / 1e3
+        } else {
+            bone.norm()
+        };
+        target[jc] = target[jp] + bone.normalize() * len;
     }
-    let beta = ikol_detect::landmarks_smpl::fit_beta(&basis, &target, 1e-3);
+    let beta = ikol_detect::landmarks_smpl::fit_beta(&basis, &target, BETA_RIDGE);
     Ok([lengths(&rest), lengths(&basis.rest_joints(&beta))])
 }
 
@@ -2060,16 +2066,17 @@ fn main() -> Result<()> {
     let ref_lengths: Vec<f64> = (0..names.len())
         .map(|k| diagnoses.first().map_or(f64::NAN, |(_, d)| d.lengths[k].1))
         .collect();
-    // What the default body model can be: its rest skeleton at the mean shape, and the shape of
-    // its 10 components closest to the reference's limb lengths (the front end's `fit_beta`, on
-    // the rest joints with each limb bone set to the reference's mean length).
+    // What the default body model can be at a plausible shape: its rest skeleton at the mean
+    // shape, and the shape the front end's `fit_beta` (its ridge, [`BETA_RIDGE`]) finds for the
+    // rest joints with each limb bone set to the reference's mean length. (A ridge of 1e-6
+    // reaches the pose2sim subject's legs, at |beta| = 16.5 standard deviations.)
     let model_lengths = default_model_lengths(&ref_lengths);
     let _ = writeln!(
         md,
         "\nMean bone lengths (mm); the last two columns: the default body model's rest skeleton at \
-         the mean shape, and with the shape whose bones come closest to the reference's \
-         (`fit_beta`):\n\n| Bone | reference | {} | body model, mean shape | body model, shape \
-         fitted to the reference |\n|---|---|{}---|---|",
+         the mean shape, and at the shape `fit_beta` finds for the reference's lengths with the \
+         front end's shape prior (ridge {BETA_RIDGE}):\n\n| Bone | reference | {} | body model, \
+         mean shape | body model, shape fitted to the reference |\n|---|---|{}---|---|",
         diagnoses
             .iter()
             .map(|(n, _)| n.as_str())
@@ -2082,7 +2089,7 @@ fn main() -> Result<()> {
         let _ = writeln!(
             md,
             "| {bone} | {} | {} | {} | {} |",
-            f1(Some(ref_lengths[k])),
+            f1(Some(ref_lengths[k]).filter(|v| v.is_finite())),
             diagnoses
                 .iter()
                 .map(|(_, d)| f1(Some(d.lengths[k].0)))
