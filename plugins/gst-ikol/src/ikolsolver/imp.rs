@@ -86,7 +86,7 @@ impl Default for Settings {
 }
 
 /// The `fit-*` properties: (name, blurb, maximum), each a field of [`FitOptions`].
-const FIT_PROPERTIES: [(&str, &str, f64); 8] = [
+const FIT_PROPERTIES: [(&str, &str, f64); 9] = [
     (
         "fit-sigma-2d",
         "method=fit: pixel noise of a keypoint of confidence 1 (smaller: follow the 2D keypoints more)",
@@ -127,6 +127,12 @@ const FIT_PROPERTIES: [(&str, &str, f64); 8] = [
         "method=fit: how far the shape may leave the track's running shape (0: free per frame)",
         100.0,
     ),
+    (
+        "fit-sigma-beta",
+        "method=fit: spread of the shape prior around the mean shape, in standard deviations of \
+         the shape components (0: no prior)",
+        100.0,
+    ),
 ];
 
 fn fit_field<'a>(o: &'a mut FitOptions, name: &str) -> Option<&'a mut f64> {
@@ -137,6 +143,7 @@ fn fit_field<'a>(o: &'a mut FitOptions, name: &str) -> Option<&'a mut f64> {
         "fit-sigma-pose" => &mut o.sigma_pose,
         "fit-sigma-accel" => &mut o.sigma_accel,
         "fit-sigma-shape" => &mut o.sigma_beta_track,
+        "fit-sigma-beta" => &mut o.sigma_beta,
         "fit-sigma-translation" => &mut o.sigma_translation,
         "fit-sigma-angular" => &mut o.sigma_angular_accel,
         _ => return None,
