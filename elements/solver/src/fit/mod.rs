@@ -112,9 +112,10 @@ impl Default for FitOptions {
             // Chosen on the four pose2sim views (`make multiview-accuracy MULTIVIEW_VIEW=camNN`):
             // against 1.5, 4 lowers the fit's mean PA-MPJPE from 74.4 to 71.7 mm and its MPJPE
             // from 105.0 to 101.6 mm (flexion error 13.7 degrees both; 2D error 16.1 -> 16.5 px):
-            // the default model's mean limbs are far from most people's (its shin 435 mm and
-            // forearm 230 mm; the pose2sim subject's 369-377 and 251-264), and a tight prior
+            // the default model's mean limbs are far from the pose2sim subject's (its shin
+            // 435 mm and forearm 230 mm; the subject's 369-377 and 251-264), and a tight prior
             // keeps them there. 8 gives the same mean (71.8) with a worse flexion error (14.0).
+            // (Both settings measured in one session, 2026-12-07.)
             sigma_beta: 4.0,
             sigma_beta_track: 0.1,
             sigma_accel: 0.05,

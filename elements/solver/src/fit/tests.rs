@@ -192,27 +192,67 @@ fn normal_equations_are_half_the_energy_gradient() {
         history: &hist,
         rotation_history: &rot_hist,
     };
+    // Also with the shape prior off (`fit-sigma-beta=0`), where its term is left out.
+    for sigma_beta in [FitOptions::default().sigma_beta, 0.0] {
+        let o = FitOptions {
+            sigma_angular_accel: 0.1,
+            sigma_beta,
+            ..FitOptions::default()
+        };
+        let n = sm.parameters();
+        let mut nm = Normal::new(n);
+        energy_and_normal(&sm, &input, &s, &o, Some(&mut nm));
+        let h = 1e-6;
+        for c in 0..n {
+            let mut d = vec![0.0; n];
+            d[c] = h;
+            let plus = energy_and_normal(&sm, &input, &s.step(&d), &o, None);
+            d[c] = -h;
+            let minus = energy_and_normal(&sm, &input, &s.step(&d), &o, None);
+            let fd = (plus - minus) / (4.0 * h);
+            assert!(
+                (fd - nm.g[c]).abs() < 1e-4 * (1.0 + fd.abs()),
+                "sigma_beta {sigma_beta}, parameter {c}: finite differences {fd}, analytic {}",
+                nm.g[c]
+            );
+        }
+    }
+}
+
+/// With both shape priors off (`fit-sigma-beta=0`, `fit-sigma-shape=0`) the shape is left to
+/// the keypoints alone: the fit still converges to a finite body that matches them.
+#[test]
+fn a_fit_without_shape_priors_stays_finite() {
+    let m = model();
+    let sm = SurfaceModel::new(&m, &anchors(&m)).expect("surface model");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let truth = random_state(&mut rng, sm.betas());
+    let (kps, p3) = observe(&sm, &truth, 2.0, &mut rng);
+    let mut start = truth.clone();
+    start.beta = vec![0.0; sm.betas()];
+    start.translation += Vector3::new(0.05, 0.0, 0.2);
+    let k = intrinsics();
+    let input = FitInput {
+        intrinsics: &k,
+        keypoints: &kps,
+        points_3d: &p3,
+        centre: &[1, 2],
+        pose_prior: Some(&start.rotations),
+        beta_track: Some(&start.beta),
+        translation_prior: None,
+        history: &[],
+        rotation_history: &[],
+    };
     let o = FitOptions {
-        sigma_angular_accel: 0.1,
+        iterations: 30,
+        sigma_beta: 0.0,
+        sigma_beta_track: 0.0,
         ..FitOptions::default()
     };
-    let n = sm.parameters();
-    let mut nm = Normal::new(n);
-    energy_and_normal(&sm, &input, &s, &o, Some(&mut nm));
-    let h = 1e-6;
-    for c in 0..n {
-        let mut d = vec![0.0; n];
-        d[c] = h;
-        let plus = energy_and_normal(&sm, &input, &s.step(&d), &o, None);
-        d[c] = -h;
-        let minus = energy_and_normal(&sm, &input, &s.step(&d), &o, None);
-        let fd = (plus - minus) / (4.0 * h);
-        assert!(
-            (fd - nm.g[c]).abs() < 1e-4 * (1.0 + fd.abs()),
-            "parameter {c}: finite differences {fd}, analytic {}",
-            nm.g[c]
-        );
-    }
+    let r = fit(&sm, &input, &start, &o).expect("fit");
+    assert!(r.joints.iter().all(|j| j.iter().all(|v| v.is_finite())));
+    let pa = pa_mpjpe(&r.joints, &sm.pose(&truth).joints);
+    assert!(pa < 0.02, "PA-MPJPE {pa} m");
 }
 
 /// PA-MPJPE (similarity Procrustes) of the 24 joints, metres.

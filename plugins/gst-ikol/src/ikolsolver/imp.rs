@@ -130,7 +130,8 @@ const FIT_PROPERTIES: [(&str, &str, f64); 9] = [
     (
         "fit-sigma-beta",
         "method=fit: spread of the shape prior around the mean shape, in standard deviations of \
-         the shape components (0: no prior)",
+         the shape components (0: no prior; the shape then follows the keypoints, held only by \
+         fit-sigma-shape)",
         100.0,
     ),
 ];
