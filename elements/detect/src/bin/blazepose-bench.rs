@@ -533,12 +533,10 @@ fn graphs(a: &Args, frame: &Frame, dir: &Path, runs: usize) -> Res<()> {
         rest.split([',', '}']).next()?.trim().parse().ok()
     };
     if !o.status.success() || xnnpack("pose_detection", 1).is_none() {
-        let err = String::from_utf8_lossy(&o.stderr);
-        let lines: Vec<&str> = err.lines().collect();
-        let tail = lines[lines.len().saturating_sub(3)..].join("\n");
         println!(
-            "XNNPACK comparison SKIPPED ({python} {}):\n{tail}",
-            script.display()
+            "XNNPACK comparison SKIPPED ({python} {}): {}",
+            script.display(),
+            stderr_tail(&o, 3)
         );
         return Ok(());
     }
@@ -552,6 +550,13 @@ fn graphs(a: &Args, frame: &Frame, dir: &Path, runs: usize) -> Res<()> {
     }
     println!("(< 1 = ours faster; the row without segmentation is set against the whole graph)");
     Ok(())
+}
+
+/// The last `n` lines a child process wrote to stderr, in order, joined by " | ".
+fn stderr_tail(o: &std::process::Output, n: usize) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// mediapipe's numbers for one mode: (median ms, mean ms, poses).
@@ -581,13 +586,11 @@ fn mediapipe(a: &Args) -> Res<(String, MpMode, MpMode)> {
     let stdout = String::from_utf8_lossy(&o.stdout);
     let last = stdout.lines().last().unwrap_or("");
     if !o.status.success() || !last.starts_with('{') {
-        let err = String::from_utf8_lossy(&o.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(5).collect();
         return Err(format!(
             "{python} {} failed ({}): {}",
             script.display(),
             o.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            stderr_tail(&o, 5)
         )
         .into());
     }

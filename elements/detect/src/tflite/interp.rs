@@ -795,21 +795,12 @@ impl<'a> Builder<'a> {
             ))
         })?;
         // A depthwise convolution read only by this one is folded into it.
-        let (x, pre) = match self.fusable_depthwise(x).filter(|_| pointwise) {
-            Some(pos) => {
-                let step = &mut self.steps[pos];
-                match std::mem::replace(&mut step.kind, Kind::Reshape) {
-                    Kind::Depthwise(dw) => {
-                        step.folded = true;
-                        (step.inputs[0], Some(dw))
-                    }
-                    other => {
-                        step.kind = other;
-                        (x, None)
-                    }
-                }
-            }
-            None => (x, None),
+        let folded = pointwise
+            .then(|| self.fold_into(x, |k| matches!(k, Kind::Depthwise(d) if d.multiplier == 1)))
+            .flatten();
+        let (x, pre) = match folded {
+            Some((input, Kind::Depthwise(dw))) => (input, Some(dw)),
+            _ => (x, None),
         };
         let kind = Kind::Conv(Conv {
             win,
@@ -820,17 +811,6 @@ impl<'a> Builder<'a> {
             pre,
         });
         self.push(cx, kind, vec![x], &shape)
-    }
-
-    /// The step computing tensor `t` if it is a depthwise convolution with multiplier 1 read
-    /// only once (by the caller).
-    fn fusable_depthwise(&self, t: usize) -> Option<usize> {
-        if self.uses[t] != 1 {
-            return None;
-        }
-        self.steps.iter().rposition(|s| {
-            s.output == t && !s.folded && matches!(&s.kind, Kind::Depthwise(d) if d.multiplier == 1)
-        })
     }
 
     fn depthwise(&mut self, cx: &OpCtx, options: &Options) -> Result<()> {
@@ -888,13 +868,8 @@ impl<'a> Builder<'a> {
         // A convolution whose only reader is this ADD takes the residual in its epilogue.
         if self.shapes[a] == self.shapes[b] && a != b {
             for (conv_out, res) in [(a, b), (b, a)] {
-                if let Some(pos) = self.fusable_conv(conv_out) {
-                    let step = &mut self.steps[pos];
-                    let x = step.inputs[0];
-                    let Kind::Conv(conv) = std::mem::replace(&mut step.kind, Kind::Reshape) else {
-                        continue;
-                    };
-                    step.folded = true;
+                let folded = self.fold_into(conv_out, |k| matches!(k, Kind::Conv(_)));
+                if let Some((x, Kind::Conv(conv))) = folded {
                     let kind = Kind::ConvAdd(ConvAdd { conv, act2: act });
                     return self.push(cx, kind, vec![x, res], &shape);
                 }
@@ -903,14 +878,26 @@ impl<'a> Builder<'a> {
         self.push(cx, Kind::Add { act }, vec![a, b], &shape)
     }
 
-    /// The step computing tensor `t` if it is a convolution read only once (by the caller).
-    fn fusable_conv(&self, t: usize) -> Option<usize> {
+    /// Folds the step computing tensor `t` into the caller when the caller is its only reader
+    /// and `accept` takes its kind: the step is dropped from the list, and the caller gets the
+    /// step's input and its kind.
+    fn fold_into(&mut self, t: usize, accept: impl Fn(&Kind) -> bool) -> Option<(usize, Kind)> {
         if self.uses[t] != 1 {
             return None;
         }
-        self.steps
+        let pos = self
+            .steps
             .iter()
-            .rposition(|s| s.output == t && !s.folded && matches!(s.kind, Kind::Conv(_)))
+            .rposition(|s| s.output == t && !s.folded)?;
+        let step = &mut self.steps[pos];
+        if !accept(&step.kind) {
+            return None;
+        }
+        step.folded = true;
+        Some((
+            step.inputs[0],
+            std::mem::replace(&mut step.kind, Kind::Reshape),
+        ))
     }
 
     fn pad(&mut self, cx: &OpCtx) -> Result<()> {
