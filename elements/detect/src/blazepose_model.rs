@@ -25,7 +25,7 @@ use crate::blazepose::{
 };
 use crate::landmarks_smpl::{LANDMARKS, LandmarkMap, fit_beta};
 use crate::tflite;
-use crate::{DetectError, Detection, PersonDetector, RgbImage};
+use crate::{DetectError, Detection, Frame, PersonDetector};
 
 /// File name of the person detector in the models folder.
 pub const DETECTOR_FILE: &str = "pose_detection.tflite";
@@ -107,10 +107,11 @@ impl BlazePoseDetector {
     }
 
     /// Detections (best first) with the landmark model's region of interest of each.
-    pub fn detect_poses(
+    pub fn detect_poses<'a>(
         &self,
-        image: &RgbImage<'_>,
+        image: impl Into<Frame<'a>>,
     ) -> Result<Vec<(PoseDetection, RotatedRect)>, DetectError> {
+        let image: Frame<'a> = image.into();
         let input = detector_input(image).map_err(failed)?;
         let (h, w) = (input.height, input.width);
         let outs = run(&self.model, input.data, h, w)?;
@@ -124,7 +125,7 @@ impl BlazePoseDetector {
             .map_err(failed)?;
         Ok(dets
             .into_iter()
-            .filter_map(|d| detection_roi(&d, image.width, image.height).map(|r| (d, r)))
+            .filter_map(|d| detection_roi(&d, image.width(), image.height()).map(|r| (d, r)))
             .collect())
     }
 }
@@ -194,7 +195,11 @@ impl BlazePoseDetector {
     /// merged (best score kept); best first. Costs one detector run per tile (18 at 1080 x
     /// 1920, with the whole frame 19), which `ikolcrop` spends every `detect-interval` frames,
     /// and on every frame while it follows nobody.
-    pub fn detect_people(&self, image: &RgbImage<'_>) -> Result<Vec<Detection>, DetectError> {
+    pub fn detect_people<'a>(
+        &self,
+        image: impl Into<Frame<'a>>,
+    ) -> Result<Vec<Detection>, DetectError> {
+        let image: Frame<'a> = image.into();
         let mut found: Vec<Detection> = Vec::new();
         let mut add = |dets: Vec<(PoseDetection, RotatedRect)>, dx: usize, dy: usize| {
             for (d, mut roi) in dets {
@@ -209,18 +214,11 @@ impl BlazePoseDetector {
             }
         };
         add(self.detect_poses(image)?, 0, 0);
-        let grid = tile_sides(image.width, image.height)
+        let grid = tile_sides(image.width(), image.height())
             .into_iter()
-            .flat_map(|side| tiles(image.width, image.height, side));
+            .flat_map(|side| tiles(image.width(), image.height(), side));
         for (x, y, side) in grid {
-            let start = y * image.stride + 3 * x;
-            let tile = RgbImage {
-                data: image.data.get(start..).unwrap_or(&[]),
-                width: side,
-                height: side,
-                stride: image.stride,
-            };
-            add(self.detect_poses(&tile)?, x, y);
+            add(self.detect_poses(image.tile(x, y, side))?, x, y);
         }
         found.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut kept: Vec<Detection> = Vec::new();
@@ -240,7 +238,7 @@ impl PersonDetector for BlazePoseDetector {
 
     /// People as the boxes around their landmark regions of interest (square, 1.25x the body),
     /// from the whole frame and its tiles ([`BlazePoseDetector::detect_people`]).
-    fn detect(&mut self, image: &RgbImage<'_>) -> Result<Vec<Detection>, DetectError> {
+    fn detect(&mut self, image: &Frame<'_>) -> Result<Vec<Detection>, DetectError> {
         self.detect_people(image)
     }
 }
@@ -274,9 +272,9 @@ impl BlazePoseLandmarker {
     }
 
     /// The pose in `roi`, or `None` when the model says no pose is there.
-    pub fn landmarks(
+    pub fn landmarks<'a>(
         &self,
-        image: &RgbImage<'_>,
+        image: impl Into<Frame<'a>>,
         roi: &RotatedRect,
     ) -> Result<Option<PoseLandmarks>, DetectError> {
         let input = landmark_input(image, roi).map_err(failed)?;

@@ -9,10 +9,13 @@
 
 pub mod blazepose;
 pub mod blazepose_model;
+pub mod frame;
 pub mod landmarks_smpl;
 pub mod tflite;
 mod tracker;
 
+pub use frame::{Frame, I420Image, OwnedFrame};
+pub use ikol_types::YuvMatrix;
 pub use tracker::{Track, Tracker, TrackerConfig};
 
 use ikol_types::BBox;
@@ -48,7 +51,7 @@ pub trait PersonDetector: Send + std::fmt::Debug {
     /// The name used in the `detector` property.
     fn name(&self) -> &str;
     /// People in the frame, best first.
-    fn detect(&mut self, image: &RgbImage<'_>) -> Result<Vec<Detection>, DetectError>;
+    fn detect(&mut self, image: &Frame<'_>) -> Result<Vec<Detection>, DetectError>;
 }
 
 /// Detector names [`create_detector`] accepts besides `none`.

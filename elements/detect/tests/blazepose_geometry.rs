@@ -909,3 +909,125 @@ fn an_unmirrored_pose_exchanges_sides_but_not_the_midline() {
     lost.landmarks[11].x = f64::NAN;
     assert!(!landmarks::sides_disagree(&pose, &lost));
 }
+
+/// I420 frames: on planes that are affine in position (where bilinear sampling is exact), the
+/// warp equals the closed form: the map's source point, luma and chroma of the affine planes
+/// there (chroma at its siting: co-sited with even luma columns or centred), converted by
+/// ITU-R BT.709 / BT.601 in limited or full range; for a tile view (odd origin) and both
+/// borders. Written from the standards' equations, not from `ikol_detect::frame`.
+#[test]
+fn i420_warp_matches_the_closed_form() {
+    use ikol_detect::{Frame, I420Image, YuvMatrix};
+    let (w, h) = (96usize, 80usize);
+    let (cw, ch) = (w / 2, h / 2);
+    // Y = 20 + x + y (luma pixels), U = 30 + 4 cx, V = 50 + 4 cy (chroma samples): steep
+    // enough that a quarter-sample error in the chroma siting costs 2 levels.
+    let y: Vec<u8> = (0..h)
+        .flat_map(|r| (0..w).map(move |c| (20 + c + r) as u8))
+        .collect();
+    let u: Vec<u8> = (0..ch)
+        .flat_map(|_| (0..cw).map(move |c| (30 + 4 * c) as u8))
+        .collect();
+    let v: Vec<u8> = (0..ch)
+        .flat_map(|r| (0..cw).map(move |_| (50 + 4 * r) as u8))
+        .collect();
+    let convert = |m: (f64, f64, bool), yy: f64, uu: f64, vv: f64| -> [f64; 3] {
+        let (kr, kb, full) = m;
+        let kg = 1.0 - kr - kb;
+        let (yp, cb, cr) = if full {
+            (yy, uu - 128.0, vv - 128.0)
+        } else {
+            (
+                (yy - 16.0) * 255.0 / 219.0,
+                (uu - 128.0) * 255.0 / 224.0,
+                (vv - 128.0) * 255.0 / 224.0,
+            )
+        };
+        [
+            yp + 2.0 * (1.0 - kr) * cr,
+            yp - 2.0 * kb * (1.0 - kb) / kg * cb - 2.0 * kr * (1.0 - kr) / kg * cr,
+            yp + 2.0 * (1.0 - kb) * cb,
+        ]
+    };
+    let cases = [
+        (
+            YuvMatrix::BT709,
+            (0.2126, 0.0722, false),
+            true,
+            (0usize, 0usize),
+        ),
+        (YuvMatrix::BT601.full(), (0.299, 0.114, true), false, (0, 0)),
+        (YuvMatrix::BT709, (0.2126, 0.0722, false), false, (7, 5)),
+    ];
+    // a slight rotation and scale, inside the view
+    let map = Affine2 {
+        m: [[0.9, 0.12, 10.3], [-0.1, 0.95, 12.7]],
+    };
+    let mut checked = 0;
+    for (colour, m, cosited, (x0, y0)) in cases {
+        let img = I420Image {
+            y: &y,
+            u: &u,
+            v: &v,
+            y_stride: w,
+            uv_stride: cw,
+            width: w - x0 - 4,
+            height: h - y0 - 4,
+            x0,
+            y0,
+            colour,
+            h_cosited: cosited,
+            v_cosited: false,
+        };
+        let (ow, oh) = (40, 36);
+        let out = warp_frame(&Frame::I420(img), &map, ow, oh, BorderMode::Replicate).unwrap();
+        for j in 0..oh {
+            for i in 0..ow {
+                let [sx, sy] = map.apply([i as f64, j as f64]);
+                let (ax, ay) = (sx + x0 as f64, sy + y0 as f64);
+                let cx = ax / 2.0 - if cosited { 0.0 } else { 0.25 };
+                let cy = ay / 2.0 - 0.25;
+                let want = convert(m, 20.0 + ax + ay, 30.0 + 4.0 * cx, 50.0 + 4.0 * cy);
+                for c in 0..3 {
+                    let got = f64::from(out[3 * (j * ow + i) + c]);
+                    assert!(
+                        (got - want[c].clamp(0.0, 255.0)).abs() <= 1.0,
+                        "{colour:?} cosited {cosited} origin ({x0},{y0}) pixel ({i},{j}) channel {c}: {got} vs {}",
+                        want[c]
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 40 * 36);
+    // Borders: far outside, zero gives black and replicate the nearest edge pixel's colour.
+    let img = I420Image {
+        y: &y,
+        u: &u,
+        v: &v,
+        y_stride: w,
+        uv_stride: cw,
+        width: w,
+        height: h,
+        x0: 0,
+        y0: 0,
+        colour: YuvMatrix::BT709,
+        h_cosited: true,
+        v_cosited: false,
+    };
+    let far = translation(-50.0, -50.0);
+    let zero = warp_frame(&Frame::I420(img), &far, 2, 2, BorderMode::Zero).unwrap();
+    assert_eq!(zero, vec![0; 12]);
+    let rep = warp_frame(&Frame::I420(img), &far, 1, 1, BorderMode::Replicate).unwrap();
+    let corner = convert((0.2126, 0.0722, false), 20.0, 30.0, 50.0);
+    for c in 0..3 {
+        assert!(
+            (f64::from(rep[c]) - corner[c].clamp(0.0, 255.0)).abs() <= 1.0,
+            "{rep:?} vs {corner:?}"
+        );
+    }
+    // A view the planes do not hold is refused.
+    let short = I420Image { u: &u[..10], ..img };
+    assert!(warp_frame(&Frame::I420(short), &far, 1, 1, BorderMode::Zero).is_err());
+}

@@ -9,8 +9,10 @@ pub mod crop;
 pub mod joints;
 pub mod result;
 pub mod rotation;
+pub mod yuv;
 
 pub use camera::{DEFAULT_HFOV_DEG, Intrinsics};
 pub use crop::{Affine2, BBox, BOX_SCALE_MULT, CROP_SIZE, Crop, MAX_BOX_PX, MAX_BOXES};
 pub use nalgebra;
 pub use result::{FrameResult, PersonResult};
+pub use yuv::YuvMatrix;

@@ -163,3 +163,69 @@ pub fn frame_size(caps: &gst::CapsRef) -> Option<(u32, u32)> {
         u32::try_from(s.get::<i32>("height").ok()?).ok()?,
     ))
 }
+
+/// The formats the front-end elements (`ikolcrop`, `ikolbackbone`) read: packed RGB, and I420
+/// as decoders give it (converted only where the networks sample it, see `ikol_detect::frame`).
+pub const FRONT_END_FORMATS: [VideoFormat; 2] = [VideoFormat::I420, VideoFormat::Rgb];
+
+/// The YUV -> RGB conversion of `info`'s colorimetry: its matrix (unknown ones as GStreamer
+/// defaults them: BT.709 above 576 rows, BT.601 up to it) and range (unknown = limited).
+fn yuv_to_rgb(info: &gst_video::VideoInfo) -> ikol_detect::YuvMatrix {
+    use gst_video::{VideoColorMatrix as M, VideoColorRange as R};
+    use ikol_detect::YuvMatrix;
+    let c = info.colorimetry();
+    let m = match c.matrix() {
+        M::Bt601 => YuvMatrix::BT601,
+        M::Bt709 => YuvMatrix::BT709,
+        M::Bt2020 => YuvMatrix::BT2020,
+        _ if info.height() > 576 => YuvMatrix::BT709,
+        _ => YuvMatrix::BT601,
+    };
+    if c.range() == R::Range0_255 {
+        m.full()
+    } else {
+        m
+    }
+}
+
+/// A mapped RGB or I420 frame as the front end reads it (`element` names the element in the
+/// error).
+pub fn front_end_frame<'b>(
+    element: &str,
+    frame: &'b gst_video::VideoFrameRef<&gst::BufferRef>,
+    info: &gst_video::VideoInfo,
+) -> Result<ikol_detect::Frame<'b>, String> {
+    let plane = |i: u32| {
+        frame
+            .plane_data(i)
+            .map_err(|_| format!("{element}: cannot read plane {i} of the video frame"))
+    };
+    let stride = |i: usize| usize::try_from(info.stride()[i]).unwrap_or(0);
+    let (width, height) = (info.width() as usize, info.height() as usize);
+    match info.format() {
+        VideoFormat::Rgb => Ok(ikol_detect::Frame::Rgb(ikol_detect::RgbImage {
+            data: plane(0)?,
+            width,
+            height,
+            stride: stride(0),
+        })),
+        VideoFormat::I420 => {
+            let site = info.chroma_site();
+            Ok(ikol_detect::Frame::I420(ikol_detect::I420Image {
+                y: plane(0)?,
+                u: plane(1)?,
+                v: plane(2)?,
+                y_stride: stride(0),
+                uv_stride: stride(1),
+                width,
+                height,
+                x0: 0,
+                y0: 0,
+                colour: yuv_to_rgb(info),
+                h_cosited: site.contains(gst_video::VideoChromaSite::H_COSITED),
+                v_cosited: site.contains(gst_video::VideoChromaSite::V_COSITED),
+            }))
+        }
+        f => Err(format!("{element}: video format {f:?} is not RGB or I420")),
+    }
+}

@@ -9,7 +9,7 @@
 //! `ikol3dpwsrc` (3DPW frames with ground truth) and `ikoleval` (the papers' metrics). They pass
 //! results along in the frame meta `IkolFrameMeta` (see [`meta`]).
 
-mod common;
+pub mod common;
 pub mod meta;
 
 pub mod ikol3dpwsrc;

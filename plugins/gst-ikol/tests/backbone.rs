@@ -311,3 +311,34 @@ fn the_solver_keeps_a_regressed_body() {
         }
     }
 }
+
+/// The pads offer I420 (read without conversion) only to BlazePose; the other networks read
+/// packed RGB, so an upstream `videoconvert` converts for them.
+#[test]
+fn i420_only_for_blazepose() {
+    init();
+    for (model, i420) in [("blazepose", true), ("heatmap", false), ("hkmr", false)] {
+        let (e, _bus) = element("ikolbackbone", &[("model", model)]);
+        for pad in ["sink", "src"] {
+            let caps = e.static_pad(pad).unwrap().query_caps(None);
+            let formats: Vec<String> = caps
+                .iter()
+                .flat_map(|s| {
+                    s.get::<gst::List>("format")
+                        .map(|l| l.iter().filter_map(|v| v.get::<String>().ok()).collect())
+                        .or_else(|_| s.get::<String>("format").map(|f| vec![f]))
+                        .unwrap_or_default()
+                })
+                .collect();
+            assert!(
+                formats.contains(&"RGB".to_string()),
+                "{model} {pad}: {caps}"
+            );
+            assert_eq!(
+                formats.contains(&"I420".to_string()),
+                i420,
+                "{model} {pad}: {caps}"
+            );
+        }
+    }
+}

@@ -50,8 +50,8 @@ pub use roi::{
 };
 pub use smoothing::{LandmarksSmoother, OneEuroFilter, OneEuroParams, PoseSmoother};
 pub use warp::{
-    BorderMode, ImageToTensorOptions, TensorInput, detector_input, image_to_tensor, landmark_input,
-    warp_rgb8,
+    BorderMode, ImageToTensorOptions, TensorInput, check_frame, detector_input, image_to_tensor,
+    landmark_input, warp_frame, warp_rgb8,
 };
 
 /// Errors of the BlazePose pre- and post-processing.

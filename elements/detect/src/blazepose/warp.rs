@@ -27,7 +27,7 @@
 
 use super::BlazePoseError;
 use super::roi::{Padding, RotatedRect};
-use crate::RgbImage;
+use crate::{Frame, I420Image, RgbImage};
 use ikol_types::Affine2;
 
 /// What is sampled outside the image.
@@ -113,17 +113,32 @@ pub fn check_image(img: &RgbImage<'_>) -> Result<(), BlazePoseError> {
     }
 }
 
+/// [`check_image`] for either kind of frame.
+pub fn check_frame(img: &Frame<'_>) -> Result<(), BlazePoseError> {
+    match img {
+        Frame::Rgb(i) => check_image(i),
+        Frame::I420(i) if i.is_valid() => Ok(()),
+        Frame::I420(i) => Err(BlazePoseError::BadImage {
+            width: i.width,
+            height: i.height,
+            stride: i.y_stride,
+            len: i.y.len(),
+        }),
+    }
+}
+
 /// `ImageToTensorCalculator` on CPU: the ROI (`None` = the whole image), padded when
 /// `keep_aspect_ratio`, warped into an `output_width` x `output_height` float tensor.
-pub fn image_to_tensor(
-    img: &RgbImage<'_>,
+pub fn image_to_tensor<'a>(
+    img: impl Into<Frame<'a>>,
     roi: Option<&RotatedRect>,
     o: &ImageToTensorOptions,
 ) -> Result<TensorInput, BlazePoseError> {
-    check_image(img)?;
+    let img: Frame<'a> = img.into();
+    check_frame(&img)?;
     let roi = roi
         .copied()
-        .unwrap_or_else(|| RotatedRect::full_image(img.width, img.height));
+        .unwrap_or_else(|| RotatedRect::full_image(img.width(), img.height()));
     let bad_roi = || BlazePoseError::BadRoi { roi };
     if !roi.is_valid() || o.output_width == 0 || o.output_height == 0 {
         return Err(bad_roi());
@@ -134,8 +149,8 @@ pub fn image_to_tensor(
     } else {
         (roi, [0.0; 4])
     };
-    let pixels = warp_rgb8(
-        img,
+    let pixels = warp_frame(
+        &img,
         &padded_roi.crop_to_frame(o.output_width, o.output_height),
         o.output_width,
         o.output_height,
@@ -159,13 +174,13 @@ pub fn image_to_tensor(
 
 /// The detector input: the whole frame letterboxed into 224x224, values in [-1, 1], zero
 /// (i.e. -1) padding.
-pub fn detector_input(img: &RgbImage<'_>) -> Result<TensorInput, BlazePoseError> {
+pub fn detector_input<'a>(img: impl Into<Frame<'a>>) -> Result<TensorInput, BlazePoseError> {
     image_to_tensor(img, None, &ImageToTensorOptions::POSE_DETECTION)
 }
 
 /// The landmark input: `roi` warped into 256x256, values in [0, 1], replicated border.
-pub fn landmark_input(
-    img: &RgbImage<'_>,
+pub fn landmark_input<'a>(
+    img: impl Into<Frame<'a>>,
     roi: &RotatedRect,
 ) -> Result<TensorInput, BlazePoseError> {
     image_to_tensor(img, Some(roi), &ImageToTensorOptions::POSE_LANDMARK)
@@ -264,6 +279,130 @@ pub fn warp_rgb8(
             }
             for c in 0..3 {
                 dst[c] = ((acc[c] + (1 << 14)) >> 15).min(255) as u8;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`warp_rgb8`] of either kind of frame. An I420 frame is sampled in YUV and converted once
+/// per output pixel ([`crate::frame`]): luma with [`warp_rgb8`]'s fixed-point taps and border
+/// rule, chroma bilinearly at the same point of its half-resolution planes (clamped to the
+/// chroma samples the frame covers), so the result is the warp of the frame converted to RGB
+/// up to rounding and the chroma filter (within a few levels at sharp colour edges).
+pub fn warp_frame(
+    img: &Frame<'_>,
+    dst_to_src: &Affine2,
+    out_w: usize,
+    out_h: usize,
+    border: BorderMode,
+) -> Result<Vec<u8>, BlazePoseError> {
+    match img {
+        Frame::Rgb(i) => warp_rgb8(i, dst_to_src, out_w, out_h, border),
+        Frame::I420(i) => warp_i420(i, dst_to_src, out_w, out_h, border),
+    }
+}
+
+fn warp_i420(
+    img: &I420Image<'_>,
+    dst_to_src: &Affine2,
+    out_w: usize,
+    out_h: usize,
+    border: BorderMode,
+) -> Result<Vec<u8>, BlazePoseError> {
+    check_frame(&Frame::I420(*img))?;
+    if out_w == 0 || out_h == 0 {
+        return Ok(Vec::new());
+    }
+    const BITS: i32 = 5;
+    const TAB: f64 = (1 << BITS) as f64;
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    let fixed = |v: f64| -> i32 {
+        let v = (v * TAB).clamp(f64::from(i32::MIN), f64::from(i32::MAX));
+        ((v + ROUND) - ROUND) as i32
+    };
+    let (w, h) = (img.width as i64, img.height as i64);
+    let m = &dst_to_src.m;
+    let (ys, us) = (img.y_stride, img.uv_stride);
+    let decoder = img.colour.decoder();
+    let luma = &img.y[img.y0 * ys + img.x0..];
+    // Chroma sample c of the planes sits at luma 2c (co-sited) or 2c + 1/2 (centred); the view
+    // covers chroma columns x0/2 ..= (x0 + width - 1)/2 and rows likewise.
+    let (cx_lo, cx_hi) = ((img.x0 / 2) as f32, ((img.x0 + img.width - 1) / 2) as f32);
+    let (cy_lo, cy_hi) = ((img.y0 / 2) as f32, ((img.y0 + img.height - 1) / 2) as f32);
+    let off_x = img.x0 as f32 * 0.5 - if img.h_cosited { 0.0 } else { 0.25 };
+    let off_y = img.y0 as f32 * 0.5 - if img.v_cosited { 0.0 } else { 0.25 };
+    let chroma = |x: f32, y: f32| -> (f32, f32) {
+        let cx = (x * 0.5 + off_x).clamp(cx_lo, cx_hi);
+        let cy = (y * 0.5 + off_y).clamp(cy_lo, cy_hi);
+        let (c0, r0) = (cx as usize, cy as usize); // non-negative: floor
+        let (tx, ty) = (cx - c0 as f32, cy - r0 as f32);
+        let c1 = (c0 + 1).min(cx_hi as usize);
+        let r1 = (r0 + 1).min(cy_hi as usize);
+        let sample = |p: &[u8]| {
+            let (a, b) = (f32::from(p[r0 * us + c0]), f32::from(p[r0 * us + c1]));
+            let (c, d) = (f32::from(p[r1 * us + c0]), f32::from(p[r1 * us + c1]));
+            let top = a + tx * (b - a);
+            top + ty * (c + tx * (d - c) - top)
+        };
+        (sample(img.u), sample(img.v))
+    };
+    let mut out = vec![0u8; out_w * out_h * 3];
+    let mut pos = vec![(0i32, 0i32); out_w];
+    for (j, row) in out.chunks_exact_mut(3 * out_w).enumerate() {
+        let y = j as f64;
+        for (i, p) in pos.iter_mut().enumerate() {
+            let x = i as f64;
+            *p = (
+                fixed(m[0][0] * x + m[0][1] * y + m[0][2]),
+                fixed(m[1][0] * x + m[1][1] * y + m[1][2]),
+            );
+        }
+        for (dst, &(fx, fy)) in row.chunks_exact_mut(3).zip(&pos) {
+            let sx = i64::from((fx >> BITS).clamp(i32::from(i16::MIN), i32::from(i16::MAX)));
+            let sy = i64::from((fy >> BITS).clamp(i32::from(i16::MIN), i32::from(i16::MAX)));
+            let ax = (fx & ((1 << BITS) - 1)) as u32;
+            let ay = (fy & ((1 << BITS) - 1)) as u32;
+            let wx = [32 - ax, ax];
+            let wy = [32 - ay, ay];
+            // Luma sum and the weight of the taps read (2^15 unless a zero border drops some).
+            let (mut acc, mut weight) = (0u32, 0u32);
+            if sx >= 0 && sy >= 0 && sx + 1 < w && sy + 1 < h {
+                let o = sy as usize * ys + sx as usize;
+                let (top, bottom) = (&luma[o..o + 2], &luma[o + ys..o + ys + 2]);
+                acc = 32
+                    * (wy[0] * (wx[0] * u32::from(top[0]) + wx[1] * u32::from(top[1]))
+                        + wy[1] * (wx[0] * u32::from(bottom[0]) + wx[1] * u32::from(bottom[1])));
+                weight = 1 << 15;
+            } else {
+                for (dy, &wyv) in wy.iter().enumerate() {
+                    for (dx, &wxv) in wx.iter().enumerate() {
+                        let tap = wyv * wxv * 32;
+                        let (px, py) = (sx + dx as i64, sy + dy as i64);
+                        let (px, py) = match border {
+                            BorderMode::Zero => {
+                                if px < 0 || py < 0 || px >= w || py >= h {
+                                    continue;
+                                }
+                                (px, py)
+                            }
+                            BorderMode::Replicate => (px.clamp(0, w - 1), py.clamp(0, h - 1)),
+                        };
+                        acc += tap * u32::from(luma[py as usize * ys + px as usize]);
+                        weight += tap;
+                    }
+                }
+            }
+            if weight == 0 {
+                continue; // zero border all round: black, as the RGB warp gives
+            }
+            // Outside taps of a zero border are black in RGB, so the converted colour is
+            // scaled by the weight inside (the conversion is affine).
+            let (u, v) = chroma(fx as f32 / TAB as f32, fy as f32 / TAB as f32);
+            let rgb = decoder.rgb(acc as f32 / weight as f32, u, v);
+            let scale = weight as f32 / 32768.0;
+            for c in 0..3 {
+                dst[c] = (rgb[c] * scale + 0.5).clamp(0.0, 255.0) as u8;
             }
         }
     }

@@ -46,7 +46,6 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::VideoFormat;
-use gst_video::prelude::*;
 use ikol_backbone::preprocess::RgbFrame;
 use ikol_backbone::{
     Backbone, DeviceChoice, DirectRegressor, PersonBox, RegressorKind, open_device,
@@ -61,7 +60,7 @@ use rayon::prelude::*;
 use super::{BackboneDevice, BackboneModel, BackboneVariant};
 use crate::common;
 use crate::meta::{self, FrameMeta, Person};
-use ikol_detect::RgbImage;
+use ikol_detect::Frame;
 use ikol_detect::blazepose::RotatedRect;
 use ikol_detect::blazepose_model::{BlazePoseLandmarker, BodyFromLandmarks, models_dir, roi_box};
 
@@ -292,7 +291,7 @@ impl IkolBackbone {
         body: &BodyFromLandmarks,
         rois: &mut HashMap<u64, RotatedRect>,
         m: &mut FrameMeta,
-        image: &RgbImage<'_>,
+        image: &Frame<'_>,
     ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
         let mut feedback = Vec::new();
         let mut next = HashMap::new();
@@ -531,7 +530,7 @@ impl ElementImpl for IkolBackbone {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static T: LazyLock<Vec<gst::PadTemplate>> =
-            LazyLock::new(|| common::templates(&common::video_formats(&[VideoFormat::Rgb])));
+            LazyLock::new(|| common::templates(&common::video_formats(&common::FRONT_END_FORMATS)));
         T.as_ref()
     }
 }
@@ -541,6 +540,30 @@ impl BaseTransformImpl for IkolBackbone {
         gst_base::subclass::BaseTransformMode::AlwaysInPlace;
     const PASSTHROUGH_ON_SAME_CAPS: bool = false;
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    /// The same caps on both pads; I420 only for `model=blazepose` (the other networks read
+    /// packed RGB), so an upstream `videoconvert` converts for them and passes decoded I420
+    /// through for BlazePose.
+    fn transform_caps(
+        &self,
+        _direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> Option<gst::Caps> {
+        let model = common::lock(&self.settings).model;
+        let mut out = if model == BackboneModel::BlazePose {
+            caps.clone()
+        } else {
+            caps.intersect_with_mode(
+                &common::video_formats(&[VideoFormat::Rgb]),
+                gst::CapsIntersectMode::First,
+            )
+        };
+        if let Some(f) = filter {
+            out = f.intersect_with_mode(&out, gst::CapsIntersectMode::First);
+        }
+        Some(out)
+    }
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = common::lock(&self.settings).clone();
@@ -697,13 +720,23 @@ impl BaseTransformImpl for IkolBackbone {
             } else {
                 let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, info)
                     .map_err(|_| self.fail("ikolbackbone: cannot map the video frame".into()))?;
-                let data = frame
-                    .plane_data(0)
-                    .map_err(|_| self.fail("ikolbackbone: cannot read the video frame".into()))?;
-                let stride = usize::try_from(frame.plane_stride()[0]).unwrap_or(0);
+                let image = common::front_end_frame("ikolbackbone", &frame, info)
+                    .map_err(|e| self.fail(e))?;
+                // `transform_caps` offers I420 only to BlazePose; the others read packed RGB.
+                let rgb = || match image {
+                    Frame::Rgb(i) => Ok((i.data, i.stride)),
+                    Frame::I420(_) => Err(self.fail(format!(
+                        "ikolbackbone: model={} reads RGB, got I420",
+                        model_nick(settings.model)
+                    ))),
+                };
                 match state.net.as_mut() {
-                    Net::Heatmap(net) => self.heatmap(net, &mut m, data, info, stride, &k)?,
+                    Net::Heatmap(net) => {
+                        let (data, stride) = rgb()?;
+                        self.heatmap(net, &mut m, data, info, stride, &k)?
+                    }
                     Net::Direct { net, body } => {
+                        let (data, stride) = rgb()?;
                         let rgb = RgbFrame::new(data, info.width(), info.height(), stride)
                             .map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
                         self.direct(net, body, &mut m, &rgb, &k, (info.width(), info.height()))?
@@ -712,15 +745,7 @@ impl BaseTransformImpl for IkolBackbone {
                         landmarker,
                         body,
                         rois,
-                    } => {
-                        let image = RgbImage {
-                            data,
-                            width: info.width() as usize,
-                            height: info.height() as usize,
-                            stride,
-                        };
-                        self.blazepose(landmarker, body, rois, &mut m, &image)?
-                    }
+                    } => self.blazepose(landmarker, body, rois, &mut m, &image)?,
                 }
             }
         };

@@ -37,9 +37,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
-use gst_video::VideoFormat;
 use ikol_detect::{
-    DetectError, Detection, PersonDetector, RgbImage, Tracker, TrackerConfig, create_detector,
+    DetectError, Detection, Frame, PersonDetector, Tracker, TrackerConfig, create_detector,
 };
 use ikol_types::{BBox, BOX_SCALE_MULT, CROP_SIZE, Crop};
 
@@ -148,21 +147,13 @@ impl IkolCrop {
         gst::FlowError::Error
     }
 
-    /// The frame as an RGB image (plane 0).
+    /// The frame as the detector reads it.
     fn image<'b>(
         &self,
         frame: &'b gst_video::VideoFrameRef<&gst::BufferRef>,
         info: &gst_video::VideoInfo,
-    ) -> Result<RgbImage<'b>, gst::FlowError> {
-        let data = frame
-            .plane_data(0)
-            .map_err(|_| self.fail("ikolcrop: cannot read the video frame".into()))?;
-        Ok(RgbImage {
-            data,
-            width: info.width() as usize,
-            height: info.height() as usize,
-            stride: usize::try_from(info.stride()[0]).unwrap_or(0),
-        })
+    ) -> Result<Frame<'b>, gst::FlowError> {
+        common::front_end_frame("ikolcrop", frame, info).map_err(|e| self.fail(e))
     }
 
     /// The detector's people in this frame, now.
@@ -196,28 +187,11 @@ impl IkolCrop {
         }
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| self.fail("ikolcrop: cannot map the video frame".into()))?;
-        let image = self.image(&frame, info)?;
-        // The rows the image covers (the last without its stride padding).
-        let len =
-            (image.height.saturating_sub(1) * image.stride + 3 * image.width).min(image.data.len());
-        let (data, width, height, stride) = (
-            image.data[..len].to_vec(),
-            image.width,
-            image.height,
-            image.stride,
-        );
+        let image = self.image(&frame, info)?.to_owned();
         let det = Arc::clone(det);
         let handle = std::thread::Builder::new()
             .name("ikolcrop-search".into())
-            .spawn(move || {
-                let image = RgbImage {
-                    data: &data,
-                    width,
-                    height,
-                    stride,
-                };
-                common::lock(&det).detect(&image)
-            })
+            .spawn(move || common::lock(&det).detect(&image.frame()))
             .map_err(|e| self.fail(format!("ikolcrop: cannot start the search thread: {e}")))?;
         state.search = Some(Search {
             sequence: state.sequence,
@@ -374,7 +348,7 @@ impl ElementImpl for IkolCrop {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static T: LazyLock<Vec<gst::PadTemplate>> =
-            LazyLock::new(|| common::templates(&common::video_formats(&[VideoFormat::Rgb])));
+            LazyLock::new(|| common::templates(&common::video_formats(&common::FRONT_END_FORMATS)));
         T.as_ref()
     }
 }
