@@ -89,7 +89,7 @@ pub fn description(a: &MocapArgs) -> Result<String> {
     }
     let _ = write!(
         d,
-        " ! video/x-raw,format=RGB ! ikolcrop detector=blazepose max-people={} tracking=true \
+        " ! ikolcrop detector=blazepose max-people={} tracking=true \
          ! ikolbackbone model=blazepose flip-test={} body-model={bm} focal-length={} \
          principal-point={} \
          ! ikolsolver method=fit init=analytic body-model={bm}",

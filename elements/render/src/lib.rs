@@ -1,5 +1,5 @@
 //! ikol-render: a CPU rasteriser for body meshes, skeletons and boxes into packed RGB/RGBA/BGRx
-//! frames (the `ikoloverlay` element and the `ikol` command draw with it).
+//! frames and planar I420 ones (the `ikoloverlay` element and the `ikol` command draw with it).
 //!
 //! Triangles are projected with the pinhole model (OpenCV convention, camera frame x right, y
 //! down, z forward), culled when seen from behind (meshes that enclose a volume; open sheets
@@ -13,7 +13,8 @@
 
 pub mod image;
 
-use ikol_types::Intrinsics;
+use ikol_types::yuv::{YuvDecoder, YuvEncoder};
+use ikol_types::{Intrinsics, YuvMatrix};
 use std::ops::{Add, Mul};
 use wide::f32x4;
 
@@ -23,11 +24,15 @@ pub enum PixelFormat {
     Rgb,
     Rgba,
     Bgrx,
+    /// Planar YUV 4:2:0: the frame's `data` is the luma plane (see [`Frame::i420`]).
+    I420,
 }
 
 impl PixelFormat {
+    /// Bytes per pixel of `data` (the luma plane for I420).
     pub fn bytes_per_pixel(self) -> usize {
         match self {
+            PixelFormat::I420 => 1,
             PixelFormat::Rgb => 3,
             PixelFormat::Rgba | PixelFormat::Bgrx => 4,
         }
@@ -70,6 +75,8 @@ fn blend_pixel(px: &mut [u8], format: PixelFormat, rgb: [u8; 3], a: u32) {
         PixelFormat::Rgb => blend_as::<false, false>(px, rgb, a, true),
         PixelFormat::Rgba => blend_as::<false, true>(px, rgb, a, true),
         PixelFormat::Bgrx => blend_as::<true, false>(px, rgb, a, true),
+        // planar: [`Frame::blend`] blends its planes itself
+        PixelFormat::I420 => {}
     }
 }
 
@@ -97,17 +104,50 @@ fn fixed_alpha(alpha: f32) -> u32 {
     ((alpha * 256.0 + 0.5) as u32).min(256)
 }
 
-/// A mutable view of a packed frame.
+/// A mutable view of a packed frame, or of an I420 frame's three planes.
 #[derive(Debug)]
 pub struct Frame<'a> {
+    /// The packed pixels, or the luma plane.
     pub data: &'a mut [u8],
     pub width: usize,
     pub height: usize,
     pub stride: usize,
     pub format: PixelFormat,
+    chroma: Option<Chroma<'a>>,
+}
+
+/// The chroma planes of an I420 frame (half resolution, rounded up) and its colorimetry.
+#[derive(Debug)]
+struct Chroma<'a> {
+    u: &'a mut [u8],
+    v: &'a mut [u8],
+    stride: usize,
+    encoder: YuvEncoder,
+    decoder: YuvDecoder,
+}
+
+fn too_small(len: usize, width: usize, height: usize, stride: usize) -> RenderError {
+    RenderError::BufferTooSmall {
+        len,
+        width,
+        height,
+        stride,
+    }
+}
+
+/// Whether `len` bytes hold `height` rows of `stride` with `row` bytes used.
+fn holds(len: usize, height: usize, stride: usize, row: usize) -> bool {
+    stride >= row && (height == 0 || len >= stride * (height - 1) + row)
+}
+
+/// Rounds a blended 8-bit value.
+#[inline(always)]
+fn to_u8(v: f32) -> u8 {
+    (v + 0.5).clamp(0.0, 255.0) as u8
 }
 
 impl<'a> Frame<'a> {
+    /// A packed frame (`format` RGB, RGBA or BGRx).
     pub fn new(
         data: &'a mut [u8],
         width: usize,
@@ -115,18 +155,10 @@ impl<'a> Frame<'a> {
         stride: usize,
         format: PixelFormat,
     ) -> Result<Self, RenderError> {
-        let need = if height == 0 {
-            0
-        } else {
-            stride * (height - 1) + width * format.bytes_per_pixel()
-        };
-        if data.len() < need || stride < width * format.bytes_per_pixel() {
-            return Err(RenderError::BufferTooSmall {
-                len: data.len(),
-                width,
-                height,
-                stride,
-            });
+        if format == PixelFormat::I420
+            || !holds(data.len(), height, stride, width * format.bytes_per_pixel())
+        {
+            return Err(too_small(data.len(), width, height, stride));
         }
         Ok(Self {
             data,
@@ -134,6 +166,48 @@ impl<'a> Frame<'a> {
             height,
             stride,
             format,
+            chroma: None,
+        })
+    }
+
+    /// An I420 frame: luma `y` (`y_stride`), chroma `u` and `v` (`uv_stride`, half the width
+    /// and height rounded up), converted with `matrix`. Drawn colours are converted to YUV
+    /// ([`YuvMatrix::from_rgb`]); a mesh's chroma is the mean of the blended colours of each 2x2
+    /// block ([`Canvas::composite`]), a line's or label's is blended at the block's top-left
+    /// pixel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn i420(
+        y: &'a mut [u8],
+        u: &'a mut [u8],
+        v: &'a mut [u8],
+        width: usize,
+        height: usize,
+        y_stride: usize,
+        uv_stride: usize,
+        matrix: YuvMatrix,
+    ) -> Result<Self, RenderError> {
+        let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+        if !holds(y.len(), height, y_stride, width) {
+            return Err(too_small(y.len(), width, height, y_stride));
+        }
+        for plane in [&u, &v] {
+            if !holds(plane.len(), ch, uv_stride, cw) {
+                return Err(too_small(plane.len(), cw, ch, uv_stride));
+            }
+        }
+        Ok(Self {
+            data: y,
+            width,
+            height,
+            stride: y_stride,
+            format: PixelFormat::I420,
+            chroma: Some(Chroma {
+                u,
+                v,
+                stride: uv_stride,
+                encoder: matrix.encoder(),
+                decoder: matrix.decoder(),
+            }),
         })
     }
 
@@ -142,6 +216,23 @@ impl<'a> Frame<'a> {
     pub fn blend(&mut self, x: usize, y: usize, rgb: [u8; 3], alpha: f32) {
         let bpp = self.format.bytes_per_pixel();
         let o = y * self.stride + x * bpp;
+        if let Some(c) = self.chroma.as_mut() {
+            let a = alpha.clamp(0.0, 1.0);
+            if a.is_nan() {
+                return;
+            }
+            let [ly, lu, lv] = c.encoder.yuv(rgb);
+            let p = &mut self.data[o];
+            *p = to_u8(f32::from(*p) + a * (ly - f32::from(*p)));
+            if x % 2 == 0 && y % 2 == 0 {
+                let o = (y / 2) * c.stride + x / 2;
+                for (plane, target) in [(&mut *c.u, lu), (&mut *c.v, lv)] {
+                    let p = &mut plane[o];
+                    *p = to_u8(f32::from(*p) + a * (target - f32::from(*p)));
+                }
+            }
+            return;
+        }
         blend_pixel(
             &mut self.data[o..o + bpp],
             self.format,
@@ -150,9 +241,17 @@ impl<'a> Frame<'a> {
         );
     }
 
-    /// Reads pixel (x, y) as RGB.
+    /// Reads pixel (x, y) as RGB (I420: with the chroma of its 2x2 block).
     pub fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
         let o = y * self.stride + x * self.format.bytes_per_pixel();
+        if let Some(c) = self.chroma.as_ref() {
+            let co = (y / 2) * c.stride + x / 2;
+            let (l, u, v) = (self.data[o], c.u[co], c.v[co]);
+            return c
+                .decoder
+                .rgb(f32::from(l), f32::from(u), f32::from(v))
+                .map(to_u8);
+        }
         let p = &self.data[o..o + 3];
         match self.format {
             PixelFormat::Bgrx => [p[2], p[1], p[0]],
@@ -255,6 +354,8 @@ pub struct Canvas {
     order: Vec<[u32; 2]>,
     bands: Vec<u32>,
     sorted: Vec<u32>,
+    /// The layer's rows while compositing into I420 (scratch).
+    spans: Vec<(usize, std::ops::Range<usize>)>,
 }
 
 impl Canvas {
@@ -271,6 +372,7 @@ impl Canvas {
             order: Vec::new(),
             bands: Vec::new(),
             sorted: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -350,6 +452,7 @@ impl Canvas {
             PixelFormat::Rgb => self.composite_rows::<3, false, false>(frame, &alpha),
             PixelFormat::Rgba => self.composite_rows::<4, false, true>(frame, &alpha),
             PixelFormat::Bgrx => self.composite_rows::<4, true, false>(frame, &alpha),
+            PixelFormat::I420 => self.composite_i420(frame, &alpha),
         }
         self.opacities.clear();
         Ok(())
@@ -370,6 +473,74 @@ impl Canvas {
                 t.mesh = 0;
             }
         }
+    }
+
+    /// [`Canvas::composite`] into I420: luma blended per pixel; chroma per 2x2 block by the
+    /// mean of its four pixels' blends (what blending in RGB, then averaging each block's
+    /// chroma, gives: the conversion is affine).
+    fn composite_i420(&mut self, frame: &mut Frame<'_>, alpha: &[u32; 256]) {
+        let Some(c) = frame.chroma.as_mut() else {
+            return;
+        };
+        let w = self.width;
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.clear();
+        spans.extend(self.layer_rows.take());
+        let mut i = 0;
+        while i < spans.len() {
+            // The one or two rows of this chroma row.
+            let (y, ref first) = spans[i];
+            let second = spans
+                .get(i + 1)
+                .filter(|(y2, _)| y % 2 == 0 && *y2 == y + 1)
+                .map(|(_, r)| r.clone());
+            let (lo, hi) = match &second {
+                Some(r) => (first.start.min(r.start), first.end.max(r.end)),
+                None => (first.start, first.end),
+            };
+            let cy = y / 2;
+            let rows = [2 * cy, 2 * cy + 1];
+            for cx in lo / 2..hi.div_ceil(2) {
+                let (mut du, mut dv, mut any) = (0.0f32, 0.0f32, false);
+                let o = cy * c.stride + cx;
+                let (u0, v0) = (f32::from(c.u[o]), f32::from(c.v[o]));
+                for &ry in &rows {
+                    for rx in [2 * cx, 2 * cx + 1] {
+                        if ry >= self.height || rx >= w {
+                            continue;
+                        }
+                        let t = self.texels[ry * w + rx];
+                        if t.mesh == 0 {
+                            continue;
+                        }
+                        let a = alpha[usize::from(t.mesh)] as f32 / 256.0;
+                        let [_, tu, tv] = c.encoder.yuv(t.rgb);
+                        du += a * (tu - u0);
+                        dv += a * (tv - v0);
+                        any = true;
+                    }
+                }
+                if any {
+                    c.u[o] = to_u8(u0 + 0.25 * du);
+                    c.v[o] = to_u8(v0 + 0.25 * dv);
+                }
+            }
+            let n = if second.is_some() { 2 } else { 1 };
+            for (ry, r) in spans[i..i + n].iter().cloned() {
+                let texels = &mut self.texels[ry * w + r.start..ry * w + r.end];
+                let out = &mut frame.data[ry * frame.stride + r.start..][..r.len()];
+                for (t, p) in texels.iter_mut().zip(out.iter_mut()) {
+                    if t.mesh != 0 {
+                        let a = alpha[usize::from(t.mesh)];
+                        let ly = to_u8(c.encoder.yuv(t.rgb)[0]);
+                        *p = blend_channel(*p, ly, a);
+                        t.mesh = 0;
+                    }
+                }
+            }
+            i += n;
+        }
+        self.spans = spans;
     }
 
     /// The rasteriser behind both `add_mesh`es: `color(face, barycentric weights)` gives the
@@ -958,6 +1129,7 @@ mod tests {
                     }
                     PixelFormat::Bgrx => assert_eq!(px[3], (i % 256) as u8),
                     PixelFormat::Rgb => {}
+                    PixelFormat::I420 => unreachable!("packed formats only"),
                 }
             }
             pictures.push(rgb);
@@ -970,6 +1142,105 @@ mod tests {
         assert!(covered > 50, "{covered} pixels drawn");
         assert_eq!(pictures[0], pictures[1]);
         assert_eq!(pictures[0], pictures[2]);
+    }
+
+    /// An I420 frame gets what drawing in RGB and then converting gives: the standards' luma
+    /// of each pixel, each 2x2 block's chroma the mean of its four pixels' (the reference is
+    /// written here from BT.709's equations, not from `ikol_types::yuv`); opaque lines and
+    /// boxes give their colour's chroma at the blocks whose top-left pixel they cover.
+    #[test]
+    fn i420_frames_get_the_rgb_picture_converted() {
+        let (v, f) = square(0.13, 2.0, 0.03);
+        let style = MeshStyle {
+            opacity: 0.7,
+            ..MeshStyle::default()
+        };
+        let (w, h) = (64usize, 64usize);
+        let bg =
+            |x: usize, y: usize| [(x * 3 + 20) as u8, (y * 3 + 30) as u8, ((x + y) + 60) as u8];
+        // BT.709 limited range from the equations.
+        let yuv = |c: [u8; 3]| -> [f64; 3] {
+            let [r, g, b] = c.map(f64::from);
+            let (kr, kb) = (0.2126, 0.0722);
+            let yp = kr * r + (1.0 - kr - kb) * g + kb * b;
+            [
+                16.0 + 219.0 / 255.0 * yp,
+                128.0 + 224.0 / 255.0 * (b - yp) / (2.0 * (1.0 - kb)),
+                128.0 + 224.0 / 255.0 * (r - yp) / (2.0 * (1.0 - kr)),
+            ]
+        };
+        // I420 of an RGB picture: luma per pixel, chroma the block mean.
+        let to_i420 = |rgb: &dyn Fn(usize, usize) -> [u8; 3]| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+            let y = (0..w * h).map(|i| yuv(rgb(i % w, i / w))[0]).collect();
+            let block = |c: usize| {
+                (0..w * h / 4)
+                    .map(|i| {
+                        let (bx, by) = (i % (w / 2), i / (w / 2));
+                        [(0, 0), (1, 0), (0, 1), (1, 1)]
+                            .iter()
+                            .map(|(dx, dy)| yuv(rgb(2 * bx + dx, 2 * by + dy))[c])
+                            .sum::<f64>()
+                            / 4.0
+                    })
+                    .collect::<Vec<f64>>()
+            };
+            (y, block(1), block(2))
+        };
+        let line = ([5.0f32, 40.0], [60.0, 46.0], [255u8, 200, 0]);
+        // RGB: the picture, then the reference conversion of it.
+        let mut rgb: Vec<u8> = (0..w * h).flat_map(|i| bg(i % w, i / w)).collect();
+        let mut frame = Frame::new(&mut rgb, w, h, 3 * w, PixelFormat::Rgb).unwrap();
+        let mut canvas = Canvas::new(w, h);
+        canvas.add_mesh(&k(), &v, &f, &style).unwrap();
+        canvas.composite(&mut frame).unwrap();
+        draw_line(&mut frame, line.0, line.1, 3.0, line.2);
+        let (ry, ru, rv) = to_i420(&|x, y| frame.rgb(x, y));
+        // I420: the background converted (rounded), then the same drawing.
+        let (by, bu, bv) = to_i420(&|x, y| bg(x, y));
+        let round = |p: &[f64]| p.iter().map(|v| (v + 0.5) as u8).collect::<Vec<u8>>();
+        let (mut py, mut pu, mut pv) = (round(&by), round(&bu), round(&bv));
+        let mut frame =
+            Frame::i420(&mut py, &mut pu, &mut pv, w, h, w, w / 2, YuvMatrix::BT709).unwrap();
+        canvas.clear();
+        canvas.add_mesh(&k(), &v, &f, &style).unwrap();
+        canvas.composite(&mut frame).unwrap();
+        draw_line(&mut frame, line.0, line.1, 3.0, line.2);
+        let on_line = |x: usize, y: usize| rgb[3 * (y * w + x)..3 * (y * w + x) + 3] == line.2;
+        let mut drawn = 0;
+        for i in 0..w * h {
+            assert!(
+                (f64::from(py[i]) - ry[i]).abs() <= 1.5,
+                "luma at {i}: {} vs {}",
+                py[i],
+                ry[i]
+            );
+        }
+        for i in 0..w * h / 4 {
+            let (bx, by) = (i % (w / 2), i / (w / 2));
+            let corner = on_line(2 * bx, 2 * by);
+            let block_on_line = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                .iter()
+                .any(|(dx, dy)| on_line(2 * bx + dx, 2 * by + dy));
+            let (u, v) = (f64::from(pu[i]), f64::from(pv[i]));
+            if corner {
+                let [_, lu, lv] = yuv(line.2);
+                assert!(
+                    (u - lu).abs() <= 1.5 && (v - lv).abs() <= 1.5,
+                    "line block {i}"
+                );
+            } else if !block_on_line {
+                assert!(
+                    (u - ru[i]).abs() <= 1.5 && (v - rv[i]).abs() <= 1.5,
+                    "chroma block {i}: ({u}, {v}) vs ({}, {})",
+                    ru[i],
+                    rv[i]
+                );
+                if (ru[i] - bu[i]).abs() > 3.0 {
+                    drawn += 1;
+                }
+            }
+        }
+        assert!(drawn > 30, "{drawn} blocks changed by the mesh");
     }
 
     #[test]

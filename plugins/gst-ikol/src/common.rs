@@ -1,6 +1,7 @@
 //! What every ikol element shares: pad templates and reading the frame meta of a buffer.
 
 use gst_video::VideoFormat;
+use gst_video::prelude::*;
 
 /// Sink and src "always" templates with `caps`.
 pub fn templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
@@ -170,9 +171,9 @@ pub const FRONT_END_FORMATS: [VideoFormat; 2] = [VideoFormat::I420, VideoFormat:
 
 /// The YUV -> RGB conversion of `info`'s colorimetry: its matrix (unknown ones as GStreamer
 /// defaults them: BT.709 above 576 rows, BT.601 up to it) and range (unknown = limited).
-fn yuv_to_rgb(info: &gst_video::VideoInfo) -> ikol_detect::YuvMatrix {
+pub fn yuv_matrix(info: &gst_video::VideoInfo) -> ikol_types::YuvMatrix {
     use gst_video::{VideoColorMatrix as M, VideoColorRange as R};
-    use ikol_detect::YuvMatrix;
+    use ikol_types::YuvMatrix;
     let c = info.colorimetry();
     let m = match c.matrix() {
         M::Bt601 => YuvMatrix::BT601,
@@ -200,7 +201,14 @@ pub fn front_end_frame<'b>(
             .plane_data(i)
             .map_err(|_| format!("{element}: cannot read plane {i} of the video frame"))
     };
-    let stride = |i: usize| usize::try_from(info.stride()[i]).unwrap_or(0);
+    // The frame's own strides (a decoder's pool may pad its rows), not the caps' defaults.
+    let strides = frame.plane_stride();
+    let stride = |i: usize| {
+        strides
+            .get(i)
+            .and_then(|&s| usize::try_from(s).ok())
+            .unwrap_or(0)
+    };
     let (width, height) = (info.width() as usize, info.height() as usize);
     match info.format() {
         VideoFormat::Rgb => Ok(ikol_detect::Frame::Rgb(ikol_detect::RgbImage {
@@ -210,6 +218,13 @@ pub fn front_end_frame<'b>(
             stride: stride(0),
         })),
         VideoFormat::I420 => {
+            if stride(1) != stride(2) {
+                return Err(format!(
+                    "{element}: I420 chroma planes with different strides ({} and {})",
+                    stride(1),
+                    stride(2)
+                ));
+            }
             let site = info.chroma_site();
             Ok(ikol_detect::Frame::I420(ikol_detect::I420Image {
                 y: plane(0)?,
@@ -221,7 +236,7 @@ pub fn front_end_frame<'b>(
                 height,
                 x0: 0,
                 y0: 0,
-                colour: yuv_to_rgb(info),
+                colour: yuv_matrix(info),
                 h_cosited: site.contains(gst_video::VideoChromaSite::H_COSITED),
                 v_cosited: site.contains(gst_video::VideoChromaSite::V_COSITED),
             }))

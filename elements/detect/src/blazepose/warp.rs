@@ -326,26 +326,33 @@ fn warp_i420(
     let (ys, us) = (img.y_stride, img.uv_stride);
     let decoder = img.colour.decoder();
     let luma = &img.y[img.y0 * ys + img.x0..];
-    // Chroma sample c of the planes sits at luma 2c (co-sited) or 2c + 1/2 (centred); the view
-    // covers chroma columns x0/2 ..= (x0 + width - 1)/2 and rows likewise.
-    let (cx_lo, cx_hi) = ((img.x0 / 2) as f32, ((img.x0 + img.width - 1) / 2) as f32);
-    let (cy_lo, cy_hi) = ((img.y0 / 2) as f32, ((img.y0 + img.height - 1) / 2) as f32);
-    let off_x = img.x0 as f32 * 0.5 - if img.h_cosited { 0.0 } else { 0.25 };
-    let off_y = img.y0 as f32 * 0.5 - if img.v_cosited { 0.0 } else { 0.25 };
-    let chroma = |x: f32, y: f32| -> (f32, f32) {
-        let cx = (x * 0.5 + off_x).clamp(cx_lo, cx_hi);
-        let cy = (y * 0.5 + off_y).clamp(cy_lo, cy_hi);
-        let (c0, r0) = (cx as usize, cy as usize); // non-negative: floor
-        let (tx, ty) = (cx - c0 as f32, cy - r0 as f32);
-        let c1 = (c0 + 1).min(cx_hi as usize);
-        let r1 = (r0 + 1).min(cy_hi as usize);
-        let sample = |p: &[u8]| {
-            let (a, b) = (f32::from(p[r0 * us + c0]), f32::from(p[r0 * us + c1]));
-            let (c, d) = (f32::from(p[r1 * us + c0]), f32::from(p[r1 * us + c1]));
-            let top = a + tx * (b - a);
-            top + ty * (c + tx * (d - c) - top)
-        };
-        (sample(img.u), sample(img.v))
+    // Chroma sample c of the planes sits at luma 2c (co-sited) or 2c + 1/2 (centred), so a
+    // point at luma x (in 1/32 pixels of the view, `fx`) is at chroma fx + 32 x0 (- 16 when
+    // centred) in 1/64 samples; the view covers chroma x0/2 ..= (x0 + width - 1)/2, rows alike.
+    let shift = |origin: usize, cosited: bool| 32 * origin as i64 - if cosited { 0 } else { 16 };
+    let (shift_x, shift_y) = (shift(img.x0, img.h_cosited), shift(img.y0, img.v_cosited));
+    let range = |origin: usize, len: usize| (origin / 2, (origin + len - 1) / 2);
+    let ((cx_lo, cx_hi), (cy_lo, cy_hi)) = (range(img.x0, img.width), range(img.y0, img.height));
+    // Bilinear U and V at a point, both x 4096.
+    let chroma = |fx: i32, fy: i32| -> (u32, u32) {
+        let cx = (i64::from(fx) + shift_x).clamp(64 * cx_lo as i64, 64 * cx_hi as i64);
+        let cy = (i64::from(fy) + shift_y).clamp(64 * cy_lo as i64, 64 * cy_hi as i64);
+        let (c0, tx) = ((cx >> 6) as usize, (cx & 63) as u32);
+        let (r0, ty) = ((cy >> 6) as usize, (cy & 63) as u32);
+        let (c1, r1) = ((c0 + 1).min(cx_hi), (r0 + 1).min(cy_hi));
+        let w = [
+            (64 - tx) * (64 - ty),
+            tx * (64 - ty),
+            (64 - tx) * ty,
+            tx * ty,
+        ];
+        let o = [r0 * us + c0, r0 * us + c1, r1 * us + c0, r1 * us + c1];
+        let (mut u, mut v) = (0u32, 0u32);
+        for k in 0..4 {
+            u += w[k] * u32::from(img.u[o[k]]);
+            v += w[k] * u32::from(img.v[o[k]]);
+        }
+        (u, v)
     };
     let mut out = vec![0u8; out_w * out_h * 3];
     let mut pos = vec![(0i32, 0i32); out_w];
@@ -398,8 +405,12 @@ fn warp_i420(
             }
             // Outside taps of a zero border are black in RGB, so the converted colour is
             // scaled by the weight inside (the conversion is affine).
-            let (u, v) = chroma(fx as f32 / TAB as f32, fy as f32 / TAB as f32);
-            let rgb = decoder.rgb(acc as f32 / weight as f32, u, v);
+            let (u, v) = chroma(fx, fy);
+            let rgb = decoder.rgb(
+                acc as f32 / weight as f32,
+                u as f32 * (1.0 / 4096.0),
+                v as f32 * (1.0 / 4096.0),
+            );
             let scale = weight as f32 / 32768.0;
             for c in 0..3 {
                 dst[c] = (rgb[c] * scale + 0.5).clamp(0.0, 255.0) as u8;
