@@ -543,7 +543,7 @@ fn detector_input_of_640x480() {
         height: 480,
         stride,
     };
-    let t = detector_input(&img).unwrap();
+    let t = detector_input(img).unwrap();
     assert_eq!(t.shape(), [1, 224, 224, 3]);
     assert_eq!(t.data.len(), 224 * 224 * 3);
     assert_eq!(t.padding, [0.0, 0.125, 0.0, 0.125]);
@@ -590,7 +590,7 @@ fn landmark_input_of_a_rotated_roi() {
         h: 256.0,
         rotation: FRAC_PI_2,
     };
-    let t = landmark_input(&img, &roi).unwrap();
+    let t = landmark_input(img, &roi).unwrap();
     assert_eq!(t.shape(), [1, 256, 256, 3]);
     assert_eq!(t.padding, [0.0; 4]);
     let at = |i: usize, j: usize| &t.data[3 * (j * 256 + i)..3 * (j * 256 + i) + 3];
@@ -614,7 +614,7 @@ fn landmark_input_of_a_rotated_roi() {
         h: 256.0,
         rotation: 0.0,
     };
-    let t = landmark_input(&g, &off).unwrap();
+    let t = landmark_input(g, &off).unwrap();
     // crop (0, 0) -> frame (-128, -128): clamped to pixel (0, 0) = (0, 0, 0); crop (130, 2) ->
     // frame (2, -126) -> pixel (2, 0) = (2, 0, 2)
     assert_eq!(&t.data[0..3], &[0.0, 0.0, 0.0]);
@@ -629,7 +629,7 @@ fn landmark_input_of_a_rotated_roi() {
         height: 30,
         stride: gs,
     };
-    assert!(landmark_input(&bad, &off).is_err());
+    assert!(landmark_input(bad, &off).is_err());
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -949,35 +949,62 @@ fn i420_warp_matches_the_closed_form() {
             yp + 2.0 * (1.0 - kb) * cb,
         ]
     };
+    // (matrix, its constants, chroma co-sited horizontally, vertically, view origin, view
+    // size less than the planes')
     let cases = [
         (
             YuvMatrix::BT709,
             (0.2126, 0.0722, false),
             true,
+            false,
             (0usize, 0usize),
+            (4usize, 4usize),
         ),
-        (YuvMatrix::BT601.full(), (0.299, 0.114, true), false, (0, 0)),
-        (YuvMatrix::BT709, (0.2126, 0.0722, false), false, (7, 5)),
+        (
+            YuvMatrix::BT601.full(),
+            (0.299, 0.114, true),
+            false,
+            false,
+            (0, 0),
+            (4, 4),
+        ),
+        (
+            YuvMatrix::BT709,
+            (0.2126, 0.0722, false),
+            false,
+            false,
+            (7, 5),
+            (4, 4),
+        ),
+        // co-sited both ways (DV-style), an odd-sized view at an odd origin
+        (
+            YuvMatrix::BT709,
+            (0.2126, 0.0722, false),
+            true,
+            true,
+            (3, 1),
+            (6, 8),
+        ),
     ];
     // a slight rotation and scale, inside the view
     let map = Affine2 {
         m: [[0.9, 0.12, 10.3], [-0.1, 0.95, 12.7]],
     };
     let mut checked = 0;
-    for (colour, m, cosited, (x0, y0)) in cases {
+    for (colour, m, cosited, v_cosited, (x0, y0), (less_w, less_h)) in cases {
         let img = I420Image {
             y: &y,
             u: &u,
             v: &v,
             y_stride: w,
             uv_stride: cw,
-            width: w - x0 - 4,
-            height: h - y0 - 4,
+            width: w - x0 - less_w,
+            height: h - y0 - less_h,
             x0,
             y0,
             colour,
             h_cosited: cosited,
-            v_cosited: false,
+            v_cosited,
         };
         let (ow, oh) = (40, 36);
         let out = warp_frame(&Frame::I420(img), &map, ow, oh, BorderMode::Replicate).unwrap();
@@ -986,7 +1013,7 @@ fn i420_warp_matches_the_closed_form() {
                 let [sx, sy] = map.apply([i as f64, j as f64]);
                 let (ax, ay) = (sx + x0 as f64, sy + y0 as f64);
                 let cx = ax / 2.0 - if cosited { 0.0 } else { 0.25 };
-                let cy = ay / 2.0 - 0.25;
+                let cy = ay / 2.0 - if v_cosited { 0.0 } else { 0.25 };
                 let want = convert(m, 20.0 + ax + ay, 30.0 + 4.0 * cx, 50.0 + 4.0 * cy);
                 for c in 0..3 {
                     let got = f64::from(out[3 * (j * ow + i) + c]);
@@ -1000,7 +1027,7 @@ fn i420_warp_matches_the_closed_form() {
             }
         }
     }
-    assert_eq!(checked, 3 * 40 * 36);
+    assert_eq!(checked, 4 * 40 * 36);
     // Borders: far outside, zero gives black and replicate the nearest edge pixel's colour.
     let img = I420Image {
         y: &y,

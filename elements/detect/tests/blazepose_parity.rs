@@ -161,13 +161,13 @@ fn run_frames(dir: &Path) -> Result<Vec<Frame>> {
             height,
             stride: 3 * width,
         };
-        let dets = detector.detect_poses(&image)?;
+        let dets = detector.detect_poses(image)?;
         let (det, roi) = dets
             .into_iter()
             .next()
             .with_context(|| format!("{name}: no person detected"))?;
         let pose = landmarker
-            .landmarks(&image, &roi)?
+            .landmarks(image, &roi)?
             .with_context(|| format!("{name}: the landmark model found no pose"))?;
         out.push(Frame {
             name,
@@ -290,7 +290,7 @@ fn blazepose_matches_mediapipe_on_real_frames() -> Result<()> {
             ..f.roi
         };
         let moved = landmarker
-            .landmarks(&f.image(), &shifted)?
+            .landmarks(f.image(), &shifted)?
             .context("no pose in the shifted ROI")?;
         let d = moved
             .landmarks
@@ -488,10 +488,10 @@ fn flip_test_is_the_mean_with_the_mirrored_frame() -> Result<()> {
             ..f.roi
         };
         let m = plain
-            .landmarks(&image, &roi)?
+            .landmarks(image, &roi)?
             .with_context(|| format!("{}: no pose in the mirrored frame", f.name))?;
         let both = flipped
-            .landmarks(&f.image(), &f.roi)?
+            .landmarks(f.image(), &f.roi)?
             .with_context(|| format!("{}: no pose with the flip test", f.name))?;
         // Landmark i of the mirrored frame is landmark mirror(i) of the frame.
         let mut lm = m.landmarks.clone();

@@ -57,6 +57,8 @@ pub enum RenderError {
     },
     #[error("{colors} vertex colours for {vertices} vertices")]
     ColorCount { colors: usize, vertices: usize },
+    #[error("{0:?} is a planar format: make the frame with Frame::i420")]
+    Planar(PixelFormat),
     #[error("more than 255 meshes added to a canvas without compositing")]
     TooManyMeshes,
     #[error("canvas of {}x{} for a {}x{} frame", canvas.0, canvas.1, frame.0, frame.1)]
@@ -112,7 +114,8 @@ pub struct Frame<'a> {
     pub width: usize,
     pub height: usize,
     pub stride: usize,
-    pub format: PixelFormat,
+    /// Set by the constructors only: it decides how `data` (and the chroma planes) are read.
+    format: PixelFormat,
     chroma: Option<Chroma<'a>>,
 }
 
@@ -211,6 +214,11 @@ impl<'a> Frame<'a> {
         })
     }
 
+    /// The pixel layout.
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+
     /// Blends `rgb` over pixel (x, y) with opacity `alpha` in [0, 1].
     #[inline]
     pub fn blend(&mut self, x: usize, y: usize, rgb: [u8; 3], alpha: f32) {
@@ -224,7 +232,7 @@ impl<'a> Frame<'a> {
             let [ly, lu, lv] = c.encoder.yuv(rgb);
             let p = &mut self.data[o];
             *p = to_u8(f32::from(*p) + a * (ly - f32::from(*p)));
-            if x % 2 == 0 && y % 2 == 0 {
+            if x.is_multiple_of(2) && y.is_multiple_of(2) {
                 let o = (y / 2) * c.stride + x / 2;
                 for (plane, target) in [(&mut *c.u, lu), (&mut *c.v, lv)] {
                     let p = &mut plane[o];
@@ -492,7 +500,7 @@ impl Canvas {
             let (y, ref first) = spans[i];
             let second = spans
                 .get(i + 1)
-                .filter(|(y2, _)| y % 2 == 0 && *y2 == y + 1)
+                .filter(|(y2, _)| y.is_multiple_of(2) && *y2 == y + 1)
                 .map(|(_, r)| r.clone());
             let (lo, hi) = match &second {
                 Some(r) => (first.start.min(r.start), first.end.max(r.end)),
@@ -500,7 +508,12 @@ impl Canvas {
             };
             let cy = y / 2;
             let rows = [2 * cy, 2 * cy + 1];
+            // Pixels of a block inside the frame (fewer in the last column or row of an odd
+            // size): each block's chroma is the mean over those.
+            let block_rows = if 2 * cy + 1 < self.height { 2 } else { 1 };
             for cx in lo / 2..hi.div_ceil(2) {
+                let block_cols = if 2 * cx + 1 < w { 2 } else { 1 };
+                let share = 1.0 / (block_rows * block_cols) as f32;
                 let (mut du, mut dv, mut any) = (0.0f32, 0.0f32, false);
                 let o = cy * c.stride + cx;
                 let (u0, v0) = (f32::from(c.u[o]), f32::from(c.v[o]));
@@ -521,8 +534,8 @@ impl Canvas {
                     }
                 }
                 if any {
-                    c.u[o] = to_u8(u0 + 0.25 * du);
-                    c.v[o] = to_u8(v0 + 0.25 * dv);
+                    c.u[o] = to_u8(u0 + share * du);
+                    c.v[o] = to_u8(v0 + share * dv);
                 }
             }
             let n = if second.is_some() { 2 } else { 1 };
@@ -1150,14 +1163,18 @@ mod tests {
     /// boxes give their colour's chroma at the blocks whose top-left pixel they cover.
     #[test]
     fn i420_frames_get_the_rgb_picture_converted() {
-        let (v, f) = square(0.13, 2.0, 0.03);
+        // A small square in the middle and a large one over the bottom-right corner (so the
+        // last column and row of an odd size are drawn: their blocks have 2 or 1 pixels).
+        let (mut v, mut f) = square(0.13, 2.0, 0.03);
+        let (mut v2, f2) = square(0.3, 2.0, 0.5);
+        v2.iter_mut().for_each(|p| p[1] += 0.5);
+        let n = v.len() as u32;
+        v.extend(v2);
+        f.extend(f2.iter().map(|t| t.map(|i| i + n)));
         let style = MeshStyle {
             opacity: 0.7,
             ..MeshStyle::default()
         };
-        let (w, h) = (64usize, 64usize);
-        let bg =
-            |x: usize, y: usize| [(x * 3 + 20) as u8, (y * 3 + 30) as u8, ((x + y) + 60) as u8];
         // BT.709 limited range from the equations.
         let yuv = |c: [u8; 3]| -> [f64; 3] {
             let [r, g, b] = c.map(f64::from);
@@ -1169,78 +1186,89 @@ mod tests {
                 128.0 + 224.0 / 255.0 * (r - yp) / (2.0 * (1.0 - kr)),
             ]
         };
-        // I420 of an RGB picture: luma per pixel, chroma the block mean.
-        let to_i420 = |rgb: &dyn Fn(usize, usize) -> [u8; 3]| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-            let y = (0..w * h).map(|i| yuv(rgb(i % w, i / w))[0]).collect();
-            let block = |c: usize| {
-                (0..w * h / 4)
-                    .map(|i| {
-                        let (bx, by) = (i % (w / 2), i / (w / 2));
-                        [(0, 0), (1, 0), (0, 1), (1, 1)]
-                            .iter()
-                            .map(|(dx, dy)| yuv(rgb(2 * bx + dx, 2 * by + dy))[c])
-                            .sum::<f64>()
-                            / 4.0
-                    })
-                    .collect::<Vec<f64>>()
+        for (w, h) in [(64usize, 64usize), (63, 61)] {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let bg =
+                |x: usize, y: usize| [(x * 3 + 20) as u8, (y * 3 + 30) as u8, ((x + y) + 60) as u8];
+            // The pixels of chroma block i inside the frame.
+            let block_pixels = |i: usize| {
+                let (bx, by) = (i % cw, i / cw);
+                [(0, 0), (1, 0), (0, 1), (1, 1)]
+                    .into_iter()
+                    .map(move |(dx, dy)| (2 * bx + dx, 2 * by + dy))
+                    .filter(move |&(x, y)| x < w && y < h)
             };
-            (y, block(1), block(2))
-        };
-        let line = ([5.0f32, 40.0], [60.0, 46.0], [255u8, 200, 0]);
-        // RGB: the picture, then the reference conversion of it.
-        let mut rgb: Vec<u8> = (0..w * h).flat_map(|i| bg(i % w, i / w)).collect();
-        let mut frame = Frame::new(&mut rgb, w, h, 3 * w, PixelFormat::Rgb).unwrap();
-        let mut canvas = Canvas::new(w, h);
-        canvas.add_mesh(&k(), &v, &f, &style).unwrap();
-        canvas.composite(&mut frame).unwrap();
-        draw_line(&mut frame, line.0, line.1, 3.0, line.2);
-        let (ry, ru, rv) = to_i420(&|x, y| frame.rgb(x, y));
-        // I420: the background converted (rounded), then the same drawing.
-        let (by, bu, bv) = to_i420(&|x, y| bg(x, y));
-        let round = |p: &[f64]| p.iter().map(|v| (v + 0.5) as u8).collect::<Vec<u8>>();
-        let (mut py, mut pu, mut pv) = (round(&by), round(&bu), round(&bv));
-        let mut frame =
-            Frame::i420(&mut py, &mut pu, &mut pv, w, h, w, w / 2, YuvMatrix::BT709).unwrap();
-        canvas.clear();
-        canvas.add_mesh(&k(), &v, &f, &style).unwrap();
-        canvas.composite(&mut frame).unwrap();
-        draw_line(&mut frame, line.0, line.1, 3.0, line.2);
-        let on_line = |x: usize, y: usize| rgb[3 * (y * w + x)..3 * (y * w + x) + 3] == line.2;
-        let mut drawn = 0;
-        for i in 0..w * h {
-            assert!(
-                (f64::from(py[i]) - ry[i]).abs() <= 1.5,
-                "luma at {i}: {} vs {}",
-                py[i],
-                ry[i]
-            );
-        }
-        for i in 0..w * h / 4 {
-            let (bx, by) = (i % (w / 2), i / (w / 2));
-            let corner = on_line(2 * bx, 2 * by);
-            let block_on_line = [(0, 0), (1, 0), (0, 1), (1, 1)]
-                .iter()
-                .any(|(dx, dy)| on_line(2 * bx + dx, 2 * by + dy));
-            let (u, v) = (f64::from(pu[i]), f64::from(pv[i]));
-            if corner {
-                let [_, lu, lv] = yuv(line.2);
+            // I420 of an RGB picture: luma per pixel, chroma the block mean.
+            let to_i420 = |rgb: &dyn Fn(usize, usize) -> [u8; 3]| {
+                let y: Vec<f64> = (0..w * h).map(|i| yuv(rgb(i % w, i / w))[0]).collect();
+                let block = |c: usize| {
+                    (0..cw * ch)
+                        .map(|i| {
+                            let px: Vec<_> = block_pixels(i).collect();
+                            px.iter().map(|&(x, y)| yuv(rgb(x, y))[c]).sum::<f64>()
+                                / px.len() as f64
+                        })
+                        .collect::<Vec<f64>>()
+                };
+                (y, block(1), block(2))
+            };
+            let line = ([5.0f32, 40.0], [60.0, 46.0], [255u8, 200, 0]);
+            // RGB: the picture, then the reference conversion of it.
+            let mut rgb: Vec<u8> = (0..w * h).flat_map(|i| bg(i % w, i / w)).collect();
+            let mut frame = Frame::new(&mut rgb, w, h, 3 * w, PixelFormat::Rgb).unwrap();
+            let mut canvas = Canvas::new(w, h);
+            canvas.add_mesh(&k(), &v, &f, &style).unwrap();
+            canvas.composite(&mut frame).unwrap();
+            draw_line(&mut frame, line.0, line.1, 3.0, line.2);
+            let (ry, ru, rv) = to_i420(&|x, y| frame.rgb(x, y));
+            // I420: the background converted (rounded), then the same drawing.
+            let (by, bu, bv) = to_i420(&|x, y| bg(x, y));
+            let round = |p: &[f64]| p.iter().map(|v| (v + 0.5) as u8).collect::<Vec<u8>>();
+            let (mut py, mut pu, mut pv) = (round(&by), round(&bu), round(&bv));
+            let mut frame =
+                Frame::i420(&mut py, &mut pu, &mut pv, w, h, w, cw, YuvMatrix::BT709).unwrap();
+            canvas.clear();
+            canvas.add_mesh(&k(), &v, &f, &style).unwrap();
+            canvas.composite(&mut frame).unwrap();
+            draw_line(&mut frame, line.0, line.1, 3.0, line.2);
+            let on_line =
+                |(x, y): (usize, usize)| rgb[3 * (y * w + x)..3 * (y * w + x) + 3] == line.2;
+            for i in 0..w * h {
                 assert!(
-                    (u - lu).abs() <= 1.5 && (v - lv).abs() <= 1.5,
-                    "line block {i}"
+                    (f64::from(py[i]) - ry[i]).abs() <= 1.5,
+                    "{w}x{h} luma at {i}: {} vs {}",
+                    py[i],
+                    ry[i]
                 );
-            } else if !block_on_line {
-                assert!(
-                    (u - ru[i]).abs() <= 1.5 && (v - rv[i]).abs() <= 1.5,
-                    "chroma block {i}: ({u}, {v}) vs ({}, {})",
-                    ru[i],
-                    rv[i]
-                );
-                if (ru[i] - bu[i]).abs() > 3.0 {
-                    drawn += 1;
+            }
+            let (mut drawn, mut edge) = (0, 0);
+            for i in 0..cw * ch {
+                let corner = on_line((2 * (i % cw), 2 * (i / cw)));
+                let (u, v) = (f64::from(pu[i]), f64::from(pv[i]));
+                if corner {
+                    let [_, lu, lv] = yuv(line.2);
+                    assert!(
+                        (u - lu).abs() <= 1.5 && (v - lv).abs() <= 1.5,
+                        "line block {i}"
+                    );
+                } else if !block_pixels(i).any(on_line) {
+                    assert!(
+                        (u - ru[i]).abs() <= 1.5 && (v - rv[i]).abs() <= 1.5,
+                        "{w}x{h} chroma block {i}: ({u}, {v}) vs ({}, {})",
+                        ru[i],
+                        rv[i]
+                    );
+                    if (ru[i] - bu[i]).abs() > 3.0 {
+                        drawn += 1;
+                        edge += usize::from(block_pixels(i).count() < 4);
+                    }
                 }
             }
+            assert!(drawn > 30, "{w}x{h}: {drawn} blocks changed by the mesh");
+            if w % 2 == 1 {
+                assert!(edge > 5, "{w}x{h}: {edge} part blocks changed by the mesh");
+            }
         }
-        assert!(drawn > 30, "{drawn} blocks changed by the mesh");
     }
 
     #[test]

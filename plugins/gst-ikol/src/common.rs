@@ -169,20 +169,19 @@ pub fn frame_size(caps: &gst::CapsRef) -> Option<(u32, u32)> {
 /// as decoders give it (converted only where the networks sample it, see `ikol_detect::frame`).
 pub const FRONT_END_FORMATS: [VideoFormat; 2] = [VideoFormat::I420, VideoFormat::Rgb];
 
-/// The YUV -> RGB conversion of `info`'s colorimetry: its matrix (unknown ones as GStreamer
-/// defaults them: BT.709 above 576 rows, BT.601 up to it) and range (unknown = limited).
+/// The YUV <-> RGB matrix of `info`'s colorimetry (its Kr and Kb as GStreamer tabulates them;
+/// BT.601 for a matrix without them, e.g. RGB) and range (full only when the caps say 0-255).
 pub fn yuv_matrix(info: &gst_video::VideoInfo) -> ikol_types::YuvMatrix {
-    use gst_video::{VideoColorMatrix as M, VideoColorRange as R};
-    use ikol_types::YuvMatrix;
     let c = info.colorimetry();
-    let m = match c.matrix() {
-        M::Bt601 => YuvMatrix::BT601,
-        M::Bt709 => YuvMatrix::BT709,
-        M::Bt2020 => YuvMatrix::BT2020,
-        _ if info.height() > 576 => YuvMatrix::BT709,
-        _ => YuvMatrix::BT601,
+    let m = match c.matrix().kr_kb() {
+        Ok((kr, kb)) => ikol_types::YuvMatrix {
+            kr: kr as f32,
+            kb: kb as f32,
+            full_range: false,
+        },
+        Err(_) => ikol_types::YuvMatrix::BT601,
     };
-    if c.range() == R::Range0_255 {
+    if c.range() == gst_video::VideoColorRange::Range0_255 {
         m.full()
     } else {
         m

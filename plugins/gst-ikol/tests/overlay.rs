@@ -510,30 +510,36 @@ fn zero_people_leaves_the_frame_untouched() -> Result<()> {
     Ok(())
 }
 
-/// The overlay answers upstream's allocation query itself (video meta, drawn in place) and does
-/// not pass it on: an encoder's answer made the decoder renegotiate its pool on every frame.
+/// The overlay passes upstream's allocation query on and hands back downstream's metas but
+/// none of its pools (an encoder's pool made the decoder renegotiate on every frame).
 #[test]
-fn allocation_queries_stop_at_the_overlay() -> Result<()> {
+fn allocation_answers_keep_downstream_metas_but_no_pool() -> Result<()> {
     init();
     let mut h = Harness::new("ikoloverlay");
     let i420 = caps(Fmt::Rgb).replace("RGB", "I420");
     h.set_src_caps_str(&i420);
     let el = h.element().context("element")?;
+    // Downstream (an encoder, say) answers with video meta and a pool of its own.
     let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = std::sync::Arc::clone(&forwarded);
-    el.static_pad("src")
-        .context("src pad")?
-        .add_probe(gst::PadProbeType::QUERY_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Query(q)) = &info.data {
-                if q.type_() == gst::QueryType::Allocation {
-                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
+    el.static_pad("src").context("src pad")?.add_probe(
+        gst::PadProbeType::QUERY_DOWNSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Query(q)) = &mut info.data
+                && let gst::QueryViewMut::Allocation(a) = q.view_mut()
+            {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                a.add_allocation_meta::<gst_video::VideoMeta>(None);
+                a.add_allocation_pool(Some(&gst::BufferPool::new()), 1000, 4, 0);
+                return gst::PadProbeReturn::Handled;
             }
             gst::PadProbeReturn::Ok
-        });
+        },
+    );
     let mut q = gst::query::Allocation::new(Some(&gst::Caps::from_str(&i420)?), true);
     assert!(el.static_pad("sink").context("sink pad")?.query(&mut q));
+    assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(q.find_allocation_meta::<gst_video::VideoMeta>().is_some());
-    assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(q.allocation_pools().count(), 0);
     Ok(())
 }

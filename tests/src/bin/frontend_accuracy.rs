@@ -101,10 +101,10 @@ fn main() -> Result<()> {
             height: H,
             stride: 3 * W,
         };
-        let Some((_, roi)) = det.detect_poses(&image)?.into_iter().next() else {
+        let Some((_, roi)) = det.detect_poses(image)?.into_iter().next() else {
             continue;
         };
-        let Some(pose) = lm.landmarks(&image, &roi)? else {
+        let Some(pose) = lm.landmarks(image, &roi)? else {
             continue;
         };
         found += 1;

@@ -644,7 +644,7 @@ fn blazepose_view(
             stride: 3 * frame.width,
         };
         let rois: Vec<RotatedRect> = det
-            .detect_poses(&img)
+            .detect_poses(img)
             .map_err(|e| anyhow!("BlazePose detector: {e}"))?
             .into_iter()
             .map(|(_, r)| r)
@@ -653,12 +653,12 @@ fn blazepose_view(
         let landmarks = match pick_subject(&rois, prev_centre) {
             Some(roi) => {
                 let first = lm
-                    .landmarks(&img, &roi)
+                    .landmarks(img, &roi)
                     .map_err(|e| anyhow!("BlazePose landmarks: {e}"))?;
                 // Once more on the region from its own landmarks (what tracking would use).
                 match first.as_ref().and_then(|p| p.next_roi()) {
                     Some(r2) => lm
-                        .landmarks(&img, &r2)
+                        .landmarks(img, &r2)
                         .map_err(|e| anyhow!("BlazePose landmarks: {e}"))?
                         .or(first),
                     None => first,

@@ -459,14 +459,14 @@ fn graphs(a: &Args, frame: &Frame, dir: &Path, runs: usize) -> Res<()> {
     let landmarker = tflite::Model::load(dir.join(LANDMARK_FILE))?;
     let mut no_seg = tflite::Model::load(dir.join(LANDMARK_FILE))?;
     no_seg.retain_outputs(&LANDMARK_OUTPUTS)?;
-    let det_in = detector_input(&img)?;
+    let det_in = detector_input(img)?;
     let roi = BlazePoseDetector::load(dir)?
-        .detect_poses(&img)?
+        .detect_poses(img)?
         .into_iter()
         .next()
         .map(|(_, r)| r)
         .unwrap_or_else(|| RotatedRect::full_image(img.width, img.height));
-    let lm_in = landmark_input(&img, &roi)?;
+    let lm_in = landmark_input(img, &roi)?;
     let tensor = |t: &ikol_detect::blazepose::TensorInput| {
         Tensor::from_slice(&t.data, &t.shape(), &Device::Cpu)
     };
@@ -686,7 +686,7 @@ fn main() -> Res<()> {
         let api_det = BlazePoseDetector::load(&dir)?;
         let api_lm = BlazePoseLandmarker::load(&dir)?;
         let api_roi = api_det
-            .detect_poses(&img)?
+            .detect_poses(img)?
             .into_iter()
             .next()
             .map(|(_, r)| r);
@@ -697,7 +697,7 @@ fn main() -> Res<()> {
         }
         if let Some(r) = roi {
             let ours = chain.landmarks(&img, &r, &mut t)?;
-            if ours != api_lm.landmarks(&img, &r)? {
+            if ours != api_lm.landmarks(img, &r)? {
                 return Err("staged landmarks differ from the API's".into());
             }
         }

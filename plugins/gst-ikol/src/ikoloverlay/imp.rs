@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! SECTION:element-ikoloverlay
 //!
-//! Draws the results of the `IkolFrameMeta` into packed RGB, RGBA or BGRx video, in place:
+//! Draws the results of the `IkolFrameMeta` into I420 (as decoders give it and encoders take it)
+//! or packed RGB, RGBA or BGRx video, in place:
 //! the shaded body mesh of every person (camera-metre `vertices` from `ikolmesher`, projected with
 //! the meta's `intrinsics`, faces from the body model named in the meta, z-buffered so people
 //! occlude each other, the nearest surface blended once with `opacity`), the 2D skeleton (`joints_2d`, SMPL-24 or
@@ -50,7 +51,7 @@ const DEFAULT_COLORS: &str = "#4e79a7,#f28e2b,#59a14f,#e15759,#b07aa1,#76b7b2";
 /// Fraction of ambient light on the mesh (the rest is Lambertian from the camera).
 const MESH_AMBIENT: f32 = 0.3;
 
-/// The formats drawn into (packed, 8 bits per channel).
+/// The formats drawn into (8 bits per sample; I420 first, so a decoder's frames pass through).
 const FORMATS: [VideoFormat; 4] = [
     VideoFormat::I420,
     VideoFormat::Rgb,
@@ -445,18 +446,20 @@ impl BaseTransformImpl for IkolOverlay {
         Ok(())
     }
 
-    /// Answers upstream's allocation query itself (any buffer with video meta will do, the
-    /// frame is drawn in place) instead of passing it on to the encoder: with `x264enc`
-    /// downstream of I420 passed through, `avdec_h264` renegotiated its buffer pool on every
-    /// frame, and each of those serialized queries waited for every queue in between to drain,
-    /// so the decoder never ran ahead (98 pools in 100 frames; the demo chain 5.6-5.7 s without
-    /// against 6.9-7.3 s with).
+    /// Passes upstream's allocation query on (the frame is drawn in place, so downstream's
+    /// metas are what the buffers must suit) but keeps no pool from the answer: with
+    /// `x264enc`'s pool proposed, `avdec_h264` made a new buffer pool on 98 of 100 frames of
+    /// the demo clip, each time after a serialized query through every queue in between, so the
+    /// decoder never ran ahead (the I420 chain 6.9-7.3 s against 5.5-5.9 s without).
     fn propose_allocation(
         &self,
-        _decide_query: Option<&gst::query::Allocation>,
+        decide_query: Option<&gst::query::Allocation>,
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
-        query.add_allocation_meta::<gst_video::VideoMeta>(None);
+        self.parent_propose_allocation(decide_query, query)?;
+        while query.allocation_pools().next().is_some() {
+            query.remove_nth_allocation_pool(0);
+        }
         Ok(())
     }
 
@@ -505,6 +508,13 @@ impl VideoFilterImpl for IkolOverlay {
             .collect();
         let stride = |i: usize| strides.get(i).copied().unwrap_or(0);
         let mut f = if format == PixelFormat::I420 {
+            if stride(1) != stride(2) {
+                return Err(failed(&format!(
+                    "I420 chroma planes with different strides ({} and {})",
+                    stride(1),
+                    stride(2)
+                )));
+            }
             let matrix = common::yuv_matrix(frame.info());
             let [y, u, v, _] = frame.planes_data_mut();
             Frame::i420(y, u, v, w, h, stride(0), stride(1), matrix).map_err(|e| failed(&e))?
