@@ -511,26 +511,29 @@ impl Canvas {
             // Pixels of a block inside the frame (fewer in the last column or row of an odd
             // size): each block's chroma is the mean over those.
             let block_rows = if 2 * cy + 1 < self.height { 2 } else { 1 };
+            // Each drawn pixel once: its luma blended, its chroma change summed for its block.
             for cx in lo / 2..hi.div_ceil(2) {
                 let block_cols = if 2 * cx + 1 < w { 2 } else { 1 };
                 let share = 1.0 / (block_rows * block_cols) as f32;
                 let (mut du, mut dv, mut any) = (0.0f32, 0.0f32, false);
                 let o = cy * c.stride + cx;
                 let (u0, v0) = (f32::from(c.u[o]), f32::from(c.v[o]));
-                for &ry in &rows {
-                    for rx in [2 * cx, 2 * cx + 1] {
-                        if ry >= self.height || rx >= w {
-                            continue;
-                        }
-                        let t = self.texels[ry * w + rx];
+                for &ry in &rows[..block_rows] {
+                    for rx in 2 * cx..2 * cx + block_cols {
+                        // (outside this pair's spans nothing is drawn: mesh 0)
+                        let t = &mut self.texels[ry * w + rx];
                         if t.mesh == 0 {
                             continue;
                         }
-                        let a = alpha[usize::from(t.mesh)] as f32 / 256.0;
-                        let [_, tu, tv] = c.encoder.yuv(t.rgb);
-                        du += a * (tu - u0);
-                        dv += a * (tv - v0);
+                        let a = alpha[usize::from(t.mesh)];
+                        let [ty, tu, tv] = c.encoder.yuv(t.rgb);
+                        let p = &mut frame.data[ry * frame.stride + rx];
+                        *p = blend_channel(*p, to_u8(ty), a);
+                        let af = a as f32 / 256.0;
+                        du += af * (tu - u0);
+                        dv += af * (tv - v0);
                         any = true;
+                        t.mesh = 0;
                     }
                 }
                 if any {
@@ -539,18 +542,6 @@ impl Canvas {
                 }
             }
             let n = if second.is_some() { 2 } else { 1 };
-            for (ry, r) in spans[i..i + n].iter().cloned() {
-                let texels = &mut self.texels[ry * w + r.start..ry * w + r.end];
-                let out = &mut frame.data[ry * frame.stride + r.start..][..r.len()];
-                for (t, p) in texels.iter_mut().zip(out.iter_mut()) {
-                    if t.mesh != 0 {
-                        let a = alpha[usize::from(t.mesh)];
-                        let ly = to_u8(c.encoder.yuv(t.rgb)[0]);
-                        *p = blend_channel(*p, ly, a);
-                        t.mesh = 0;
-                    }
-                }
-            }
             i += n;
         }
         self.spans = spans;

@@ -88,7 +88,7 @@ impl YuvMatrix {
             y: [ys * self.kr, ys * kg, ys * self.kb, yo],
             cb: cs / (2.0 * (1.0 - self.kb)),
             cr: cs / (2.0 * (1.0 - self.kr)),
-            ys,
+            inv_ys: 1.0 / ys,
         }
     }
 }
@@ -118,8 +118,8 @@ pub struct YuvEncoder {
     /// Chroma from (B - Y') and (R - Y'), stored-range scale included.
     cb: f32,
     cr: f32,
-    /// Luma scale (to recover Y' from the stored luma).
-    ys: f32,
+    /// 1 / luma scale (to recover Y' from the stored luma).
+    inv_ys: f32,
 }
 
 impl YuvEncoder {
@@ -128,7 +128,7 @@ impl YuvEncoder {
         let [r, g, b] = rgb.map(f32::from);
         let k = &self.y;
         let luma = k[0] * r + k[1] * g + k[2] * b;
-        let yp = luma / self.ys;
+        let yp = luma * self.inv_ys;
         [
             luma + k[3],
             128.0 + self.cb * (b - yp),
