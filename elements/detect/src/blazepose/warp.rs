@@ -186,6 +186,23 @@ pub fn landmark_input<'a>(
     image_to_tensor(img, Some(roi), &ImageToTensorOptions::POSE_LANDMARK)
 }
 
+/// INTER_BITS: source positions in 1/32 pixel.
+const BITS: i32 = 5;
+/// INTER_TAB_SIZE = 32.
+const TAB: f64 = (1 << BITS) as f64;
+
+/// A source coordinate in 1/32 pixel as OpenCV's `saturate_cast<int>(double)`: rounded half to
+/// even, clamped to the int range (clamping first gives the same, as rounding is monotone).
+#[inline(always)]
+fn fixed(v: f64) -> i32 {
+    // 1.5 * 2^52: adding and subtracting it rounds any |v| < 2^51 to an integer, half to even
+    // (the FPU's default mode), without the libm call `round_ties_even` becomes on baseline
+    // x86-64 (two per pixel were most of the warp's time).
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    let v = (v * TAB).clamp(f64::from(i32::MIN), f64::from(i32::MAX));
+    ((v + ROUND) - ROUND) as i32
+}
+
 /// OpenCV-style fixed-point bilinear warp of an RGB8 image: destination pixel (i, j) samples
 /// the source at `dst_to_src.apply([i, j])`. Returns `out_h` rows of `3 * out_w` bytes.
 pub fn warp_rgb8(
@@ -199,20 +216,8 @@ pub fn warp_rgb8(
     if out_w == 0 || out_h == 0 {
         return Ok(Vec::new());
     }
-    const BITS: i32 = 5; // INTER_BITS
-    const TAB: f64 = (1 << BITS) as f64; // INTER_TAB_SIZE = 32
     let (w, h) = (img.width as i64, img.height as i64);
     let m = &dst_to_src.m;
-    // 1.5 * 2^52: adding and subtracting it rounds any |v| < 2^51 to an integer, half to even
-    // (the FPU's default mode), without the libm call `round_ties_even` becomes on baseline
-    // x86-64 (two per pixel were most of the warp's time).
-    const ROUND: f64 = 6_755_399_441_055_744.0;
-    let fixed = |v: f64| -> i32 {
-        // saturate_cast<int>(double): round half to even, clamp to the int range (clamping
-        // to integers first gives the same, as rounding is monotone)
-        let v = (v * TAB).clamp(f64::from(i32::MIN), f64::from(i32::MAX));
-        ((v + ROUND) - ROUND) as i32
-    };
     let stride = img.stride;
     let data = img.data;
     let mut out = vec![0u8; out_w * out_h * 3];
@@ -314,13 +319,6 @@ fn warp_i420(
     if out_w == 0 || out_h == 0 {
         return Ok(Vec::new());
     }
-    const BITS: i32 = 5;
-    const TAB: f64 = (1 << BITS) as f64;
-    const ROUND: f64 = 6_755_399_441_055_744.0;
-    let fixed = |v: f64| -> i32 {
-        let v = (v * TAB).clamp(f64::from(i32::MIN), f64::from(i32::MAX));
-        ((v + ROUND) - ROUND) as i32
-    };
     let (w, h) = (img.width as i64, img.height as i64);
     let m = &dst_to_src.m;
     let (ys, us) = (img.y_stride, img.uv_stride);
