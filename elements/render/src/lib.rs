@@ -158,9 +158,10 @@ impl<'a> Frame<'a> {
         stride: usize,
         format: PixelFormat,
     ) -> Result<Self, RenderError> {
-        if format == PixelFormat::I420
-            || !holds(data.len(), height, stride, width * format.bytes_per_pixel())
-        {
+        if format == PixelFormat::I420 {
+            return Err(RenderError::Planar(format));
+        }
+        if !holds(data.len(), height, stride, width * format.bytes_per_pixel()) {
             return Err(too_small(data.len(), width, height, stride));
         }
         Ok(Self {
@@ -484,7 +485,7 @@ impl Canvas {
     }
 
     /// [`Canvas::composite`] into I420: luma blended per pixel; chroma per 2x2 block by the
-    /// mean of its four pixels' blends (what blending in RGB, then averaging each block's
+    /// mean of its pixels' blends (four, fewer at the edge of an odd size: what blending in RGB, then averaging each block's
     /// chroma, gives: the conversion is affine).
     fn composite_i420(&mut self, frame: &mut Frame<'_>, alpha: &[u32; 256]) {
         let Some(c) = frame.chroma.as_mut() else {
@@ -1149,7 +1150,7 @@ mod tests {
     }
 
     /// An I420 frame gets what drawing in RGB and then converting gives: the standards' luma
-    /// of each pixel, each 2x2 block's chroma the mean of its four pixels' (the reference is
+    /// of each pixel, each 2x2 block's chroma the mean of its pixels' (the reference is
     /// written here from BT.709's equations, not from `ikol_types::yuv`); opaque lines and
     /// boxes give their colour's chroma at the blocks whose top-left pixel they cover.
     #[test]
@@ -1427,6 +1428,14 @@ mod tests {
         let mut f = Frame::new(&mut buf, 64, 64, 64 * 3, PixelFormat::Rgb).unwrap();
         c.composite(&mut f).unwrap();
         assert_eq!(buf.chunks(3).filter(|p| p != &[0, 0, 0]).count(), 121);
+    }
+
+    #[test]
+    fn packed_constructor_refuses_planar_formats() {
+        let mut buf = vec![0u8; 64 * 64 * 3];
+        let e = Frame::new(&mut buf, 64, 64, 64, PixelFormat::I420).unwrap_err();
+        assert!(matches!(e, RenderError::Planar(PixelFormat::I420)), "{e}");
+        assert!(e.to_string().contains("Frame::i420"), "{e}");
     }
 
     #[test]

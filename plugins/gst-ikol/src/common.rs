@@ -170,7 +170,8 @@ pub fn frame_size(caps: &gst::CapsRef) -> Option<(u32, u32)> {
 pub const FRONT_END_FORMATS: [VideoFormat; 2] = [VideoFormat::I420, VideoFormat::Rgb];
 
 /// The YUV <-> RGB matrix of `info`'s colorimetry (its Kr and Kb as GStreamer tabulates them;
-/// BT.601 for a matrix without them, e.g. RGB) and range (full only when the caps say 0-255).
+/// for a matrix without them GStreamer's default: BT.709 above 576 rows, BT.601 up to it) and
+/// range (full only when the caps say 0-255).
 pub fn yuv_matrix(info: &gst_video::VideoInfo) -> ikol_types::YuvMatrix {
     let c = info.colorimetry();
     let m = match c.matrix().kr_kb() {
@@ -179,6 +180,7 @@ pub fn yuv_matrix(info: &gst_video::VideoInfo) -> ikol_types::YuvMatrix {
             kb: kb as f32,
             full_range: false,
         },
+        Err(_) if info.height() > 576 => ikol_types::YuvMatrix::BT709,
         Err(_) => ikol_types::YuvMatrix::BT601,
     };
     if c.range() == gst_video::VideoColorRange::Range0_255 {

@@ -510,8 +510,9 @@ fn zero_people_leaves_the_frame_untouched() -> Result<()> {
     Ok(())
 }
 
-/// The overlay passes upstream's allocation query on and hands back downstream's metas but
-/// none of its pools (an encoder's pool made the decoder renegotiate on every frame).
+/// The overlay passes upstream's allocation query on and hands back downstream's video meta
+/// but no other meta (it would not read a crop meta) and none of its pools (an encoder's pool
+/// made the decoder renegotiate on every frame).
 #[test]
 fn allocation_answers_keep_downstream_metas_but_no_pool() -> Result<()> {
     init();
@@ -540,6 +541,10 @@ fn allocation_answers_keep_downstream_metas_but_no_pool() -> Result<()> {
     assert!(el.static_pad("sink").context("sink pad")?.query(&mut q));
     assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(q.find_allocation_meta::<gst_video::VideoMeta>().is_some());
+    assert!(
+        q.find_allocation_meta::<gst_video::VideoCropMeta>()
+            .is_none()
+    );
     assert_eq!(q.allocation_pools().count(), 0);
     Ok(())
 }
