@@ -991,13 +991,23 @@ fn i420_warp_matches_the_closed_form() {
         m: [[0.9, 0.12, 10.3], [-0.1, 0.95, 12.7]],
     };
     let mut checked = 0;
+    // The whole planes as one view (BT.709, MPEG-2 siting); the cases take windows of them.
+    let whole = I420Image {
+        y: &y,
+        u: &u,
+        v: &v,
+        y_stride: w,
+        uv_stride: cw,
+        width: w,
+        height: h,
+        x0: 0,
+        y0: 0,
+        colour: YuvMatrix::BT709,
+        h_cosited: true,
+        v_cosited: false,
+    };
     for (colour, m, cosited, v_cosited, (x0, y0), (less_w, less_h)) in cases {
         let img = I420Image {
-            y: &y,
-            u: &u,
-            v: &v,
-            y_stride: w,
-            uv_stride: cw,
             width: w - x0 - less_w,
             height: h - y0 - less_h,
             x0,
@@ -1005,6 +1015,7 @@ fn i420_warp_matches_the_closed_form() {
             colour,
             h_cosited: cosited,
             v_cosited,
+            ..whole
         };
         let (ow, oh) = (40, 36);
         let out = warp_frame(&Frame::I420(img), &map, ow, oh, BorderMode::Replicate).unwrap();
@@ -1029,20 +1040,7 @@ fn i420_warp_matches_the_closed_form() {
     }
     assert_eq!(checked, 4 * 40 * 36);
     // Borders: far outside, zero gives black and replicate the nearest edge pixel's colour.
-    let img = I420Image {
-        y: &y,
-        u: &u,
-        v: &v,
-        y_stride: w,
-        uv_stride: cw,
-        width: w,
-        height: h,
-        x0: 0,
-        y0: 0,
-        colour: YuvMatrix::BT709,
-        h_cosited: true,
-        v_cosited: false,
-    };
+    let img = whole;
     let far = translation(-50.0, -50.0);
     let zero = warp_frame(&Frame::I420(img), &far, 2, 2, BorderMode::Zero).unwrap();
     assert_eq!(zero, vec![0; 12]);

@@ -216,10 +216,71 @@ pub fn warp_rgb8(
     if out_w == 0 || out_h == 0 {
         return Ok(Vec::new());
     }
-    let (w, h) = (img.width as i64, img.height as i64);
+    let (stride, data) = (img.stride, img.data);
+    let (w, h) = (img.width, img.height);
+    Ok(warp_footprints(
+        dst_to_src,
+        (w, h),
+        (out_w, out_h),
+        border,
+        |_, fp, dst| {
+            let mut acc = [0u32; 3];
+            match *fp {
+                Footprint::Inside { x, y, tap } => {
+                    let o = y * stride + 3 * x;
+                    let (top, bottom) = (&data[o..o + 6], &data[o + stride..o + stride + 6]);
+                    for c in 0..3 {
+                        acc[c] = tap[0] * u32::from(top[c])
+                            + tap[1] * u32::from(top[3 + c])
+                            + tap[2] * u32::from(bottom[c])
+                            + tap[3] * u32::from(bottom[3 + c]);
+                    }
+                }
+                Footprint::Edge { taps, n } => {
+                    for &(x, y, weight) in &taps[..n] {
+                        let o = y * stride + 3 * x;
+                        for c in 0..3 {
+                            acc[c] += weight * u32::from(data[o + c]);
+                        }
+                    }
+                }
+            }
+            for c in 0..3 {
+                dst[c] = ((acc[c] + (1 << 14)) >> 15).min(255) as u8;
+            }
+        },
+    ))
+}
+
+/// Where one output pixel samples the source: OpenCV's four bilinear taps, weights
+/// `(32 - ax or ax) (32 - ay or ay) 32` out of 2^15.
+enum Footprint {
+    /// The 2x2 block at (x, y) lies inside the image (almost every pixel): no border rule
+    /// applies, and a tap of weight zero adds zero, so all four are summed unconditionally.
+    /// Weights of (x, y), (x + 1, y), (x, y + 1), (x + 1, y + 1).
+    Inside { x: usize, y: usize, tap: [u32; 4] },
+    /// The first `n` taps (pixel, weight) after the border rule: zero-weight taps and, for
+    /// [`BorderMode::Zero`], taps outside are left out; [`BorderMode::Replicate`] clamps.
+    Edge {
+        taps: [(usize, usize, u32); 4],
+        n: usize,
+    },
+}
+
+/// The fixed-point warp both frame kinds share: for every output pixel (rows of `3 * out_w`
+/// bytes, zero-filled) its source point in 1/32 pixel (`dst_to_src` applied to the pixel
+/// centre, [`fixed`]) and footprint in a `w` x `h` image, handed to `sample` with the pixel's
+/// three bytes. (`w` and `h` are at least 1.)
+#[inline(always)]
+fn warp_footprints(
+    dst_to_src: &Affine2,
+    (w, h): (usize, usize),
+    (out_w, out_h): (usize, usize),
+    border: BorderMode,
+    mut sample: impl FnMut((i32, i32), &Footprint, &mut [u8]),
+) -> Vec<u8> {
     let m = &dst_to_src.m;
-    let stride = img.stride;
-    let data = img.data;
+    let (wi, hi) = (w as i64, h as i64);
     let mut out = vec![0u8; out_w * out_h * 3];
     // A row's source positions first (a loop without branches), then its samples.
     let mut pos = vec![(0i32, 0i32); out_w];
@@ -240,25 +301,28 @@ pub fn warp_rgb8(
             let ay = (fy & ((1 << BITS) - 1)) as u32;
             let wx = [32 - ax, ax];
             let wy = [32 - ay, ay];
-            let mut acc = [0u32; 3];
-            if sx >= 0 && sy >= 0 && sx + 1 < w && sy + 1 < h {
-                // The 2x2 footprint is inside (almost every pixel): no border rule applies,
-                // and a tap of weight zero adds zero, so all four are summed unconditionally.
-                let o = sy as usize * stride + 3 * sx as usize;
-                let (top, bottom) = (&data[o..o + 6], &data[o + stride..o + stride + 6]);
-                let tap = [
-                    wy[0] * wx[0] * 32,
-                    wy[0] * wx[1] * 32,
-                    wy[1] * wx[0] * 32,
-                    wy[1] * wx[1] * 32,
-                ];
-                for c in 0..3 {
-                    acc[c] = tap[0] * u32::from(top[c])
-                        + tap[1] * u32::from(top[3 + c])
-                        + tap[2] * u32::from(bottom[c])
-                        + tap[3] * u32::from(bottom[3 + c]);
+            let fp = if sx >= 0 && sy >= 0 && sx + 1 < wi && sy + 1 < hi {
+                Footprint::Inside {
+                    x: sx as usize,
+                    y: sy as usize,
+                    tap: [
+                        wy[0] * wx[0] * 32,
+                        wy[0] * wx[1] * 32,
+                        wy[1] * wx[0] * 32,
+                        wy[1] * wx[1] * 32,
+                    ],
+                }
+            } else if border == BorderMode::Zero
+                && (sx + 1 < 0 || sy + 1 < 0 || sx >= wi || sy >= hi)
+            {
+                // all four taps outside (a letterbox's padding): nothing to read
+                Footprint::Edge {
+                    taps: [(0, 0, 0); 4],
+                    n: 0,
                 }
             } else {
+                let mut taps = [(0, 0, 0); 4];
+                let mut n = 0;
                 for (dy, &wyv) in wy.iter().enumerate() {
                     for (dx, &wxv) in wx.iter().enumerate() {
                         let weight = wyv * wxv * 32;
@@ -268,26 +332,23 @@ pub fn warp_rgb8(
                         let (px, py) = (sx + dx as i64, sy + dy as i64);
                         let (px, py) = match border {
                             BorderMode::Zero => {
-                                if px < 0 || py < 0 || px >= w || py >= h {
+                                if px < 0 || py < 0 || px >= wi || py >= hi {
                                     continue;
                                 }
                                 (px, py)
                             }
-                            BorderMode::Replicate => (px.clamp(0, w - 1), py.clamp(0, h - 1)),
+                            BorderMode::Replicate => (px.clamp(0, wi - 1), py.clamp(0, hi - 1)),
                         };
-                        let o = py as usize * stride + 3 * px as usize;
-                        for c in 0..3 {
-                            acc[c] += weight * u32::from(data[o + c]);
-                        }
+                        taps[n] = (px as usize, py as usize, weight);
+                        n += 1;
                     }
                 }
-            }
-            for c in 0..3 {
-                dst[c] = ((acc[c] + (1 << 14)) >> 15).min(255) as u8;
-            }
+                Footprint::Edge { taps, n }
+            };
+            sample((fx, fy), &fp, dst);
         }
     }
-    Ok(out)
+    out
 }
 
 /// [`warp_rgb8`] of either kind of frame. An I420 frame is sampled in YUV and converted once
@@ -319,8 +380,6 @@ fn warp_i420(
     if out_w == 0 || out_h == 0 {
         return Ok(Vec::new());
     }
-    let (w, h) = (img.width as i64, img.height as i64);
-    let m = &dst_to_src.m;
     let (ys, us) = (img.y_stride, img.uv_stride);
     let decoder = img.colour.decoder();
     let luma = &img.y[img.y0 * ys + img.x0..];
@@ -352,54 +411,32 @@ fn warp_i420(
         }
         (u, v)
     };
-    let mut out = vec![0u8; out_w * out_h * 3];
-    let mut pos = vec![(0i32, 0i32); out_w];
-    for (j, row) in out.chunks_exact_mut(3 * out_w).enumerate() {
-        let y = j as f64;
-        for (i, p) in pos.iter_mut().enumerate() {
-            let x = i as f64;
-            *p = (
-                fixed(m[0][0] * x + m[0][1] * y + m[0][2]),
-                fixed(m[1][0] * x + m[1][1] * y + m[1][2]),
-            );
-        }
-        for (dst, &(fx, fy)) in row.chunks_exact_mut(3).zip(&pos) {
-            let sx = i64::from((fx >> BITS).clamp(i32::from(i16::MIN), i32::from(i16::MAX)));
-            let sy = i64::from((fy >> BITS).clamp(i32::from(i16::MIN), i32::from(i16::MAX)));
-            let ax = (fx & ((1 << BITS) - 1)) as u32;
-            let ay = (fy & ((1 << BITS) - 1)) as u32;
-            let wx = [32 - ax, ax];
-            let wy = [32 - ay, ay];
+    let size = (img.width, img.height);
+    Ok(warp_footprints(
+        dst_to_src,
+        size,
+        (out_w, out_h),
+        border,
+        |(fx, fy), fp, dst| {
             // Luma sum and the weight of the taps read (2^15 unless a zero border drops some).
-            let (mut acc, mut weight) = (0u32, 0u32);
-            if sx >= 0 && sy >= 0 && sx + 1 < w && sy + 1 < h {
-                let o = sy as usize * ys + sx as usize;
-                let (top, bottom) = (&luma[o..o + 2], &luma[o + ys..o + ys + 2]);
-                acc = 32
-                    * (wy[0] * (wx[0] * u32::from(top[0]) + wx[1] * u32::from(top[1]))
-                        + wy[1] * (wx[0] * u32::from(bottom[0]) + wx[1] * u32::from(bottom[1])));
-                weight = 1 << 15;
-            } else {
-                for (dy, &wyv) in wy.iter().enumerate() {
-                    for (dx, &wxv) in wx.iter().enumerate() {
-                        let tap = wyv * wxv * 32;
-                        let (px, py) = (sx + dx as i64, sy + dy as i64);
-                        let (px, py) = match border {
-                            BorderMode::Zero => {
-                                if px < 0 || py < 0 || px >= w || py >= h {
-                                    continue;
-                                }
-                                (px, py)
-                            }
-                            BorderMode::Replicate => (px.clamp(0, w - 1), py.clamp(0, h - 1)),
-                        };
-                        acc += tap * u32::from(luma[py as usize * ys + px as usize]);
-                        weight += tap;
-                    }
+            let (acc, weight) = match *fp {
+                Footprint::Inside { x, y, tap } => {
+                    let o = y * ys + x;
+                    let (top, bottom) = (&luma[o..o + 2], &luma[o + ys..o + ys + 2]);
+                    let acc = tap[0] * u32::from(top[0])
+                        + tap[1] * u32::from(top[1])
+                        + tap[2] * u32::from(bottom[0])
+                        + tap[3] * u32::from(bottom[1]);
+                    (acc, 1 << 15)
                 }
-            }
+                Footprint::Edge { taps, n } => {
+                    taps[..n].iter().fold((0, 0), |(a, s), &(x, y, t)| {
+                        (a + t * u32::from(luma[y * ys + x]), s + t)
+                    })
+                }
+            };
             if weight == 0 {
-                continue; // zero border all round: black, as the RGB warp gives
+                return; // zero border all round: black, as the RGB warp gives
             }
             // Outside taps of a zero border are black in RGB, so the converted colour is
             // scaled by the weight inside (the conversion is affine).
@@ -413,7 +450,6 @@ fn warp_i420(
             for c in 0..3 {
                 dst[c] = (rgb[c] * scale + 0.5).clamp(0.0, 255.0) as u8;
             }
-        }
-    }
-    Ok(out)
+        },
+    ))
 }
