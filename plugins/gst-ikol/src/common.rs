@@ -190,6 +190,27 @@ pub fn yuv_matrix(info: &gst_video::VideoInfo) -> ikol_types::YuvMatrix {
     }
 }
 
+/// A mapped frame's own row strides, `[plane 0, chroma planes]` (chroma 0 for a packed format):
+/// a decoder's pool may pad its rows, so the caps' default strides would be wrong. An I420 frame
+/// whose two chroma planes differ in stride is refused (ikol reads them with one).
+pub fn frame_strides(frame: &impl VideoFrameExt) -> Result<[usize; 2], String> {
+    let at = |i: usize| {
+        frame
+            .plane_stride()
+            .get(i)
+            .and_then(|&s| usize::try_from(s).ok())
+            .unwrap_or(0)
+    };
+    if frame.format() == VideoFormat::I420 && at(1) != at(2) {
+        return Err(format!(
+            "I420 chroma planes with different strides ({} and {})",
+            at(1),
+            at(2)
+        ));
+    }
+    Ok([at(0), at(1)])
+}
+
 /// A mapped RGB or I420 frame as the front end reads it (`element` names the element in the
 /// error).
 pub fn front_end_frame<'b>(
@@ -202,37 +223,23 @@ pub fn front_end_frame<'b>(
             .plane_data(i)
             .map_err(|_| format!("{element}: cannot read plane {i} of the video frame"))
     };
-    // The frame's own strides (a decoder's pool may pad its rows), not the caps' defaults.
-    let strides = frame.plane_stride();
-    let stride = |i: usize| {
-        strides
-            .get(i)
-            .and_then(|&s| usize::try_from(s).ok())
-            .unwrap_or(0)
-    };
+    let [stride, uv_stride] = frame_strides(frame).map_err(|e| format!("{element}: {e}"))?;
     let (width, height) = (info.width() as usize, info.height() as usize);
     match info.format() {
         VideoFormat::Rgb => Ok(ikol_detect::Frame::Rgb(ikol_detect::RgbImage {
             data: plane(0)?,
             width,
             height,
-            stride: stride(0),
+            stride,
         })),
         VideoFormat::I420 => {
-            if stride(1) != stride(2) {
-                return Err(format!(
-                    "{element}: I420 chroma planes with different strides ({} and {})",
-                    stride(1),
-                    stride(2)
-                ));
-            }
             let site = info.chroma_site();
             Ok(ikol_detect::Frame::I420(ikol_detect::I420Image {
                 y: plane(0)?,
                 u: plane(1)?,
                 v: plane(2)?,
-                y_stride: stride(0),
-                uv_stride: stride(1),
+                y_stride: stride,
+                uv_stride,
                 width,
                 height,
                 x0: 0,

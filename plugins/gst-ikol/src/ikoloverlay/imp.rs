@@ -513,26 +513,14 @@ impl VideoFilterImpl for IkolOverlay {
                 return Err(gst::FlowError::NotNegotiated);
             }
         };
-        let strides: Vec<usize> = frame
-            .plane_stride()
-            .iter()
-            .map(|&s| usize::try_from(s).unwrap_or(0))
-            .collect();
-        let stride = |i: usize| strides.get(i).copied().unwrap_or(0);
+        let [stride, uv_stride] = common::frame_strides(frame).map_err(|e| failed(&e))?;
         let mut f = if format == PixelFormat::I420 {
-            if stride(1) != stride(2) {
-                return Err(failed(&format!(
-                    "I420 chroma planes with different strides ({} and {})",
-                    stride(1),
-                    stride(2)
-                )));
-            }
             let matrix = common::yuv_matrix(frame.info());
             let [y, u, v, _] = frame.planes_data_mut();
-            Frame::i420(y, u, v, w, h, stride(0), stride(1), matrix).map_err(|e| failed(&e))?
+            Frame::i420(y, u, v, w, h, stride, uv_stride, matrix).map_err(|e| failed(&e))?
         } else {
             let data = frame.plane_data_mut(0).map_err(|e| failed(&e))?;
-            Frame::new(data, w, h, stride(0), format).map_err(|e| failed(&e))?
+            Frame::new(data, w, h, stride, format).map_err(|e| failed(&e))?
         };
         let mut warnings = Vec::new();
         {
