@@ -10,6 +10,7 @@
 //!
 //! The model files are fetched at set-up (`make models`) into [`models_dir`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -243,6 +244,17 @@ impl PersonDetector for BlazePoseDetector {
     }
 }
 
+/// Which passes of the landmark model [`BlazePoseLandmarker::landmarks_pass`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The crop.
+    Plain,
+    /// The mirrored crop, decoded as the crop of a mirrored frame and mirrored back.
+    Mirrored,
+    /// Both, averaged (the flip test).
+    Both,
+}
+
 /// The BlazePose landmark model (full).
 #[derive(Debug)]
 pub struct BlazePoseLandmarker {
@@ -277,9 +289,24 @@ impl BlazePoseLandmarker {
         image: impl Into<Frame<'a>>,
         roi: &RotatedRect,
     ) -> Result<Option<PoseLandmarks>, DetectError> {
+        let pass = if self.flip_test {
+            Pass::Both
+        } else {
+            Pass::Plain
+        };
+        self.landmarks_pass(image, roi, pass)
+    }
+
+    /// [`Self::landmarks`] with the passes given: the crop, its mirror image, or both averaged.
+    pub fn landmarks_pass<'a>(
+        &self,
+        image: impl Into<Frame<'a>>,
+        roi: &RotatedRect,
+        pass: Pass,
+    ) -> Result<Option<PoseLandmarks>, DetectError> {
         let input = landmark_input(image, roi).map_err(failed)?;
         let (h, w) = (input.height, input.width);
-        let mirrored = self.flip_test.then(|| {
+        let mirrored = (pass != Pass::Plain).then(|| {
             // Each row's pixels in reverse order, each pixel's channels kept.
             let mut m = input.data.clone();
             for row in m.chunks_exact_mut(3 * w) {
@@ -310,6 +337,9 @@ impl BlazePoseLandmarker {
         // changes sign in x and the mean cancels it), and the two poses averaged. The two passes
         // run side by side on rayon's pool: one graph's kernels keep two cores only partly busy.
         let (roi, padding) = mirrored_roi(&input.roi, &input.padding, w);
+        if pass == Pass::Mirrored {
+            return Ok(decode(data, &roi, &padding)?.map(PoseLandmarks::unmirrored));
+        }
         let (pose, other) = rayon::join(
             || decode(input.data, &input.roi, &input.padding),
             || decode(data, &roi, &padding),
@@ -320,18 +350,64 @@ impl BlazePoseLandmarker {
         let Some(other) = other? else {
             return Ok(Some(pose));
         };
-        let mut other = other.unmirrored();
-        // A mirrored pass that names the sides otherwise (a back seen for a front) follows the
-        // first pass's labelling, which the solver's left/right repair judges over time. Its
-        // depths are then not the first pass's mirror image, yet averaging beats leaving it out
-        // where this happens (pose2sim cam02, the subject from behind: fit PA-MPJPE 71.6 against
-        // 74.2 mm, acceleration 55 against 75 mm/frame², `make multiview-accuracy
-        // MULTIVIEW_VIEW=cam02`); no other view has such frames.
-        if sides_disagree(&pose, &other) {
-            swap_left_right(&mut other.landmarks);
-            swap_left_right(&mut other.world);
+        Ok(Some(flip_mean(pose, other.unmirrored())))
+    }
+}
+
+/// The flip test's mean of a pass and the other pass (mirrored back), the other's labels made
+/// to follow the first's. A mirrored pass that names the sides otherwise (a back seen for a
+/// front) follows the first pass's labelling, which the solver's left/right repair judges over
+/// time. Its depths are then not the first pass's mirror image, yet averaging beats leaving it
+/// out where this happens (pose2sim cam02, the subject from behind: fit PA-MPJPE 71.6 against
+/// 74.2 mm, acceleration 55 against 75 mm/frame², `make multiview-accuracy
+/// MULTIVIEW_VIEW=cam02`); no other view has such frames.
+fn flip_mean(pose: PoseLandmarks, mut other: PoseLandmarks) -> PoseLandmarks {
+    if sides_disagree(&pose, &other) {
+        swap_left_right(&mut other.landmarks);
+        swap_left_right(&mut other.world);
+    }
+    pose.mean_with(&other)
+}
+
+/// The flip test spread over time, for live use at the cost of one landmark pass per person and
+/// frame: frames take the crop and its mirror image in turn ([`Self::begin_frame`]), and a
+/// person's pose is the flip test's mean ([`flip_mean`]) of this frame's pass and the previous
+/// frame's other pass ([`Self::combine`]), half a frame late. On a still picture it is the flip
+/// test. Each pass alone is biased its own way (the heatmap refinement's 1.5 crop pixels in x
+/// have opposite signs, and the depths differ), so using the passes in turn without the mean
+/// makes the pose flicker at half the frame rate (pose2sim cam01: world landmarks' acceleration
+/// 111 mm/frame² against 37 with one pass and 25 with the flip test).
+#[derive(Debug, Default)]
+pub struct AlternatingFlip {
+    frame: u64,
+    /// Per track, the frame and pass of its last pose, before any mean; `next` collects this
+    /// frame's.
+    last: HashMap<u64, (u64, PoseLandmarks)>,
+    next: HashMap<u64, (u64, PoseLandmarks)>,
+}
+
+impl AlternatingFlip {
+    /// Starts the next frame; returns the pass that every person of it takes.
+    pub fn begin_frame(&mut self) -> Pass {
+        self.frame += 1;
+        self.last.extend(self.next.drain());
+        self.last.retain(|_, (f, _)| *f + 1 == self.frame);
+        if self.frame.is_multiple_of(2) {
+            Pass::Mirrored
+        } else {
+            Pass::Plain
         }
-        Ok(Some(pose.mean_with(&other)))
+    }
+
+    /// `pose` (this frame's pass for `track`) averaged with the track's pose of the frame
+    /// before, when it has one; unchanged otherwise (a new track's first frame).
+    pub fn combine(&mut self, track: u64, pose: PoseLandmarks) -> PoseLandmarks {
+        let out = match self.last.get(&track) {
+            Some((_, prev)) => flip_mean(pose.clone(), prev.clone()),
+            None => pose.clone(),
+        };
+        self.next.insert(track, (self.frame, pose));
+        out
     }
 }
 

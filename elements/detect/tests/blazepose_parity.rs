@@ -25,8 +25,8 @@ use ikol_detect::RgbImage;
 use ikol_detect::blazepose::landmarks::swap_left_right;
 use ikol_detect::blazepose::{PoseLandmarks, RotatedRect};
 use ikol_detect::blazepose_model::{
-    BlazePoseDetector, BlazePoseLandmarker, BodyFromLandmarks, DETECTOR_FILE, LANDMARK_FILE,
-    models_dir, roi_box,
+    AlternatingFlip, BlazePoseDetector, BlazePoseLandmarker, BodyFromLandmarks, DETECTOR_FILE,
+    LANDMARK_FILE, Pass, models_dir, roi_box,
 };
 use serde_json::Value;
 
@@ -525,5 +525,67 @@ fn flip_test_is_the_mean_with_the_mirrored_frame() -> Result<()> {
         xy[0] < 0.5 * xy[1] && world[0] < 0.5 * world[1],
         "the flip test is not the mean of the two passes"
     );
+    Ok(())
+}
+
+/// `flip-test=alternate` ([`AlternatingFlip`]): on a still picture, the second frame's pose
+/// (the mirrored pass averaged with the first frame's plain pass) is the flip test's, and the
+/// first frame's is the plain pass alone; a track seen two frames ago is not paired. Checked
+/// against the flip test's own route (both passes on one frame, side by side).
+#[test]
+fn alternating_flip_on_a_still_picture_is_the_flip_test() -> Result<()> {
+    let Some(dir) = models_present() else {
+        return Ok(());
+    };
+    let frames = run_frames(&dir)?;
+    let single = BlazePoseLandmarker::load(&dir)?;
+    let flipped = BlazePoseLandmarker::load(&dir)?.with_flip_test(true);
+    let gap = |a: &PoseLandmarks, b: &PoseLandmarks| {
+        let xy = a.landmarks.iter().zip(&b.landmarks);
+        let world = a.world.iter().zip(&b.world);
+        xy.map(|(p, q)| (p.x - q.x).abs().max((p.y - q.y).abs()))
+            .chain(world.map(|(p, q)| 1e3 * (p.z - q.z).abs().max((p.x - q.x).abs())))
+            .fold(0.0f64, f64::max)
+    };
+    for f in &frames {
+        let mut alt = AlternatingFlip::default();
+        let mut frame = |alt: &mut AlternatingFlip, pair: bool| -> Result<PoseLandmarks> {
+            let pass = alt.begin_frame();
+            let pose = single
+                .landmarks_pass(f.image(), &f.roi, pass)?
+                .with_context(|| format!("{}: no pose in the {pass:?} pass", f.name))?;
+            Ok(if pair { alt.combine(7, pose) } else { pose })
+        };
+        let first = frame(&mut alt, true)?;
+        ensure!(
+            gap(&first, &f.pose) == 0.0,
+            "{}: frame 1 is not the plain pass",
+            f.name
+        );
+        let second = frame(&mut alt, true)?;
+        let both = flipped.landmarks(f.image(), &f.roi)?.context("flip test")?;
+        let (d_both, d_plain) = (gap(&second, &both), gap(&second, &f.pose));
+        eprintln!(
+            "{}: frame 2 against the flip test {d_both:.2e}, against the plain pass {d_plain:.2} \
+             (px or mm)",
+            f.name
+        );
+        ensure!(
+            d_both < 1e-4 && d_plain > 0.1,
+            "{}: frame 2 is not the flip test",
+            f.name
+        );
+        // Frame 3 passes the track by; frame 4 (mirrored) has nothing to pair with.
+        frame(&mut alt, false)?;
+        let fourth = frame(&mut alt, true)?;
+        let mirrored = single
+            .landmarks_pass(f.image(), &f.roi, Pass::Mirrored)?
+            .context("mirrored pass")?;
+        ensure!(
+            gap(&fourth, &mirrored) == 0.0,
+            "{}: frame 4 was paired across a gap",
+            f.name
+        );
+    }
     Ok(())
 }

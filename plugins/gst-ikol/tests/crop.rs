@@ -493,3 +493,46 @@ fn i420_frames_give_what_videoconvert_to_rgb_gives() {
         assert!(mean < 2.0, "landmarks differ by {mean} px on average");
     }
 }
+
+/// `ikolbackbone flip-test=alternate` on a still picture (the same frame twice): the first
+/// frame's landmarks are the single pass's (`flip-test=false`), so the second frame's region is
+/// the same in both runs; there the alternating run's landmarks (the mirrored pass averaged
+/// with frame 1's) differ from the single pass's by about what the flip test moves them
+/// (1.6 px measured), and the track is kept. `AlternatingFlip`'s own test (ikol-detect,
+/// `blazepose_parity.rs`) checks the mean exactly; this checks the element's wiring.
+#[test]
+fn alternating_flip_test_on_a_still_picture() {
+    if pose2sim_frame().is_none() {
+        return;
+    }
+    let ((i420, caps), _) = pose2sim_i420_and_rgb();
+    let run = |flip: &str| -> Vec<FrameMeta> {
+        let mut h = gst_check::Harness::new_parse(&format!(
+            "ikolcrop detector=blazepose ! ikolbackbone model=blazepose flip-test={flip}"
+        ));
+        h.set_src_caps(caps.clone());
+        (0..2)
+            .map(|_| meta_of(&h.push_and_pull(i420.copy()).unwrap()))
+            .collect()
+    };
+    let (alt, single) = (run("alternate"), run("false"));
+    let distance = |a: &FrameMeta, b: &FrameMeta| -> f64 {
+        assert!(
+            !a.people.is_empty() && !b.people.is_empty(),
+            "the man is found"
+        );
+        let (p, q) = (&a.people[0].landmarks_2d, &b.people[0].landmarks_2d);
+        p.iter()
+            .zip(q)
+            .map(|(u, v)| f64::from((u[0] - v[0]).hypot(u[1] - v[1])))
+            .sum::<f64>()
+            / 33.0
+    };
+    assert_eq!(alt[0].people[0].track_id, alt[1].people[0].track_id);
+    assert_eq!(distance(&alt[0], &single[0]), 0.0, "frame 1: one pass");
+    let moved = distance(&alt[1], &single[1]);
+    assert!(
+        (0.5..5.0).contains(&moved),
+        "frame 2 is {moved} px from one pass: not the pair's mean"
+    );
+}

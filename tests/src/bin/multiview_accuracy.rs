@@ -948,7 +948,11 @@ fn run_ikol(
             .arg(format!("METHOD={method}"))
             .args(["INIT=analytic", "DETECTOR=blazepose", "MODEL=blazepose"])
             .arg(format!("FOCAL={:.3}", cam.fx))
-            .args(&a.vars)
+            // The run's own variables (the baseline's FLIP_TEST=false) over the user's.
+            .args(a.vars.iter().filter(|v| {
+                let name = v.split('=').next();
+                !extra.iter().any(|e| e.split('=').next() == name)
+            }))
             .args(extra);
         for set in &a.sets {
             cmd.args(["--set", set]);

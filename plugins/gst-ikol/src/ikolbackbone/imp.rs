@@ -57,12 +57,14 @@ use ikol_types::rotation::axis_angle_to_matrix;
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
 use rayon::prelude::*;
 
-use super::{BackboneDevice, BackboneModel, BackboneVariant};
+use super::{BackboneDevice, BackboneModel, BackboneVariant, FlipTest};
 use crate::common;
 use crate::meta::{self, FrameMeta, Person};
 use ikol_detect::Frame;
 use ikol_detect::blazepose::RotatedRect;
-use ikol_detect::blazepose_model::{BlazePoseLandmarker, BodyFromLandmarks, models_dir, roi_box};
+use ikol_detect::blazepose_model::{
+    AlternatingFlip, BlazePoseLandmarker, BodyFromLandmarks, models_dir, roi_box,
+};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -73,7 +75,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_DEVICE_INDEX: u32 = 0;
-const DEFAULT_FLIP_TEST: bool = false;
+const DEFAULT_FLIP_TEST: FlipTest = FlipTest::Off;
 const DEFAULT_FOCAL: f64 = 0.0;
 /// The box sent back to `ikolcrop` is the joints' extent enlarged by this factor (the joints
 /// sit inside the body outline: head top and feet extend beyond them).
@@ -91,7 +93,7 @@ struct Settings {
     variant: BackboneVariant,
     device: BackboneDevice,
     device_index: u32,
-    flip_test: bool,
+    flip_test: FlipTest,
     focal_length: f64,
     fov: f64,
     /// Principal point "cx,cy" in pixels; empty: the frame centre (checked at start).
@@ -126,6 +128,8 @@ enum Net {
         /// Per track, the rotated region of interest the last frame's landmarks gave (the box
         /// sent upstream is its axis-aligned hull, so the rotation is kept here).
         rois: HashMap<u64, RotatedRect>,
+        /// `flip-test=alternate`: the passes in turn and each track's previous pose.
+        alternate: Option<AlternatingFlip>,
     },
     /// A body regressor (HKMR or flat) and the body model its joints are posed on.
     Direct {
@@ -290,9 +294,11 @@ impl IkolBackbone {
         landmarker: &BlazePoseLandmarker,
         body: &BodyFromLandmarks,
         rois: &mut HashMap<u64, RotatedRect>,
+        alternate: &mut Option<AlternatingFlip>,
         m: &mut FrameMeta,
         image: &Frame<'_>,
     ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
+        let pass = alternate.as_mut().map(AlternatingFlip::begin_frame);
         let mut feedback = Vec::new();
         let mut next = HashMap::new();
         let mut kept: Vec<Person> = Vec::with_capacity(m.people.len());
@@ -319,11 +325,19 @@ impl IkolBackbone {
                     h: side,
                     rotation: 0.0,
                 });
-                landmarker.landmarks(image, &roi)
+                match pass {
+                    Some(pass) => landmarker.landmarks_pass(image, &roi, pass),
+                    None => landmarker.landmarks(image, &roi),
+                }
             })
             .collect();
         for (mut p, pose) in people.into_iter().zip(poses) {
-            let Some(pose) = pose.map_err(|e| self.fail(format!("ikolbackbone: {e}")))? else {
+            let pose = pose.map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
+            let pose = match alternate.as_mut() {
+                Some(a) => pose.map(|pose| a.combine(p.track_id, pose)),
+                None => pose,
+            };
+            let Some(pose) = pose else {
                 gst::debug!(
                     CAT,
                     imp = self,
@@ -428,13 +442,14 @@ impl ObjectImpl for IkolBackbone {
                     .default_value(DEFAULT_DEVICE_INDEX)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecBoolean::builder("flip-test")
+                glib::ParamSpecEnum::builder_with_default("flip-test", DEFAULT_FLIP_TEST)
                     .nick("Flip test")
                     .blurb(
-                        "Also run the mirrored crop and average (HybrIK's flip test; heatmap and \
-                         blazepose: twice the network time)",
+                        "true: also run the mirrored crop and average (HybrIK's flip test; heatmap \
+                         and blazepose: twice the network time); alternate (blazepose): the crop \
+                         and its mirror image on alternate frames, each averaged with the frame \
+                         before (one pass per crop); false: one pass",
                     )
-                    .default_value(DEFAULT_FLIP_TEST)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("focal-length")
@@ -578,7 +593,7 @@ impl BaseTransformImpl for IkolBackbone {
             BackboneModel::BlazePose => {
                 let landmarker = BlazePoseLandmarker::load(&models_dir())
                     .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?
-                    .with_flip_test(s.flip_test);
+                    .with_flip_test(s.flip_test == FlipTest::On);
                 let model = common::body_model("ikolbackbone", &s.body_model)?;
                 let body = BodyFromLandmarks::new(&model).map_err(|e| {
                     settings_err(format!("ikolbackbone: body-model `{}`: {e}", s.body_model))
@@ -593,6 +608,7 @@ impl BaseTransformImpl for IkolBackbone {
                     landmarker,
                     body,
                     rois: HashMap::new(),
+                    alternate: (s.flip_test == FlipTest::Alternate).then(AlternatingFlip::default),
                 }
             }
             BackboneModel::Heatmap => {
@@ -609,9 +625,17 @@ impl BaseTransformImpl for IkolBackbone {
                 };
                 let device =
                     open_device(choice).map_err(|e| settings_err(format!("ikolbackbone: {e}")))?;
+                if s.flip_test == FlipTest::Alternate {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "flip-test=alternate is for model=blazepose; the heatmap network runs \
+                         the flip test on every frame"
+                    );
+                }
                 let net = Backbone::load(&path, s.variant.into(), &device)
                     .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?
-                    .with_flip_test(s.flip_test);
+                    .with_flip_test(s.flip_test != FlipTest::Off);
                 gst::info!(
                     CAT,
                     imp = self,
@@ -649,7 +673,7 @@ impl BaseTransformImpl for IkolBackbone {
                         model_nick(s.model)
                     )));
                 }
-                if s.flip_test {
+                if s.flip_test != FlipTest::Off {
                     // The file pipelines turn the flip test on for BlazePose; a regressor has
                     // none (its body is not a set of points to average), so it runs once.
                     gst::info!(
@@ -745,7 +769,8 @@ impl BaseTransformImpl for IkolBackbone {
                         landmarker,
                         body,
                         rois,
-                    } => self.blazepose(landmarker, body, rois, &mut m, &image)?,
+                        alternate,
+                    } => self.blazepose(landmarker, body, rois, alternate, &mut m, &image)?,
                 }
             }
         };

@@ -6,6 +6,29 @@ use gst::prelude::*;
 
 mod imp;
 
+/// The `flip-test` property: whether the network also sees each crop mirrored (HybrIK's flip
+/// test). The nicks keep `flip-test=true` / `false` of the boolean this once was.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstIkolBackboneFlipTest")]
+pub enum FlipTest {
+    /// One pass per crop.
+    #[default]
+    #[enum_value(name = "Off: one pass per crop", nick = "false")]
+    Off,
+    /// The crop and its mirror image on every frame, averaged: twice the network time.
+    #[enum_value(name = "On: the crop and its mirror image, averaged", nick = "true")]
+    On,
+    /// model=blazepose: the crop and its mirror image on alternate frames, each frame's pass
+    /// averaged with the previous frame's ([`ikol_detect::blazepose_model::AlternatingFlip`]):
+    /// one pass per crop, half a frame late. Other models run the flip test every frame.
+    #[enum_value(
+        name = "Alternate: the crop and its mirror image in turn, each averaged with the frame before",
+        nick = "alternate"
+    )]
+    Alternate,
+}
+
 /// The `variant` property: which network the checkpoint holds.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
