@@ -200,10 +200,13 @@ MULTIVIEW_METHODS ?= ikol,hybrik,fit
 MULTIVIEW_SET ?=
 # The view the chain runs on and is judged in (cam01..cam04; default cam01).
 MULTIVIEW_VIEW ?=
+# Pipeline variables for the method runs, e.g. MULTIVIEW_VAR="FLIP_TEST=alternate".
+MULTIVIEW_VAR ?=
 .PHONY: multiview-accuracy
 multiview-accuracy: setup models
 	$(CARGO) build --release --locked -p ikol -p ikol-tests </dev/null
 	tests/tools/fetch_multiview.sh $(MEDIA)/pose2sim-multiview
 	target/release/multiview-accuracy --media $(MEDIA)/pose2sim-multiview \
 		--ikol target/release/ikol --methods $(MULTIVIEW_METHODS) --out $(OUT) \
-		$(foreach s,$(MULTIVIEW_SET),--set $(s)) $(if $(MULTIVIEW_VIEW),--view $(MULTIVIEW_VIEW))
+		$(foreach s,$(MULTIVIEW_SET),--set $(s)) $(foreach v,$(MULTIVIEW_VAR),--var $(v)) \
+		$(if $(MULTIVIEW_VIEW),--view $(MULTIVIEW_VIEW))
