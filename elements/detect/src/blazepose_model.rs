@@ -371,27 +371,29 @@ fn flip_mean(pose: PoseLandmarks, mut other: PoseLandmarks) -> PoseLandmarks {
 
 /// The flip test spread over time, for live use at the cost of one landmark pass per person and
 /// frame: frames take the crop and its mirror image in turn ([`Self::begin_frame`]), and a
-/// person's pose is the flip test's mean ([`flip_mean`]) of this frame's pass and the previous
-/// frame's other pass ([`Self::combine`]), half a frame late. On a still picture it is the flip
-/// test. Each pass alone is biased its own way (the heatmap refinement's 1.5 crop pixels in x
-/// have opposite signs, and the depths differ), so using the passes in turn without the mean
-/// makes the pose flicker at half the frame rate (pose2sim cam01: world landmarks' acceleration
-/// 111 mm/frame² against 37 with one pass and 25 with the flip test).
+/// person's pose is the flip test's mean ([`flip_mean`], labels following the plain pass's) of
+/// this frame's pass and the previous frame's other pass ([`Self::combine`]), half a frame late.
+/// On a still picture it is the flip test. Each pass alone is biased its own way (the heatmap
+/// refinement's 1.5 crop pixels in x have opposite signs, and the depths differ), so using the
+/// passes in turn without the mean makes the pose flicker at half the frame rate (pose2sim
+/// cam01: world landmarks' acceleration 111 mm/frame² against 37 with one pass and 25 with the
+/// flip test).
 #[derive(Debug, Default)]
 pub struct AlternatingFlip {
     frame: u64,
     /// Per track, the frame and pass of its last pose, before any mean; `next` collects this
     /// frame's.
-    last: HashMap<u64, (u64, PoseLandmarks)>,
-    next: HashMap<u64, (u64, PoseLandmarks)>,
+    last: HashMap<u64, (u64, Pass, PoseLandmarks)>,
+    next: HashMap<u64, (u64, Pass, PoseLandmarks)>,
 }
 
 impl AlternatingFlip {
-    /// Starts the next frame; returns the pass that every person of it takes.
+    /// Starts the next frame (also one without people: it ends every pairing); returns the
+    /// pass that every person of it takes.
     pub fn begin_frame(&mut self) -> Pass {
         self.frame += 1;
         self.last.extend(self.next.drain());
-        self.last.retain(|_, (f, _)| *f + 1 == self.frame);
+        self.last.retain(|_, (f, _, _)| *f + 1 == self.frame);
         if self.frame.is_multiple_of(2) {
             Pass::Mirrored
         } else {
@@ -399,15 +401,27 @@ impl AlternatingFlip {
         }
     }
 
-    /// `pose` (this frame's pass for `track`) averaged with the track's pose of the frame
-    /// before, when it has one; unchanged otherwise (a new track's first frame).
-    pub fn combine(&mut self, track: u64, pose: PoseLandmarks) -> PoseLandmarks {
+    /// `pose` (this frame's `pass` for `track`: the frame's, or the plain one where the
+    /// mirrored pass found nobody) averaged with the track's pose of the frame before when that
+    /// was the other pass; unchanged otherwise (a new track's first frame).
+    pub fn combine(&mut self, track: u64, pass: Pass, pose: PoseLandmarks) -> PoseLandmarks {
         let out = match self.last.get(&track) {
-            Some((_, prev)) => flip_mean(pose.clone(), prev.clone()),
-            None => pose.clone(),
+            Some((_, Pass::Plain, plain)) if pass == Pass::Mirrored => {
+                flip_mean(plain.clone(), pose.clone())
+            }
+            Some((_, Pass::Mirrored, mirrored)) if pass == Pass::Plain => {
+                flip_mean(pose.clone(), mirrored.clone())
+            }
+            _ => pose.clone(),
         };
-        self.next.insert(track, (self.frame, pose));
+        self.next.insert(track, (self.frame, pass, pose));
         out
+    }
+
+    /// Forgets every track (a discontinuity: the next frame has nothing to pair with).
+    pub fn reset(&mut self) {
+        self.last.clear();
+        self.next.clear();
     }
 }
 

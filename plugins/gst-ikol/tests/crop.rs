@@ -498,7 +498,8 @@ fn i420_frames_give_what_videoconvert_to_rgb_gives() {
 /// frame's landmarks are the single pass's (`flip-test=false`), so the second frame's region is
 /// the same in both runs; there the alternating run's landmarks (the mirrored pass averaged
 /// with frame 1's) differ from the single pass's by about what the flip test moves them
-/// (1.6 px measured), and the track is kept. `AlternatingFlip`'s own test (ikol-detect,
+/// (1.6 px measured; the mirrored pass alone would be about twice as far), and the track is
+/// kept. `AlternatingFlip`'s own test (ikol-detect,
 /// `blazepose_parity.rs`) checks the mean exactly; this checks the element's wiring.
 #[test]
 fn alternating_flip_test_on_a_still_picture() {
@@ -532,7 +533,7 @@ fn alternating_flip_test_on_a_still_picture() {
     assert_eq!(distance(&alt[0], &single[0]), 0.0, "frame 1: one pass");
     let moved = distance(&alt[1], &single[1]);
     assert!(
-        (0.5..5.0).contains(&moved),
+        (0.8..2.4).contains(&moved),
         "frame 2 is {moved} px from one pass: not the pair's mean"
     );
 }

@@ -461,8 +461,9 @@ fn motion_format_needs_a_location() -> Result<()> {
 #[test]
 fn closed_sets_are_enums() -> Result<()> {
     init();
-    let sets: [(&str, &str, &[&str]); 8] = [
+    let sets: [(&str, &str, &[&str]); 9] = [
         ("ikolcrop", "detector", &["none", "blazepose"]),
+        ("ikolbackbone", "flip-test", &["false", "true", "alternate"]),
         ("ikolbackbone", "model", &["heatmap", "blazepose"]),
         ("ikolbackbone", "variant", &["ikol24", "hybrik29"]),
         ("ikolbackbone", "device", &["cpu", "cuda"]),

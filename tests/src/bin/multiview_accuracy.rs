@@ -7,7 +7,8 @@
 //!     [--var NAME=VALUE ...] [--set ELEMENT.PROPERTY=VALUE ...] [--view camNN]
 //! ```
 //! (`--var` passes a pipeline variable and `--set` an element property to every run, e.g.
-//! `--set ikolsolver.fit-sigma-accel=0.03`; `--view` runs and judges the chain on another of
+//! `--set ikolsolver.fit-sigma-accel=0.03`; the baseline run's own `FLIP_TEST=false` wins over
+//! a `--var FLIP_TEST=...`; `--view` runs and judges the chain on another of
 //! the four views, cam01 by default.)
 //! (`make multiview-accuracy` fetches the media and models, builds and runs it.)
 //!
@@ -1840,8 +1841,12 @@ fn main() -> Result<()> {
             "BlazePose world landmarks, the runs' front end".into(),
             Some(m.clone()),
             Some(format!(
-                "from the {} run: the pipeline's front end (its default: the flip test)",
-                first.method
+                "from the {} run: the pipeline's front end ({})",
+                first.method,
+                a.vars
+                    .iter()
+                    .find(|v| v.starts_with("FLIP_TEST="))
+                    .map_or("its default: the flip test", String::as_str)
             )),
         ));
         if baseline.is_none() {

@@ -63,7 +63,7 @@ use crate::meta::{self, FrameMeta, Person};
 use ikol_detect::Frame;
 use ikol_detect::blazepose::RotatedRect;
 use ikol_detect::blazepose_model::{
-    AlternatingFlip, BlazePoseLandmarker, BodyFromLandmarks, models_dir, roi_box,
+    AlternatingFlip, BlazePoseLandmarker, BodyFromLandmarks, Pass, models_dir, roi_box,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -295,10 +295,10 @@ impl IkolBackbone {
         body: &BodyFromLandmarks,
         rois: &mut HashMap<u64, RotatedRect>,
         alternate: &mut Option<AlternatingFlip>,
+        pass: Option<Pass>,
         m: &mut FrameMeta,
         image: &Frame<'_>,
     ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
-        let pass = alternate.as_mut().map(AlternatingFlip::begin_frame);
         let mut feedback = Vec::new();
         let mut next = HashMap::new();
         let mut kept: Vec<Person> = Vec::with_capacity(m.people.len());
@@ -326,15 +326,26 @@ impl IkolBackbone {
                     rotation: 0.0,
                 });
                 match pass {
-                    Some(pass) => landmarker.landmarks_pass(image, &roi, pass),
-                    None => landmarker.landmarks(image, &roi),
+                    // A mirrored pass that finds nobody: the plain one, rather than losing a
+                    // borderline person (and the pairing) on every other frame.
+                    Some(Pass::Mirrored) => {
+                        match landmarker.landmarks_pass(image, &roi, Pass::Mirrored) {
+                            Ok(None) => (
+                                Pass::Plain,
+                                landmarker.landmarks_pass(image, &roi, Pass::Plain),
+                            ),
+                            found => (Pass::Mirrored, found),
+                        }
+                    }
+                    Some(pass) => (pass, landmarker.landmarks_pass(image, &roi, pass)),
+                    None => (Pass::Both, landmarker.landmarks(image, &roi)),
                 }
             })
             .collect();
-        for (mut p, pose) in people.into_iter().zip(poses) {
+        for (mut p, (pass, pose)) in people.into_iter().zip(poses) {
             let pose = pose.map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
             let pose = match alternate.as_mut() {
-                Some(a) => pose.map(|pose| a.combine(p.track_id, pose)),
+                Some(a) => pose.map(|pose| a.combine(p.track_id, pass, pose)),
                 None => pose,
             };
             let Some(pose) = pose else {
@@ -630,12 +641,12 @@ impl BaseTransformImpl for IkolBackbone {
                         CAT,
                         imp = self,
                         "flip-test=alternate is for model=blazepose; the heatmap network runs \
-                         the flip test on every frame"
+                         one pass per crop"
                     );
                 }
                 let net = Backbone::load(&path, s.variant.into(), &device)
                     .map_err(|e| settings_err(format!("ikolbackbone: {e}")))?
-                    .with_flip_test(s.flip_test != FlipTest::Off);
+                    .with_flip_test(s.flip_test == FlipTest::On);
                 gst::info!(
                     CAT,
                     imp = self,
@@ -739,6 +750,19 @@ impl BaseTransformImpl for IkolBackbone {
                 }
                 k
             });
+            // flip-test=alternate: every frame takes its turn (one without people ends the
+            // pairings), and a discontinuity ends them too.
+            let pass = match state.net.as_mut() {
+                Net::BlazePose {
+                    alternate: Some(a), ..
+                } => {
+                    if buf.flags().contains(gst::BufferFlags::DISCONT) {
+                        a.reset();
+                    }
+                    Some(a.begin_frame())
+                }
+                _ => None,
+            };
             if m.people.is_empty() {
                 Vec::new()
             } else {
@@ -770,7 +794,7 @@ impl BaseTransformImpl for IkolBackbone {
                         body,
                         rois,
                         alternate,
-                    } => self.blazepose(landmarker, body, rois, alternate, &mut m, &image)?,
+                    } => self.blazepose(landmarker, body, rois, alternate, pass, &mut m, &image)?,
                 }
             }
         };

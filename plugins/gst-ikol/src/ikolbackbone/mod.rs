@@ -21,7 +21,7 @@ pub enum FlipTest {
     On,
     /// model=blazepose: the crop and its mirror image on alternate frames, each frame's pass
     /// averaged with the previous frame's ([`ikol_detect::blazepose_model::AlternatingFlip`]):
-    /// one pass per crop, half a frame late. Other models run the flip test every frame.
+    /// one pass per crop, half a frame late. The heatmap network runs one pass (off).
     #[enum_value(
         name = "Alternate: the crop and its mirror image in turn, each averaged with the frame before",
         nick = "alternate"
