@@ -306,9 +306,8 @@ impl BlazePoseLandmarker {
     ) -> Result<Option<PoseLandmarks>, DetectError> {
         let input = landmark_input(image, roi).map_err(failed)?;
         let (h, w) = (input.height, input.width);
-        let mirrored = (pass != Pass::Plain).then(|| {
-            // Each row's pixels in reverse order, each pixel's channels kept.
-            let mut m = input.data.clone();
+        // Each row's pixels in reverse order, each pixel's channels kept.
+        let mirror = |mut m: Vec<f32>| {
             for row in m.chunks_exact_mut(3 * w) {
                 row.reverse();
                 for px in row.chunks_exact_mut(3) {
@@ -316,7 +315,7 @@ impl BlazePoseLandmarker {
                 }
             }
             m
-        });
+        };
         let decode = |data: Vec<f32>, roi: &RotatedRect, padding: &Padding| {
             let outs = run(&self.model, data, h, w)?;
             let flag = output(&outs, "Identity_1")?;
@@ -328,29 +327,33 @@ impl BlazePoseLandmarker {
             };
             decode_pose(&out, roi, padding, POSE_PRESENCE_THRESHOLD).map_err(failed)
         };
-        let Some(data) = mirrored else {
-            return decode(input.data, &input.roi, &input.padding);
-        };
-        // The flip test: the mirrored crop is decoded as the crop of a mirrored frame, each pass
-        // refined from its own heatmap (the refinement puts a landmark at the index of its
-        // heatmap cell, 1.5 crop pixels short of the cell's centre; mirrored, the offset
-        // changes sign in x and the mean cancels it), and the two poses averaged. The two passes
-        // run side by side on rayon's pool: one graph's kernels keep two cores only partly busy.
-        let (roi, padding) = mirrored_roi(&input.roi, &input.padding, w);
-        if pass == Pass::Mirrored {
-            return Ok(decode(data, &roi, &padding)?.map(PoseLandmarks::unmirrored));
+        // The mirrored crop is decoded as the crop of a mirrored frame.
+        let (m_roi, m_padding) = mirrored_roi(&input.roi, &input.padding, w);
+        match pass {
+            Pass::Plain => decode(input.data, &input.roi, &input.padding),
+            Pass::Mirrored => {
+                Ok(decode(mirror(input.data), &m_roi, &m_padding)?.map(PoseLandmarks::unmirrored))
+            }
+            Pass::Both => {
+                // The flip test: each pass refined from its own heatmap (the refinement puts a
+                // landmark at the index of its heatmap cell, 1.5 crop pixels short of the
+                // cell's centre; mirrored, the offset changes sign in x and the mean cancels
+                // it), and the two poses averaged. The two passes run side by side on rayon's
+                // pool: one graph's kernels keep two cores only partly busy.
+                let data = mirror(input.data.clone());
+                let (pose, other) = rayon::join(
+                    || decode(input.data, &input.roi, &input.padding),
+                    || decode(data, &m_roi, &m_padding),
+                );
+                let Some(pose) = pose? else {
+                    return Ok(None);
+                };
+                let Some(other) = other? else {
+                    return Ok(Some(pose));
+                };
+                Ok(Some(flip_mean(pose, other.unmirrored())))
+            }
         }
-        let (pose, other) = rayon::join(
-            || decode(input.data, &input.roi, &input.padding),
-            || decode(data, &roi, &padding),
-        );
-        let Some(pose) = pose? else {
-            return Ok(None);
-        };
-        let Some(other) = other? else {
-            return Ok(Some(pose));
-        };
-        Ok(Some(flip_mean(pose, other.unmirrored())))
     }
 }
 
