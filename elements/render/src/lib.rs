@@ -567,30 +567,10 @@ impl Canvas {
         style: &MeshStyle,
         color: impl Fn(&[u32; 3], [f32x4; 3]) -> [f32x4; 3],
     ) -> Result<usize, RenderError> {
-        struct Raster<'a, F> {
-            canvas: &'a mut Canvas,
-            k: &'a Intrinsics,
-            vertices: &'a [[f32; 3]],
-            faces: &'a [[u32; 3]],
-            style: &'a MeshStyle,
-            color: F,
-        }
-        impl<F: Fn(&[u32; 3], [f32x4; 3]) -> [f32x4; 3]> pulp::WithSimd for Raster<'_, F> {
-            type Output = Result<usize, RenderError>;
+        pulp::Arch::new().dispatch(
             #[inline(always)]
-            fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
-                self.canvas
-                    .raster_body(self.k, self.vertices, self.faces, self.style, self.color)
-            }
-        }
-        pulp::Arch::new().dispatch(Raster {
-            canvas: self,
-            k,
-            vertices,
-            faces,
-            style,
-            color,
-        })
+            || self.raster_body(k, vertices, faces, style, color),
+        )
     }
 
     /// [`Canvas::raster`]'s body, inlined into each instruction set's copy.
