@@ -764,11 +764,13 @@ impl WithSimd for Gemm<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        // MR rows x NV vectors of accumulators: 16 of the 32 AVX-512 registers, 12 of the 16
-        // AVX2 ones; NV * lanes = PANEL.
+        // MR rows x NV vectors of accumulators, with the NV weight vectors of the step and a
+        // broadcast also in registers (BLIS's shapes): 16 + 2 + 1 of the 32 AVX-512 registers,
+        // 12 + 2 + 1 of the 16 AVX2 ones (4 weight vectors there would not fit, and the FMAs
+        // would reload them from memory for every row: load-bound on two loads per cycle).
         match S::F32_LANES {
             16 => gemm::<S, 8, 2>(simd, self),
-            8 => gemm::<S, 3, 4>(simd, self),
+            8 => gemm::<S, 6, 2>(simd, self),
             4 => gemm::<S, 3, 8>(simd, self),
             1 => gemm::<S, 1, 32>(simd, self),
             _ => gemm_plain(self),
@@ -777,9 +779,11 @@ impl WithSimd for Gemm<'_> {
 }
 
 /// The register-blocked kernel (the GotoBLAS / BLIS micro-kernel scheme, Goto & van de Geijn,
-/// ACM TOMS 34(3), 2008): for each block of `MR` rows of `a` (read in place) and
-/// each panel, `MR x NV` vector accumulators start at the bias and take one rank-1 update per
-/// `i` (`acc[r][v] += a[r, i] * w[i, v]`, fused multiply-adds), then the epilogue.
+/// ACM TOMS 34(3), 2008): for each block of `MR` rows of `a` (read in place) and each
+/// `NV`-vector slice of a panel (`PANEL / (NV lanes)` slices per panel; slices wholly past
+/// `n` are skipped), `MR x NV` vector accumulators start at the bias and take one rank-1
+/// update per `i` (`acc[r][v] += a[r, i] * w[i, v]`, fused multiply-adds), then the epilogue.
+/// Every output's sum is the same sequence of operations whatever the slicing.
 #[inline(always)]
 fn gemm<S: Simd, const MR: usize, const NV: usize>(simd: S, g: Gemm<'_>) {
     let Gemm {
@@ -792,50 +796,67 @@ fn gemm<S: Simd, const MR: usize, const NV: usize>(simd: S, g: Gemm<'_>) {
         act2,
     } = g;
     let (k, n, l) = (w.k, w.n, S::F32_LANES);
-    debug_assert_eq!(NV * l, PANEL);
+    let (sub, per_row) = (NV * l, PANEL / l);
+    debug_assert_eq!(PANEL % sub, 0);
     if rows == 0 || k == 0 {
         return;
     }
     let panels = n.div_ceil(PANEL);
+    // The block's MR rows interleaved (`ap[i] = [a[r0, i], .., a[r0 + MR - 1, i]]`, BLIS's
+    // packed A): one stream for the inner loop, no bounds check per row, no row pointers to
+    // keep in registers.
+    let mut ap = vec![[0f32; MR]; k];
     let mut r0 = 0;
     while r0 < rows {
         let mr = (rows - r0).min(MR);
         // rows past the end repeat the last one (computed, never stored)
-        let ar: [&[f32]; MR] = std::array::from_fn(|r| &a[(r0 + r.min(mr - 1)) * k..][..k]);
+        for r in 0..MR {
+            let row = &a[(r0 + r.min(mr - 1)) * k..][..k];
+            for (d, &x) in ap.iter_mut().zip(row) {
+                d[r] = x;
+            }
+        }
         for p in 0..panels {
             let wp = S::as_simd_f32s(&w.data[p * k * PANEL..(p + 1) * k * PANEL]).0;
             let bp = S::as_simd_f32s(&w.bias[p * PANEL..(p + 1) * PANEL]).0;
-            let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
-            for row in acc.iter_mut() {
-                for (v, b) in row.iter_mut().zip(bp) {
-                    *v = *b;
+            for q in 0..PANEL / sub {
+                let j0 = p * PANEL + q * sub;
+                if j0 >= n {
+                    break;
                 }
-            }
-            for (i, wr) in wp.chunks_exact(NV).enumerate() {
-                for r in 0..MR {
-                    let x = simd.splat_f32s(ar[r][i]);
-                    for v in 0..NV {
-                        acc[r][v] = simd.mul_add_f32s(x, wr[v], acc[r][v]);
+                let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
+                for row in acc.iter_mut() {
+                    for (v, b) in row.iter_mut().zip(&bp[q * NV..]) {
+                        *v = *b;
                     }
                 }
-            }
-            for (r, row) in acc.iter().enumerate().take(mr) {
-                let base = (r0 + r) * n;
-                for (v, &y) in row.iter().enumerate() {
-                    let j = p * PANEL + v * l;
-                    if j >= n {
-                        break;
+                for (ai, wr) in ap.iter().zip(wp.chunks_exact(per_row)) {
+                    let wr: [S::f32s; NV] = std::array::from_fn(|v| wr[q * NV + v]);
+                    for r in 0..MR {
+                        let x = simd.splat_f32s(ai[r]);
+                        for v in 0..NV {
+                            acc[r][v] = simd.mul_add_f32s(x, wr[v], acc[r][v]);
+                        }
                     }
-                    let len = (n - j).min(l);
-                    let mut y = act_v(simd, act, y);
-                    if let Some(res) = res {
-                        y = act_v(
-                            simd,
-                            act2,
-                            simd.add_f32s(y, load(simd, &res[base + j..base + j + len])),
-                        );
+                }
+                for (r, row) in acc.iter().enumerate().take(mr) {
+                    let base = (r0 + r) * n;
+                    for (v, &y) in row.iter().enumerate() {
+                        let j = j0 + v * l;
+                        if j >= n {
+                            break;
+                        }
+                        let len = (n - j).min(l);
+                        let mut y = act_v(simd, act, y);
+                        if let Some(res) = res {
+                            y = act_v(
+                                simd,
+                                act2,
+                                simd.add_f32s(y, load(simd, &res[base + j..base + j + len])),
+                            );
+                        }
+                        store(simd, &mut c[base + j..base + j + len], y);
                     }
-                    store(simd, &mut c[base + j..base + j + len], y);
                 }
             }
         }
