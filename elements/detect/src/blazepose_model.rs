@@ -194,7 +194,7 @@ impl BlazePoseDetector {
     /// its input letterboxed to 224 x 224, where a person at the back of a 1080 x 1920 frame is
     /// a few pixels tall (the face it keys on, one or two). Regions of the same person are
     /// merged (best score kept); best first. Costs one detector run per tile (18 at 1080 x
-    /// 1920, with the whole frame 19), which `ikolcrop` spends every `detect-interval` frames,
+    /// 1920, with the whole frame 19), which `ikolcrop` spends once a `detect-period` (a second),
     /// and on every frame while it follows nobody.
     pub fn detect_people<'a>(
         &self,

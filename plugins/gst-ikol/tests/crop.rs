@@ -379,6 +379,56 @@ fn a_flush_drops_a_running_background_search() {
     }
 }
 
+/// The periodic search follows stream time: with `detect-period=100` (ms) and timestamps of a
+/// 60 fps source, the followed frames after the first search (at 0 ms) are searched first at
+/// 100 ms, frame 6, not every `detect-interval=2` frames; without timestamps the interval
+/// counts (frame 2). The man standing in the frame joins the frame the search runs on.
+#[test]
+fn the_periodic_search_follows_stream_time() {
+    let Some(img) = pose2sim_frame() else {
+        return;
+    };
+    let (w, hgt) = (img.width as usize, img.height as usize);
+    let corner = bx(0.0, 0.0, 60.0, 60.0);
+    for timed in [true, false] {
+        let (mut h, _) = harness(
+            "ikolcrop",
+            &[
+                ("detector", "blazepose"),
+                ("detect-interval", "2"),
+                ("detect-period", "100"),
+                ("roi", "0,0,60,60"),
+                ("background-search", "false"),
+            ],
+            &rgb_caps(w, hgt),
+        );
+        let stamp = |mut b: gst::Buffer, k: u64| {
+            if timed {
+                let pts = gst::ClockTime::from_nseconds(k * 1_000_000_000 / 60);
+                b.make_mut().set_pts(pts);
+            }
+            b
+        };
+        // Frame 0, black: nobody followed, the search runs and finds nobody: the roi's person.
+        let m = meta_of(&h.push_and_pull(stamp(frame(w, hgt, 0, None), 0)).unwrap());
+        assert_eq!(m.people.len(), 1);
+        let mut joined = None;
+        for k in 1..10 {
+            assert!(h.push_upstream_event(meta::feedback_event(&[(1, corner)])));
+            let buf = stamp(gst::Buffer::from_mut_slice(img.pixels.clone()), k);
+            if meta_of(&h.push_and_pull(buf).unwrap()).people.len() > 1 {
+                joined = Some(k);
+                break;
+            }
+        }
+        assert_eq!(
+            joined,
+            Some(if timed { 6 } else { 2 }),
+            "timestamps: {timed}"
+        );
+    }
+}
+
 /// `buf` (with `caps`) through `videoconvert` to `format`: the output buffer and its caps.
 fn convert(buf: gst::Buffer, caps: &str, format: &str) -> (gst::Buffer, gst::Caps) {
     init();

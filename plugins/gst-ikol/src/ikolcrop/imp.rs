@@ -10,8 +10,9 @@
 //!    when all its people have track ids they are used as they are (with any ground truth they
 //!    carry) and nothing else is consulted;
 //! 2. `GstVideoRegionOfInterestMeta`s on the buffer;
-//! 3. the `detector`, when no track is alive; and every `detect-interval` frames while people
-//!    are followed, on a copy of the frame in a background thread (`background-search`, the
+//! 3. the `detector`, when no track is alive; and while people are followed, every
+//!    `detect-period` milliseconds of stream time (buffer timestamps; without them, or with
+//!    `detect-period=0`, every `detect-interval` frames), on a copy of the frame in a background thread (`background-search`, the
 //!    default): its people join a later frame below tracking, so a followed person keeps the
 //!    box the tracking gives and only people not yet followed start tracks, and no frame waits
 //!    for the search (the whole frame and its tiles: about 290 ms at 1080 x 1920);
@@ -56,6 +57,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_MAX_PEOPLE: u32 = 4;
 const DEFAULT_DETECT_INTERVAL: u32 = 30;
+/// Once a second: the search (the whole frame and its tiles, about 290 ms of CPU at
+/// 1080 x 1920) only finds people who walked in, so its rate follows the clock, not the camera's
+/// frame rate (30 frames were half a second on a 60 fps clip).
+const DEFAULT_DETECT_PERIOD_MS: u32 = 1000;
 const DEFAULT_TRACKING: bool = true;
 const DEFAULT_BACKGROUND_SEARCH: bool = true;
 /// A box of a lower-precedence source overlapping a kept one by more than this is the same person.
@@ -68,6 +73,7 @@ struct Settings {
     detector: CropDetector,
     max_people: u32,
     detect_interval: u32,
+    detect_period_ms: u32,
     tracking: bool,
     background_search: bool,
 }
@@ -80,6 +86,7 @@ impl Default for Settings {
             detector: CropDetector::default(),
             max_people: DEFAULT_MAX_PEOPLE,
             detect_interval: DEFAULT_DETECT_INTERVAL,
+            detect_period_ms: DEFAULT_DETECT_PERIOD_MS,
             tracking: DEFAULT_TRACKING,
             background_search: DEFAULT_BACKGROUND_SEARCH,
         }
@@ -103,6 +110,8 @@ struct State {
     detector: Option<SharedDetector>,
     tracker: Tracker,
     frame: u64,
+    /// Timestamp of the frame the last search started on (this sequence).
+    last_search: Option<gst::ClockTime>,
     /// Counts the stream's discontinuities (DISCONT buffers, flushes, new caps): a search
     /// started before one is of another sequence.
     sequence: u64,
@@ -120,7 +129,26 @@ impl State {
     fn restart(&mut self) {
         self.tracker.clear();
         self.frame = 0;
+        self.last_search = None;
         self.new_sequence();
+    }
+}
+
+/// Whether the periodic search is due on this frame while people are followed: once
+/// `detect-period` of stream time has passed since the last search started (a timestamp that
+/// went back, as when a source loops without a flush, counts as due); where the period is 0 or
+/// the buffer has no timestamp, on frames 1, 1 + N, 1 + 2N, ... of `detect-interval`.
+fn search_due(settings: &Settings, state: &State, pts: Option<gst::ClockTime>) -> bool {
+    match pts {
+        Some(pts) if settings.detect_period_ms > 0 => state.last_search.is_none_or(|t| {
+            let period = gst::ClockTime::from_mseconds(settings.detect_period_ms.into());
+            pts < t || pts - t >= period
+        }),
+        _ => {
+            // Frames count from 1.
+            settings.detect_interval > 0
+                && (state.frame - 1).is_multiple_of(u64::from(settings.detect_interval))
+        }
     }
 }
 
@@ -265,10 +293,19 @@ impl ObjectImpl for IkolCrop {
                 glib::ParamSpecUInt::builder("detect-interval")
                     .nick("Detect interval")
                     .blurb(
-                        "Run the detector every N frames while tracking (0 = only when no \
-                            track is alive)",
+                        "Run the detector every N frames while tracking, where detect-period \
+                         is 0 or buffers have no timestamps (0 = only when no track is alive)",
                     )
                     .default_value(DEFAULT_DETECT_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("detect-period")
+                    .nick("Detect period")
+                    .blurb(
+                        "Run the detector every this many milliseconds of stream time while \
+                         tracking (buffer timestamps; 0 = every detect-interval frames)",
+                    )
+                    .default_value(DEFAULT_DETECT_PERIOD_MS)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecBoolean::builder("background-search")
@@ -309,6 +346,7 @@ impl ObjectImpl for IkolCrop {
             "detector" => s.detector = value.get().unwrap_or_default(),
             "max-people" => s.max_people = value.get().unwrap_or(DEFAULT_MAX_PEOPLE),
             "detect-interval" => s.detect_interval = value.get().unwrap_or(DEFAULT_DETECT_INTERVAL),
+            "detect-period" => s.detect_period_ms = value.get().unwrap_or(DEFAULT_DETECT_PERIOD_MS),
             "background-search" => {
                 s.background_search = value.get().unwrap_or(DEFAULT_BACKGROUND_SEARCH)
             }
@@ -324,6 +362,7 @@ impl ObjectImpl for IkolCrop {
             "detector" => s.detector.to_value(),
             "max-people" => s.max_people.to_value(),
             "detect-interval" => s.detect_interval.to_value(),
+            "detect-period" => s.detect_period_ms.to_value(),
             "background-search" => s.background_search.to_value(),
             _ => s.tracking.to_value(),
         }
@@ -374,6 +413,7 @@ impl BaseTransformImpl for IkolCrop {
             detector: detector.map(|d| Arc::new(Mutex::new(d))),
             tracker,
             frame: 0,
+            last_search: None,
             sequence: 0,
             search: None,
         });
@@ -482,17 +522,16 @@ impl BaseTransformImpl for IkolCrop {
                     }
                 }),
         );
-        // 3. The detector, when nothing is tracked or at the interval.
+        // 3. The detector, when nothing is tracked or at the period (interval).
         let tracked = settings.tracking && !feedback.is_empty();
-        // Frames count from 1: detect on frames 1, 1 + N, 1 + 2N, ...
-        let due = settings.detect_interval > 0
-            && (state.frame - 1) % u64::from(settings.detect_interval) == 0;
+        let due = search_due(&settings, state, buf.pts());
         let mut searched = Vec::new();
         if !tracked {
             // A search still running holds the detector: rather than wait for it and then
             // search again, take its people (a few frames old) when it found any.
             let pending = self.searched(state, true)?;
             let d = if pending.is_empty() {
+                state.last_search = buf.pts();
                 self.detect(state, buf)?
             } else {
                 pending
@@ -501,6 +540,9 @@ impl BaseTransformImpl for IkolCrop {
         } else {
             // Collected first, so that a finished search does not keep a due one from starting.
             searched = self.searched(state, false)?;
+            if due {
+                state.last_search = buf.pts();
+            }
             if due && settings.background_search {
                 self.search_in_background(state, buf)?;
             } else if due {
