@@ -380,9 +380,11 @@ fn a_flush_drops_a_running_background_search() {
 }
 
 /// The periodic search follows stream time: with `detect-period=100` (ms) and timestamps of a
-/// 60 fps source, the followed frames after the first search (at 0 ms) are searched first at
-/// 100 ms, frame 6, not every `detect-interval=2` frames; without timestamps the interval
-/// counts (frame 2). The man standing in the frame joins the frame the search runs on.
+/// 60 fps source, three frames nobody follows (searched at once, the last at 33 ms), then
+/// followed frames: the next search is due 100 ms after the last one, at frame 8, not every
+/// `detect-interval=2` frames and not 100 ms after the first; without timestamps the interval
+/// counts (frame 4); `detect-interval=0` turns the periodic search off whatever the period. The
+/// man standing in the frame joins the frame the search runs on.
 #[test]
 fn the_periodic_search_follows_stream_time() {
     let Some(img) = pose2sim_frame() else {
@@ -390,12 +392,16 @@ fn the_periodic_search_follows_stream_time() {
     };
     let (w, hgt) = (img.width as usize, img.height as usize);
     let corner = bx(0.0, 0.0, 60.0, 60.0);
-    for timed in [true, false] {
+    for (timed, interval, expected) in [
+        (true, "2", Some(8)),
+        (false, "2", Some(4)),
+        (true, "0", None),
+    ] {
         let (mut h, _) = harness(
             "ikolcrop",
             &[
                 ("detector", "blazepose"),
-                ("detect-interval", "2"),
+                ("detect-interval", interval),
                 ("detect-period", "100"),
                 ("roi", "0,0,60,60"),
                 ("background-search", "false"),
@@ -409,11 +415,14 @@ fn the_periodic_search_follows_stream_time() {
             }
             b
         };
-        // Frame 0, black: nobody followed, the search runs and finds nobody: the roi's person.
-        let m = meta_of(&h.push_and_pull(stamp(frame(w, hgt, 0, None), 0)).unwrap());
-        assert_eq!(m.people.len(), 1);
+        // Frames 0-2, black: nobody followed, the search runs on each and finds nobody: the
+        // roi's person.
+        for k in 0..3 {
+            let m = meta_of(&h.push_and_pull(stamp(frame(w, hgt, 0, None), k)).unwrap());
+            assert_eq!(m.people.len(), 1);
+        }
         let mut joined = None;
-        for k in 1..10 {
+        for k in 3..12 {
             assert!(h.push_upstream_event(meta::feedback_event(&[(1, corner)])));
             let buf = stamp(gst::Buffer::from_mut_slice(img.pixels.clone()), k);
             if meta_of(&h.push_and_pull(buf).unwrap()).people.len() > 1 {
@@ -422,9 +431,8 @@ fn the_periodic_search_follows_stream_time() {
             }
         }
         assert_eq!(
-            joined,
-            Some(if timed { 6 } else { 2 }),
-            "timestamps: {timed}"
+            joined, expected,
+            "timestamps: {timed}, detect-interval {interval}"
         );
     }
 }

@@ -706,7 +706,8 @@ fn im2col_row(win: &Window, img: &[f32], c: usize, oy: usize, dst: &mut [f32]) {
     }
 }
 
-/// Output columns per panel of [`Packed`] weights: 2 AVX-512 vectors, 4 AVX2 or NEON ones.
+/// Output columns per panel of [`Packed`] weights: 2 AVX-512 vectors, 4 AVX2 ones (taken as
+/// two slices of 2), 8 NEON ones.
 const PANEL: usize = 32;
 
 /// The weights of a matrix product `[M, K] x [K, N]` packed for [`gemm`]: panels of
@@ -765,9 +766,10 @@ impl WithSimd for Gemm<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         // MR rows x NV vectors of accumulators, with the NV weight vectors of the step and a
-        // broadcast also in registers (BLIS's shapes): 16 + 2 + 1 of the 32 AVX-512 registers,
-        // 12 + 2 + 1 of the 16 AVX2 ones (4 weight vectors there would not fit, and the FMAs
-        // would reload them from memory for every row: load-bound on two loads per cycle).
+        // broadcast also in registers: 16 + 2 + 1 of the 32 AVX-512 registers; 12 + 2 + 1 of
+        // the 16 AVX2 ones (BLIS's Haswell shape, 6 x 16; 4 weight vectors would not fit there,
+        // and the FMAs would reload them from memory for every row: load-bound on two loads
+        // per cycle).
         match S::F32_LANES {
             16 => gemm::<S, 8, 2>(simd, self),
             8 => gemm::<S, 6, 2>(simd, self),
@@ -779,7 +781,7 @@ impl WithSimd for Gemm<'_> {
 }
 
 /// The register-blocked kernel (the GotoBLAS / BLIS micro-kernel scheme, Goto & van de Geijn,
-/// ACM TOMS 34(3), 2008): for each block of `MR` rows of `a` (read in place) and each
+/// ACM TOMS 34(3), 2008): for each block of `MR` rows of `a` (packed, see `ap`) and each
 /// `NV`-vector slice of a panel (`PANEL / (NV lanes)` slices per panel; slices wholly past
 /// `n` are skipped), `MR x NV` vector accumulators start at the bias and take one rank-1
 /// update per `i` (`acc[r][v] += a[r, i] * w[i, v]`, fused multiply-adds), then the epilogue.
@@ -798,7 +800,7 @@ fn gemm<S: Simd, const MR: usize, const NV: usize>(simd: S, g: Gemm<'_>) {
     let (k, n, l) = (w.k, w.n, S::F32_LANES);
     let (sub, per_row) = (NV * l, PANEL / l);
     debug_assert_eq!(PANEL % sub, 0);
-    if rows == 0 || k == 0 {
+    if rows == 0 {
         return;
     }
     let panels = n.div_ceil(PANEL);
@@ -1591,6 +1593,66 @@ mod tests {
             v.extend(Window::new((h, w), (2, 2), (1, 1), (1, 1), Padding::Valid));
         }
         v
+    }
+
+    /// The matrix product gives the same bits on every instruction set it is compiled for, and
+    /// they are the module doc's sum done in order with fused multiply-adds: `bias[j]`, then
+    /// `a[r, i] w[i, j] + acc` for i = 0, 1, .., the activation, the residual. Row counts
+    /// cover partial blocks of every block height (1, 3, 6, 8), column counts the slices of
+    /// every width (scalar, 8, 16, 32 lanes) with and without a tail.
+    #[test]
+    fn gemm_is_the_same_sum_on_every_instruction_set() {
+        for (rows, k, n) in [
+            (1, 1, 1),
+            (5, 7, 5),
+            (7, 27, 8),
+            (13, 16, 24),
+            (9, 3, 33),
+            (17, 40, 120),
+        ] {
+            let a = rnd(rows * k, 5);
+            let (filt, bias, res) = (rnd(n * k, 6), rnd(n, 7), rnd(rows * n, 8));
+            let w = Packed::from_filter(&filt, n, k, &bias).expect("pack");
+            let mut want = vec![0f32; rows * n];
+            for r in 0..rows {
+                for j in 0..n {
+                    let mut acc = bias[j];
+                    for i in 0..k {
+                        acc = a[r * k + i].mul_add(filt[j * k + i], acc);
+                    }
+                    want[r * n + j] = Act::Relu.apply(Act::Relu6.apply(acc) + res[r * n + j]);
+                }
+            }
+            let run = |f: &dyn Fn(Gemm<'_>)| {
+                let mut c = vec![f32::NAN; rows * n];
+                f(Gemm {
+                    w: &w,
+                    a: &a,
+                    rows,
+                    c: &mut c,
+                    res: Some(&res),
+                    act: Act::Relu6,
+                    act2: Act::Relu,
+                });
+                c
+            };
+            let what = format!("{rows} x {k} x {n}");
+            assert_eq!(
+                run(&|g| pulp::Scalar::new().vectorize(g)),
+                want,
+                "scalar, {what}"
+            );
+            assert_eq!(run(&|g| Arch::new().dispatch(g)), want, "widest, {what}");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if let Some(simd) = pulp::x86::V3::try_new() {
+                    assert_eq!(run(&|g| Simd::vectorize(simd, g)), want, "AVX2, {what}");
+                }
+                if let Some(simd) = pulp::x86::V4::try_new() {
+                    assert_eq!(run(&|g| Simd::vectorize(simd, g)), want, "AVX-512, {what}");
+                }
+            }
+        }
     }
 
     #[test]

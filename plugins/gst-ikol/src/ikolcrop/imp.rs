@@ -12,10 +12,11 @@
 //! 2. `GstVideoRegionOfInterestMeta`s on the buffer;
 //! 3. the `detector`, when no track is alive; and while people are followed, every
 //!    `detect-period` milliseconds of stream time (buffer timestamps; without them, or with
-//!    `detect-period=0`, every `detect-interval` frames), on a copy of the frame in a background thread (`background-search`, the
-//!    default): its people join a later frame below tracking, so a followed person keeps the
-//!    box the tracking gives and only people not yet followed start tracks, and no frame waits
-//!    for the search (the whole frame and its tiles: about 290 ms at 1080 x 1920);
+//!    `detect-period=0`, every `detect-interval` frames; `detect-interval=0`: never), on a
+//!    copy of the frame in a background thread (`background-search`, the default): its people
+//!    join a later frame below tracking, so a followed person keeps the box the tracking gives
+//!    and only people not yet followed start tracks, and no frame waits for the search (the
+//!    whole frame and its tiles: about 290 ms at 1080 x 1920);
 //! 4. tracking: the boxes `ikolbackbone` measured around each person's joints in the previous
 //!    frame (sent upstream as a custom event);
 //! 5. the `roi` property, when none of the above gave anything.
@@ -123,32 +124,34 @@ impl State {
     fn new_sequence(&mut self) {
         self.sequence += 1;
         self.search = None;
+        // the dropped search is replaced at the next followed frame, not a period later
+        self.last_search = None;
     }
 
     /// A discontinuity ends every track; frames count from 1 again.
     fn restart(&mut self) {
         self.tracker.clear();
         self.frame = 0;
-        self.last_search = None;
         self.new_sequence();
     }
 }
 
-/// Whether the periodic search is due on this frame while people are followed: once
-/// `detect-period` of stream time has passed since the last search started (a timestamp that
-/// went back, as when a source loops without a flush, counts as due); where the period is 0 or
-/// the buffer has no timestamp, on frames 1, 1 + N, 1 + 2N, ... of `detect-interval`.
+/// Whether the periodic search is due on this frame while people are followed: never with
+/// `detect-interval=0`; else once `detect-period` of stream time has passed since the last
+/// search started (a timestamp that went back, as when a source loops without a flush, counts
+/// as due; timestamps that stand still never make it due); where the period is 0 or the buffer
+/// has no timestamp, on frames 1, 1 + N, 1 + 2N, ... of `detect-interval`.
 fn search_due(settings: &Settings, state: &State, pts: Option<gst::ClockTime>) -> bool {
+    if settings.detect_interval == 0 {
+        return false;
+    }
     match pts {
         Some(pts) if settings.detect_period_ms > 0 => state.last_search.is_none_or(|t| {
             let period = gst::ClockTime::from_mseconds(settings.detect_period_ms.into());
             pts < t || pts - t >= period
         }),
-        _ => {
-            // Frames count from 1.
-            settings.detect_interval > 0
-                && (state.frame - 1).is_multiple_of(u64::from(settings.detect_interval))
-        }
+        // Frames count from 1.
+        _ => (state.frame - 1).is_multiple_of(u64::from(settings.detect_interval)),
     }
 }
 
@@ -201,17 +204,18 @@ impl IkolCrop {
             .map_err(|e| self.fail(format!("ikolcrop: {e}")))
     }
 
-    /// Starts a search of this frame in a background thread (unless one is running).
+    /// Starts a search of this frame in a background thread (unless one is running, or there
+    /// is no detector); true when it started.
     fn search_in_background(
         &self,
         state: &mut State,
         buf: &gst::BufferRef,
-    ) -> Result<(), gst::FlowError> {
+    ) -> Result<bool, gst::FlowError> {
         let (Some(det), Some(info)) = (state.detector.as_ref(), state.info.as_ref()) else {
-            return Ok(());
+            return Ok(false);
         };
         if state.search.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| self.fail("ikolcrop: cannot map the video frame".into()))?;
@@ -225,7 +229,8 @@ impl IkolCrop {
             sequence: state.sequence,
             handle,
         });
-        Ok(())
+        state.last_search = buf.pts();
+        Ok(true)
     }
 
     /// The people of a finished background search of this sequence (none while it runs).
@@ -294,7 +299,8 @@ impl ObjectImpl for IkolCrop {
                     .nick("Detect interval")
                     .blurb(
                         "Run the detector every N frames while tracking, where detect-period \
-                         is 0 or buffers have no timestamps (0 = only when no track is alive)",
+                         is 0 or buffers have no timestamps (0 = only when no track is alive, \
+                         whatever detect-period says)",
                     )
                     .default_value(DEFAULT_DETECT_INTERVAL)
                     .mutable_playing()
@@ -303,7 +309,8 @@ impl ObjectImpl for IkolCrop {
                     .nick("Detect period")
                     .blurb(
                         "Run the detector every this many milliseconds of stream time while \
-                         tracking (buffer timestamps; 0 = every detect-interval frames)",
+                         tracking (buffer timestamps; 0 = every detect-interval frames; \
+                         detect-interval=0 turns the periodic search off)",
                     )
                     .default_value(DEFAULT_DETECT_PERIOD_MS)
                     .mutable_playing()
@@ -540,12 +547,10 @@ impl BaseTransformImpl for IkolCrop {
         } else {
             // Collected first, so that a finished search does not keep a due one from starting.
             searched = self.searched(state, false)?;
-            if due {
-                state.last_search = buf.pts();
-            }
             if due && settings.background_search {
                 self.search_in_background(state, buf)?;
             } else if due {
+                state.last_search = buf.pts();
                 let d = self.detect(state, buf)?;
                 merge(&mut cands, d);
             }
