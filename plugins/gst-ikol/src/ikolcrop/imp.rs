@@ -190,9 +190,10 @@ impl IkolCrop {
     /// The detector's people in this frame, now.
     fn detect(
         &self,
-        state: &State,
+        state: &mut State,
         buf: &gst::BufferRef,
     ) -> Result<Vec<Detection>, gst::FlowError> {
+        state.last_search = buf.pts();
         let (Some(det), Some(info)) = (state.detector.as_ref(), state.info.as_ref()) else {
             return Ok(Vec::new());
         };
@@ -205,17 +206,17 @@ impl IkolCrop {
     }
 
     /// Starts a search of this frame in a background thread (unless one is running, or there
-    /// is no detector); true when it started.
+    /// is no detector).
     fn search_in_background(
         &self,
         state: &mut State,
         buf: &gst::BufferRef,
-    ) -> Result<bool, gst::FlowError> {
+    ) -> Result<(), gst::FlowError> {
         let (Some(det), Some(info)) = (state.detector.as_ref(), state.info.as_ref()) else {
-            return Ok(false);
+            return Ok(());
         };
         if state.search.is_some() {
-            return Ok(false);
+            return Ok(());
         }
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| self.fail("ikolcrop: cannot map the video frame".into()))?;
@@ -230,7 +231,7 @@ impl IkolCrop {
             handle,
         });
         state.last_search = buf.pts();
-        Ok(true)
+        Ok(())
     }
 
     /// The people of a finished background search of this sequence (none while it runs).
@@ -538,7 +539,6 @@ impl BaseTransformImpl for IkolCrop {
             // search again, take its people (a few frames old) when it found any.
             let pending = self.searched(state, true)?;
             let d = if pending.is_empty() {
-                state.last_search = buf.pts();
                 self.detect(state, buf)?
             } else {
                 pending
@@ -550,7 +550,6 @@ impl BaseTransformImpl for IkolCrop {
             if due && settings.background_search {
                 self.search_in_background(state, buf)?;
             } else if due {
-                state.last_search = buf.pts();
                 let d = self.detect(state, buf)?;
                 merge(&mut cands, d);
             }
