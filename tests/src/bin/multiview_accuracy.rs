@@ -50,9 +50,12 @@
 //! then being the frame centre). Per frame the subject is the person of the track that is most
 //! often the tallest (`bbox`), unless it is much smaller than the tallest person of that frame.
 //! Rows: `BlazePose world landmarks` (`landmarks_3d`, 2D from `landmarks_2d`) of one more run
-//! with `FLIP_TEST=false` (`landmarks.jsonl`: BlazePose as mediapipe gives it, the baseline),
-//! and `BlazePose world landmarks, the runs' front end` (of the first method run: the
-//! pipeline's default front end, with the flip test), `M (mesh at landmark anchors)`
+//! with `FLIP_TEST=false` (`landmarks.jsonl`: BlazePose as mediapipe gives it, the baseline:
+//! `ikolbackbone` turns the world landmarks from the crop's view into camera axes
+//! (`crop_to_camera`), which this row undoes with the exported `roi`'s centre), the same turned
+//! (`..., in camera axes`: as the chain uses them), and `BlazePose world landmarks, the runs'
+//! front end` (of the first method run: the pipeline's default front end, with the flip test,
+//! in camera axes), `M (mesh at landmark anchors)`
 //! (`surface_landmarks_3d`), `M (SMPL joints)` (`joints_3d`, SMPL joints 16-21, 1, 2, 4, 5, 7,
 //! 8 against landmarks 11-16, 23-28), and the front end's 2D line per run (`landmarks_2d`).
 //!
@@ -111,11 +114,11 @@ use ikol_detect::RgbImage;
 use ikol_detect::blazepose::RotatedRect;
 use ikol_detect::blazepose::landmarks::{BODY_LANDMARKS, LEFT_RIGHT_PAIRS};
 use ikol_detect::blazepose_model::{
-    BETA_RIDGE, BlazePoseDetector, BlazePoseLandmarker, models_dir,
+    BETA_RIDGE, BlazePoseDetector, BlazePoseLandmarker, crop_to_camera, models_dir,
 };
 use ikol_eval::metrics::{mean_distance, procrustes_align};
 use ikol_types::nalgebra::{DMatrix, Matrix3, Vector3};
-use ikol_types::{FrameResult, PersonResult};
+use ikol_types::{FrameResult, Intrinsics, PersonResult};
 use serde_json::{Value, json};
 
 /// Frames in each clip.
@@ -1381,7 +1384,6 @@ fn points_row(
     RowInput { points, pixels }
 }
 
-/// The BlazePose row: world landmarks and 2D landmarks of a run.
 /// The landmark model's other 3D output, for the diagnosis: the view's image landmarks (the
 /// reference's own BlazePose pass on it) as camera-axis points, pixels over fx at the
 /// reference's mean root depth in this camera (weak perspective: x, y and the relative z are
@@ -1425,7 +1427,30 @@ fn image_landmarks_row(
     })
 }
 
-fn blazepose_row(subjects: &[Option<PersonResult>]) -> RowInput {
+/// The intrinsics a run's chain had: the camera's, or with its principal point at the centre of
+/// a `size` frame where the pipeline took no `PRINCIPAL`.
+fn run_intrinsics(cam: &Camera, principal: bool, size: [f64; 2]) -> Intrinsics {
+    if principal {
+        Intrinsics {
+            fx: cam.fx,
+            fy: cam.fy,
+            cx: cam.cx,
+            cy: cam.cy,
+        }
+    } else {
+        Intrinsics {
+            fx: cam.fx,
+            fy: cam.fx,
+            cx: 0.5 * (size[0] - 1.0),
+            cy: 0.5 * (size[1] - 1.0),
+        }
+    }
+}
+
+/// The BlazePose row: world landmarks and 2D landmarks of a run; with `crop_view`, the world
+/// landmarks turned back from camera axes into the view of the crop (the `roi`'s centre) they
+/// were predicted in, as mediapipe gives them (a frame without its `roi` is then missing).
+fn blazepose_row(subjects: &[Option<PersonResult>], crop_view: Option<&Intrinsics>) -> RowInput {
     let mut row = points_row(
         subjects,
         |p| &p.landmarks_3d,
@@ -1433,6 +1458,15 @@ fn blazepose_row(subjects: &[Option<PersonResult>]) -> RowInput {
         NL,
         [1.0, 1.0, 0.0, 0.0],
     );
+    if let Some(k) = crop_view {
+        for (points, s) in row.points.iter_mut().zip(subjects) {
+            let roi = s.as_ref().and_then(|p| p.roi);
+            *points = points.take().zip(roi).map(|(v, r)| {
+                let back = crop_to_camera(k, r.center()).transpose();
+                v.iter().map(|q| back * q).collect()
+            });
+        }
+    }
     row.pixels = subjects
         .iter()
         .map(|s| {
@@ -1811,7 +1845,8 @@ fn main() -> Result<()> {
     let mut diagnoses: Vec<(String, Diagnosis)> = Vec::new();
     let mut baseline_name = "nothing (no run worked)";
     if let Ok(s) = &plain[0].result {
-        let row = blazepose_row(s);
+        let k = run_intrinsics(cam, plain[0].principal, [w, h]);
+        let row = blazepose_row(s, Some(&k));
         diagnoses.push((
             "BlazePose world landmarks".into(),
             diagnose(&row, &ref_limbs, cam),
@@ -1824,6 +1859,13 @@ fn main() -> Result<()> {
         ));
         baseline = Some(m);
         baseline_name = "BlazePose world landmarks";
+        rows.push((
+            "BlazePose world landmarks, in camera axes".into(),
+            Some(evaluate(&blazepose_row(s, None), &ref_limbs, cam)),
+            Some(
+                "the same as ikolbackbone turns them from the crop's view into camera axes".into(),
+            ),
+        ));
     } else if let Err(e) = &plain[0].result {
         rows.push(("BlazePose world landmarks".into(), None, Some(e.clone())));
     }
@@ -1836,7 +1878,7 @@ fn main() -> Result<()> {
     if let Some(first) = runs.iter().find(|r| r.result.is_ok())
         && let Ok(s) = &first.result
     {
-        let m = evaluate(&blazepose_row(s), &ref_limbs, cam);
+        let m = evaluate(&blazepose_row(s, None), &ref_limbs, cam);
         rows.push((
             "BlazePose world landmarks, the runs' front end".into(),
             Some(m.clone()),
@@ -1857,11 +1899,8 @@ fn main() -> Result<()> {
     for r in runs {
         match &r.result {
             Ok(s) => {
-                let k = if r.principal {
-                    [cam.fx, cam.fy, cam.cx, cam.cy]
-                } else {
-                    [cam.fx, cam.fx, 0.5 * (w - 1.0), 0.5 * (h - 1.0)]
-                };
+                let ki = run_intrinsics(cam, r.principal, [w, h]);
+                let k = [ki.fx, ki.fy, ki.cx, ki.cy];
                 let note = (!r.principal).then(|| "principal point: frame centre".to_owned());
                 let mesh_row = points_row(s, |p| &p.surface_landmarks_3d, &LIMB_LANDMARKS, NL, k);
                 let mesh = evaluate(&mesh_row, &ref_limbs, cam);

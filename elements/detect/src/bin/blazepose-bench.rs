@@ -303,7 +303,10 @@ impl Chain {
     }
 
     fn smpl(&self, pose: &PoseLandmarks, t: &mut Times) {
-        let est = timed(t, SMPL, || self.body.estimate(pose));
+        let est = timed(t, SMPL, || {
+            self.body
+                .estimate(pose, &ikol_body::nalgebra::Matrix3::identity())
+        });
         std::hint::black_box(est);
     }
 

@@ -51,7 +51,7 @@ use ikol_backbone::{
     Backbone, DeviceChoice, DirectRegressor, PersonBox, RegressorKind, open_device,
 };
 use ikol_body::BodyModel;
-use ikol_body::nalgebra::Vector3;
+use ikol_body::nalgebra::{Matrix3, Vector3};
 use ikol_types::joints::SMPL24_PARENTS;
 use ikol_types::rotation::axis_angle_to_matrix;
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
@@ -63,7 +63,8 @@ use crate::meta::{self, FrameMeta, Person};
 use ikol_detect::Frame;
 use ikol_detect::blazepose::RotatedRect;
 use ikol_detect::blazepose_model::{
-    AlternatingFlip, BlazePoseLandmarker, BodyFromLandmarks, Pass, models_dir, roi_box,
+    AlternatingFlip, BlazePoseLandmarker, BodyFromLandmarks, Pass, crop_to_camera, models_dir,
+    roi_box,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -325,7 +326,7 @@ impl IkolBackbone {
                     h: side,
                     rotation: 0.0,
                 });
-                match pass {
+                let pose = match pass {
                     // A mirrored pass that finds nobody: the plain one, rather than losing a
                     // borderline person (and the pairing) on every other frame.
                     Some(Pass::Mirrored) => {
@@ -339,10 +340,11 @@ impl IkolBackbone {
                     }
                     Some(pass) => (pass, landmarker.landmarks_pass(image, &roi, pass)),
                     None => (Pass::Both, landmarker.landmarks(image, &roi)),
-                }
+                };
+                (pose, roi)
             })
             .collect();
-        for (mut p, (pass, pose)) in people.into_iter().zip(poses) {
+        for (mut p, ((pass, pose), roi)) in people.into_iter().zip(poses) {
             let pose = pose.map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
             let pose = match alternate.as_mut() {
                 Some(a) => pose.map(|pose| a.combine(p.track_id, pass, pose)),
@@ -357,7 +359,11 @@ impl IkolBackbone {
                 );
                 continue;
             };
-            let e = body.estimate(&pose);
+            // World landmarks from the crop's view into camera axes.
+            let to_camera = m
+                .intrinsics
+                .map_or_else(Matrix3::identity, |k| crop_to_camera(&k, [roi.cx, roi.cy]));
+            let e = body.estimate(&pose, &to_camera);
             let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
             p.joints_3d = e.joints_3d.iter().map(|v| v.map(|x| x as f32)).collect();
             p.joints_2d = e.joints_2d.iter().map(|v| v.map(|x| x as f32)).collect();
