@@ -454,10 +454,10 @@ pub struct BodyEstimate {
 /// centre, not in the frame's camera axes (mediapipe undoes the crop's in-plane rotation only).
 /// This is the smallest rotation taking the optical axis `z` onto that ray (Rodrigues:
 /// `R = I + [a]x + [a]x^2 / (1 + c)` with `a = z x r`, `c = z . r`); a person 30 degrees off
-/// the axis is otherwise seen turned by 30 degrees. On the pose2sim views, where the person
-/// stands 4-12 degrees off the axis, it takes the fit's mean PA-MPJPE over the four views from
-/// 72.5 to 71.2 mm and its MPJPE from 102.9 to 99.6 (`make multiview-accuracy
-/// MULTIVIEW_VIEW=camNN`, 2026-12-08).
+/// the axis is otherwise seen turned by 30 degrees. On renders 21 degrees off the axis it takes
+/// the mapped joints' error from 156.4 to 137.5 mm (`frontend-accuracy -- 40 1.2`); on the
+/// pose2sim views the fit's mean PA-MPJPE / MPJPE from 72.5 / 102.9 to 72.3 / 100.4 mm
+/// (`make multiview-accuracy MULTIVIEW_VIEW=camNN`, 2026-12-08; README).
 pub fn crop_to_camera(k: &Intrinsics, centre: [f64; 2]) -> Matrix3<f64> {
     let r = Vector3::new((centre[0] - k.cx) / k.fx, (centre[1] - k.cy) / k.fy, 1.0).normalize();
     let a = Vector3::z().cross(&r);

@@ -44,7 +44,8 @@ pub struct PersonResult {
     /// BlazePose's 33 landmarks: frame pixels x, y and visibility (model=blazepose).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub landmarks_2d: Vec<[f32; 3]>,
-    /// BlazePose's 33 world landmarks: metres, origin between the hips, camera axes.
+    /// BlazePose's 33 world landmarks: metres, origin between the hips, camera axes (turned from
+    /// the crop's view, `ikol_detect::blazepose_model::crop_to_camera`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub landmarks_3d: Vec<[f32; 3]>,
     /// The solved body at the 33 landmark anchors on its surface (camera metres): the points of

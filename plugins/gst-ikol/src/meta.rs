@@ -95,7 +95,8 @@ pub struct Person {
     pub mesh_joints: Vec<[f32; 3]>,
     /// BlazePose's 33 landmarks: frame pixels x, y and visibility.
     pub landmarks_2d: Vec<[f32; 3]>,
-    /// BlazePose's 33 world landmarks: metres, origin between the hips, camera axes.
+    /// BlazePose's 33 world landmarks: metres, origin between the hips, camera axes (turned from
+    /// the crop's view, `ikol_detect::blazepose_model::crop_to_camera`).
     pub landmarks_3d: Vec<[f32; 3]>,
     /// The solved body at the landmarks' anchors on its surface, camera metres.
     pub surface_landmarks: Vec<[f32; 3]>,
