@@ -442,8 +442,8 @@ pub struct BodyEstimate {
     pub beta: Vec<f64>,
     /// The 33 landmarks in frame pixels (x, y) with their visibility.
     pub landmarks_2d: Vec<[f64; 3]>,
-    /// The 33 world landmarks: metres, origin between the hips, in the axes `to_camera` turns
-    /// them into (camera axes, or the crop's view with the identity).
+    /// The 33 world landmarks: metres, origin between the hips, in the pose's axes (camera axes
+    /// once turned by [`crop_to_camera`], else the crop's view).
     pub landmarks_3d: Vec<[f64; 3]>,
 }
 
@@ -489,14 +489,14 @@ impl BodyFromLandmarks {
         &self.map
     }
 
-    /// Joints, shape and confidences of a decoded pose; `to_camera` turns its world landmarks
-    /// into camera axes ([`crop_to_camera`]; the identity keeps them as the network gives them).
-    pub fn estimate(&self, pose: &PoseLandmarks, to_camera: &Matrix3<f64>) -> BodyEstimate {
+    /// Joints, shape and confidences of a decoded pose, in the axes of its world landmarks
+    /// (camera axes once [`PoseLandmarks::turned`] by [`crop_to_camera`]).
+    pub fn estimate(&self, pose: &PoseLandmarks) -> BodyEstimate {
         let world: Vec<Vector3<f64>> = pose
             .world
             .iter()
             .take(LANDMARKS)
-            .map(|w| to_camera * Vector3::new(w.x, w.y, w.z))
+            .map(|w| Vector3::new(w.x, w.y, w.z))
             .collect();
         let joints = self.map.joints(&world);
         let root = joints[0];
@@ -553,10 +553,11 @@ mod tests {
             // A rotation...
             assert!((r.transpose() * r - Matrix3::identity()).norm() < 1e-12);
             assert!((r.determinant() - 1.0).abs() < 1e-12);
-            // ...taking the optical axis onto the ray through the centre (pinhole back-projection)...
-            let ray =
-                Vector3::new((centre[0] - k.cx) / k.fx, (centre[1] - k.cy) / k.fy, 1.0).normalize();
-            assert!((r * Vector3::z() - ray).norm() < 1e-12);
+            // ...taking the optical axis onto the ray through the centre: the camera projects
+            // the turned axis onto the centre pixel...
+            let ray = r * Vector3::z();
+            let uv = k.project(&ray).expect("in front of the camera");
+            assert!((uv[0] - centre[0]).abs() < 1e-9 && (uv[1] - centre[1]).abs() < 1e-9);
             // ...about the axis perpendicular to both (no roll about the ray): the axis stays put,
             // and the turn is the angle between them.
             let axis = Vector3::z().cross(&ray).normalize();

@@ -368,7 +368,7 @@ fn smpl_joints_from_real_landmarks_are_plausible() -> Result<()> {
     ];
     for f in &frames {
         let n = &f.name;
-        let est = body.estimate(&f.pose, &ikol_body::nalgebra::Matrix3::identity());
+        let est = body.estimate(&f.pose);
         ensure!(est.joints_3d.len() == 24 && est.joints_2d.len() == 24);
         let bbox = roi_box(&f.roi).context("ROI box")?;
         // root-relative

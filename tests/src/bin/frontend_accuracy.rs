@@ -118,8 +118,8 @@ fn main() -> Result<()> {
             continue;
         };
         found += 1;
-        let e = body.estimate(&pose, &crop_to_camera(&k, [roi.cx, roi.cy]));
-        let as_given = body.estimate(&pose, &Matrix3::identity());
+        let as_given = body.estimate(&pose);
+        let e = body.estimate(&pose.turned(&crop_to_camera(&k, [roi.cx, roi.cy])));
         let joints: Vec<Vector3<f64>> = as_given
             .joints_3d
             .iter()

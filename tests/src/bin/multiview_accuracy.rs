@@ -52,7 +52,9 @@
 //! Rows: `BlazePose world landmarks` (`landmarks_3d`, 2D from `landmarks_2d`) of one more run
 //! with `FLIP_TEST=false` (`landmarks.jsonl`: BlazePose as mediapipe gives it, the baseline:
 //! `ikolbackbone` turns the world landmarks from the crop's view into camera axes
-//! (`crop_to_camera`), which this row undoes with the exported `roi`'s centre), the same turned
+//! (`crop_to_camera`), which this row undoes with the exported `roi`'s centre: the hull of the
+//! region the landmark pass used, as long as `ikolcrop` passes the fed-back region on as the
+//! person's box, as it does in these runs), the same turned
 //! (`..., in camera axes`: as the chain uses them), and `BlazePose world landmarks, the runs'
 //! front end` (of the first method run: the pipeline's default front end, with the flip test,
 //! in camera axes), `M (mesh at landmark anchors)`
@@ -100,7 +102,9 @@
 //! Writes the table to stdout and `--out` (default `out/`) as `multiview-accuracy.md`, and all
 //! numbers as `multiview-accuracy.json`. With `--keep DIR`, intermediate files (landmarks per
 //! view, reference, each run's JSON lines and video) stay in DIR; `--reuse` then takes the
-//! landmarks and runs already there instead of recomputing them.
+//! landmarks and runs already there instead of recomputing them (runs kept before `2ec58d3`,
+//! whose world landmarks were not yet turned into camera axes, must be run again: the
+//! baseline row would undo a turn they lack).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -1427,13 +1431,13 @@ fn image_landmarks_row(
     })
 }
 
-/// The intrinsics a run's chain had: the camera's, or with its principal point at the centre of
-/// a `size` frame where the pipeline took no `PRINCIPAL`.
+/// The intrinsics a run's chain had (`FOCAL`: fx = fy = the camera's fx): the camera's principal
+/// point, or the centre of a `size` frame where the pipeline took no `PRINCIPAL`.
 fn run_intrinsics(cam: &Camera, principal: bool, size: [f64; 2]) -> Intrinsics {
     if principal {
         Intrinsics {
             fx: cam.fx,
-            fy: cam.fy,
+            fy: cam.fx,
             cx: cam.cx,
             cy: cam.cy,
         }

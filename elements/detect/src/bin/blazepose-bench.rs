@@ -303,10 +303,7 @@ impl Chain {
     }
 
     fn smpl(&self, pose: &PoseLandmarks, t: &mut Times) {
-        let est = timed(t, SMPL, || {
-            self.body
-                .estimate(pose, &ikol_body::nalgebra::Matrix3::identity())
-        });
+        let est = timed(t, SMPL, || self.body.estimate(pose));
         std::hint::black_box(est);
     }
 

@@ -34,6 +34,8 @@
 //! - `pose_landmarks_to_roi.pbtxt`: the next ROI from the two auxiliary landmarks as alignment
 //!   points (start = 33, end = 34), same options as from a detection.
 
+use ikol_body::nalgebra::{Matrix3, Vector3};
+
 use super::BlazePoseError;
 use super::roi::{Padding, RoiOptions, RotatedRect, roi_from_alignment_points};
 
@@ -155,8 +157,9 @@ pub struct Landmark {
     pub presence: f32,
 }
 
-/// A world landmark: metres, origin at the hips' centre, axes of the frame's camera (x right,
-/// y down) after undoing the ROI rotation.
+/// A world landmark: metres, origin at the hips' centre, in the view of the crop (x right,
+/// y down, after undoing the ROI's in-plane rotation): the axes of a camera looking along the
+/// ray through the crop's centre, until [`PoseLandmarks::turned`] puts them in camera axes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WorldLandmark {
     pub x: f64,
@@ -254,6 +257,16 @@ impl PoseLandmarks {
         }
         swap_left_right(&mut self.landmarks);
         swap_left_right(&mut self.world);
+        self
+    }
+
+    /// The pose with its world landmarks turned by `r` (from the crop's view into camera axes:
+    /// [`crate::blazepose_model::crop_to_camera`]).
+    pub fn turned(mut self, r: &Matrix3<f64>) -> Self {
+        for w in &mut self.world {
+            let v = r * Vector3::new(w.x, w.y, w.z);
+            (w.x, w.y, w.z) = (v.x, v.y, v.z);
+        }
         self
     }
 

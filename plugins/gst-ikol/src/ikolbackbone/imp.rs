@@ -16,8 +16,11 @@
 //! `ikolcrop detector=blazepose` gives them); its 33 landmarks become SMPL-24 joints by a map
 //! fitted on `body-model` (see ikol-detect's `landmarks_smpl`), the shape is fitted to the bone
 //! lengths, confidences come from landmark visibility, and twist is left at zero (`ikolsolver
-//! method=fit` observes it from the landmarks themselves, which are passed on). The box sent
-//! upstream is then mediapipe's next region of interest from the tracking landmarks.
+//! method=fit` observes it from the landmarks themselves, which are passed on). The world
+//! landmarks are turned from the crop's view into camera axes first (the network sees each
+//! person as if the camera looked straight at them; `crop_to_camera`, which relies on the
+//! intrinsics above). The box sent upstream is then mediapipe's next region of interest from
+//! the tracking landmarks.
 //!
 //! With `model=hkmr` (or `hmr`) a body regressor from `checkpoint` (our safetensors written by
 //! `ikol-train` for an HKMR or flat regressor; see ikol-backbone's `regressor`) predicts the
@@ -51,7 +54,7 @@ use ikol_backbone::{
     Backbone, DeviceChoice, DirectRegressor, PersonBox, RegressorKind, open_device,
 };
 use ikol_body::BodyModel;
-use ikol_body::nalgebra::{Matrix3, Vector3};
+use ikol_body::nalgebra::Vector3;
 use ikol_types::joints::SMPL24_PARENTS;
 use ikol_types::rotation::axis_angle_to_matrix;
 use ikol_types::{BBox, Intrinsics, camera::DEFAULT_HFOV_DEG};
@@ -297,6 +300,7 @@ impl IkolBackbone {
         rois: &mut HashMap<u64, RotatedRect>,
         alternate: &mut Option<AlternatingFlip>,
         pass: Option<Pass>,
+        k: &Intrinsics,
         m: &mut FrameMeta,
         image: &Frame<'_>,
     ) -> Result<Vec<(u64, BBox)>, gst::FlowError> {
@@ -326,7 +330,7 @@ impl IkolBackbone {
                     h: side,
                     rotation: 0.0,
                 });
-                let pose = match pass {
+                let (pass, pose) = match pass {
                     // A mirrored pass that finds nobody: the plain one, rather than losing a
                     // borderline person (and the pairing) on every other frame.
                     Some(Pass::Mirrored) => {
@@ -341,10 +345,13 @@ impl IkolBackbone {
                     Some(pass) => (pass, landmarker.landmarks_pass(image, &roi, pass)),
                     None => (Pass::Both, landmarker.landmarks(image, &roi)),
                 };
-                (pose, roi)
+                // World landmarks from the crop's view into camera axes, each pass with its
+                // own crop before any mean over frames.
+                let to_camera = crop_to_camera(k, [roi.cx, roi.cy]);
+                (pass, pose.map(|p| p.map(|p| p.turned(&to_camera))))
             })
             .collect();
-        for (mut p, ((pass, pose), roi)) in people.into_iter().zip(poses) {
+        for (mut p, (pass, pose)) in people.into_iter().zip(poses) {
             let pose = pose.map_err(|e| self.fail(format!("ikolbackbone: {e}")))?;
             let pose = match alternate.as_mut() {
                 Some(a) => pose.map(|pose| a.combine(p.track_id, pass, pose)),
@@ -359,11 +366,7 @@ impl IkolBackbone {
                 );
                 continue;
             };
-            // World landmarks from the crop's view into camera axes.
-            let to_camera = m
-                .intrinsics
-                .map_or_else(Matrix3::identity, |k| crop_to_camera(&k, [roi.cx, roi.cy]));
-            let e = body.estimate(&pose, &to_camera);
+            let e = body.estimate(&pose);
             let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
             p.joints_3d = e.joints_3d.iter().map(|v| v.map(|x| x as f32)).collect();
             p.joints_2d = e.joints_2d.iter().map(|v| v.map(|x| x as f32)).collect();
@@ -800,7 +803,9 @@ impl BaseTransformImpl for IkolBackbone {
                         body,
                         rois,
                         alternate,
-                    } => self.blazepose(landmarker, body, rois, alternate, pass, &mut m, &image)?,
+                    } => {
+                        self.blazepose(landmarker, body, rois, alternate, pass, &k, &mut m, &image)?
+                    }
                 }
             }
         };
