@@ -455,7 +455,7 @@ pub struct BodyEstimate {
 /// This is the smallest rotation taking the optical axis `z` onto that ray (Rodrigues:
 /// `R = I + [a]x + [a]x^2 / (1 + c)` with `a = z x r`, `c = z . r`); a person 30 degrees off
 /// the axis is otherwise seen turned by 30 degrees. On renders 21 degrees off the axis it takes
-/// the mapped joints' error from 156.4 to 137.5 mm (`frontend-accuracy -- 40 1.2`); on the
+/// the mapped joints' error from 157.0 to 141.3 mm (`frontend-accuracy -- 100 1.2`); on the
 /// pose2sim views the fit's mean PA-MPJPE / MPJPE from 72.5 / 102.9 to 72.3 / 100.4 mm
 /// (`make multiview-accuracy MULTIVIEW_VIEW=camNN`, 2026-12-08; README).
 pub fn crop_to_camera(k: &Intrinsics, centre: [f64; 2]) -> Matrix3<f64> {
