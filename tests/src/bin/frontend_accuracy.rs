@@ -24,19 +24,9 @@ use ikol_detect::blazepose_model::{
     BlazePoseDetector, BlazePoseLandmarker, BodyFromLandmarks, crop_to_camera, models_dir,
 };
 use ikol_detect::landmarks_smpl::landmarks_on;
-use ikol_render::{Canvas, Frame, MeshStyle, PixelFormat, draw_mesh};
-use ikol_solver::sampling::{PoseDistribution, sample_beta, sample_pose};
 use ikol_solver::{AnalyticOptions, IkInput, IkolInit, IkolOptions, Method, Rest};
-use ikol_types::Intrinsics;
-use ikol_types::rotation::axis_angle_to_matrix;
-use rand::{Rng, SeedableRng};
-
-const W: usize = 480;
-const H: usize = 640;
-
-fn mpjpe(a: &[Vector3<f64>], b: &[Vector3<f64>]) -> f64 {
-    a.iter().zip(b).map(|(p, q)| (p - q).norm()).sum::<f64>() / a.len() as f64
-}
+use ikol_tests::renders::{H, W, camera, mpjpe, random_body};
+use rand::SeedableRng;
 
 fn main() -> Result<()> {
     let n: usize = std::env::args()
@@ -55,11 +45,7 @@ fn main() -> Result<()> {
     let lm = BlazePoseLandmarker::load(&dir)?;
     let body = BodyFromLandmarks::new(&model).map_err(anyhow::Error::msg)?;
     let basis = model.joint_shape_basis(false)?;
-    let k = Intrinsics::from_hfov(W as u32, H as u32, 60.0);
-    let dist = PoseDistribution {
-        random_heading: false,
-        ..PoseDistribution::default()
-    };
+    let k = camera();
     let method = Method::Ikol(IkolOptions {
         init: IkolInit::Analytic {
             fallback: AnalyticOptions::default().fallback,
@@ -72,41 +58,13 @@ fn main() -> Result<()> {
     let mut e_crop_view = 0.0;
     let mut axis = [0.0f64; 3];
     for _ in 0..n {
-        let pose = sample_pose(&mut rng, &dist);
-        let beta = sample_beta(&mut rng, model.num_betas, 0.7);
-        let heading = rng.random_range(-0.6..0.6);
-        // Model frame (y up, facing +z) to camera (y down, facing the camera: -z): a half turn
-        // about x, after the heading about the model's up axis.
-        let mut rot: Vec<Matrix3<f64>> = pose.iter().map(axis_angle_to_matrix).collect();
-        rot[0] = axis_angle_to_matrix(&Vector3::new(std::f64::consts::PI, 0.0, 0.0))
-            * axis_angle_to_matrix(&Vector3::new(0.0, heading, 0.0))
-            * rot[0];
-        let posed = model.forward(&beta, &rot)?;
-        let root = posed.joints[0];
-        let t = Vector3::new(side, 0.0, 3.2);
-        let verts: Vec<[f32; 3]> = posed
-            .vertices
-            .iter()
-            .map(|v| {
-                let p = Vector3::new(f64::from(v[0]), f64::from(v[1]), f64::from(v[2])) - root + t;
-                [p.x as f32, p.y as f32, p.z as f32]
-            })
-            .collect();
-        let gt: Vec<Vector3<f64>> = posed.joints.iter().map(|j| j - root).collect();
-        let exact = landmarks_on(body.map().anchors(), &posed);
+        let render = random_body(&mut rng, &model, side)?;
+        let gt = &render.joints;
+        let exact = landmarks_on(body.map().anchors(), &render.posed);
         let floor = body.map().joints(&exact);
-        e_floor += mpjpe(&floor.iter().map(|j| j - floor[0]).collect::<Vec<_>>(), &gt);
-
-        let mut px = vec![128u8; W * H * 3];
-        let mut frame = Frame::new(&mut px, W, H, 3 * W, PixelFormat::Rgb)?;
-        let mut depth = Canvas::new(W, H);
-        let style = MeshStyle {
-            color: [205, 170, 150],
-            ..MeshStyle::default()
-        };
-        draw_mesh(&mut frame, &mut depth, &k, &verts, &model.faces, &style)?;
+        e_floor += mpjpe(&floor.iter().map(|j| j - floor[0]).collect::<Vec<_>>(), gt);
         let image = RgbImage {
-            data: &px,
+            data: &render.rgb,
             width: W,
             height: H,
             stride: 3 * W,
@@ -125,13 +83,13 @@ fn main() -> Result<()> {
             .iter()
             .map(|j| Vector3::from(*j))
             .collect();
-        e_crop_view += mpjpe(&joints, &gt);
+        e_crop_view += mpjpe(&joints, gt);
         let joints: Vec<Vector3<f64>> = e.joints_3d.iter().map(|j| Vector3::from(*j)).collect();
-        let m = mpjpe(&joints, &gt);
+        let m = mpjpe(&joints, gt);
         for c in 0..3 {
             axis[c] += joints
                 .iter()
-                .zip(&gt)
+                .zip(gt)
                 .map(|(a, b)| (a[c] - b[c]).abs())
                 .sum::<f64>()
                 / 24.0;
@@ -156,7 +114,7 @@ fn main() -> Result<()> {
         let rest_rot: Vec<Matrix3<f64>> = sol.local_rotations.clone();
         let solved = model.forward(&e.beta, &rest_rot)?;
         let sj: Vec<Vector3<f64>> = solved.joints.iter().map(|j| j - solved.joints[0]).collect();
-        e_solved += mpjpe(&sj, &gt);
+        e_solved += mpjpe(&sj, gt);
     }
     maps.sort_by(f64::total_cmp);
     let f = found.max(1) as f64;
