@@ -458,11 +458,19 @@ pub struct BodyEstimate {
 /// the mapped joints' error from 157.0 to 141.3 mm (`frontend-accuracy -- 100 1.2`); on the
 /// pose2sim views the fit's mean PA-MPJPE / MPJPE from 72.5 / 102.9 to 72.3 / 100.4 mm
 /// (`make multiview-accuracy MULTIVIEW_VIEW=camNN`, 2026-12-08; README).
+///
+/// A camera or centre that gives no finite ray (zero focal length, NaN) gives the identity: the
+/// landmarks are then left as the network gave them.
 pub fn crop_to_camera(k: &Intrinsics, centre: [f64; 2]) -> Matrix3<f64> {
     let r = Vector3::new((centre[0] - k.cx) / k.fx, (centre[1] - k.cy) / k.fy, 1.0).normalize();
     let a = Vector3::z().cross(&r);
     let ax = Matrix3::new(0.0, -a.z, a.y, a.z, 0.0, -a.x, -a.y, a.x, 0.0);
-    Matrix3::identity() + ax + ax * ax / (1.0 + r.z)
+    let turn = Matrix3::identity() + ax + ax * ax / (1.0 + r.z);
+    if turn.iter().all(|x| x.is_finite()) {
+        turn
+    } else {
+        Matrix3::identity()
+    }
 }
 
 /// Landmarks to SMPL-24 for one body model (the map is fitted once at construction).
@@ -565,6 +573,10 @@ mod tests {
             let angle = ((r.trace() - 1.0) / 2.0).acos();
             assert!((angle - ray.z.acos()).abs() < 1e-9);
         }
+        // No finite ray: the landmarks stay as they are.
+        let flat = Intrinsics { fx: 0.0, ..k };
+        assert_eq!(crop_to_camera(&flat, [40.0, 100.0]), Matrix3::identity());
+        assert_eq!(crop_to_camera(&k, [f64::NAN, 100.0]), Matrix3::identity());
     }
 
     #[test]
