@@ -22,8 +22,8 @@ pub fn camera() -> Intrinsics {
     Intrinsics::from_hfov(W as u32, H as u32, 60.0)
 }
 
-/// One render: RGB pixels (row stride `3 * W`), the posed body (model frame) and its joints
-/// relative to the root in camera axes.
+/// One render: RGB pixels (row stride `3 * W`), the posed body (turned to face the camera but
+/// not moved: root at its model position) and its joints relative to the root in camera axes.
 #[derive(Debug)]
 pub struct Render {
     pub rgb: Vec<u8>,
@@ -31,8 +31,8 @@ pub struct Render {
     pub joints: Vec<Vector3<f64>>,
 }
 
-/// A random body (pose, shape within 0.7 standard deviations, heading) with its root `side`
-/// metres to the right of the optical axis at 3.2 m.
+/// A random body (pose; shape coefficients drawn from N(0, 0.7^2); heading within +-0.6 rad)
+/// with its root `side` metres to the right of the optical axis at 3.2 m.
 pub fn random_body(rng: &mut impl Rng, model: &BodyModel, side: f64) -> Result<Render> {
     let dist = PoseDistribution {
         random_heading: false,

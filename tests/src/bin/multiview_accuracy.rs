@@ -53,8 +53,9 @@
 //! with `FLIP_TEST=false` (`landmarks.jsonl`: BlazePose as mediapipe gives it, the baseline:
 //! `ikolbackbone` turns the world landmarks from the crop's view into camera axes
 //! (`crop_to_camera`), which this row undoes with the exported `roi`'s centre: the hull of the
-//! region the landmark pass used, as long as `ikolcrop` passes the fed-back region on as the
-//! person's box, as it does in these runs), the same turned
+//! region the landmark pass used where `ikolcrop` passes the fed-back region on as the person's
+//! box, as it does for a followed person; a detector box merged in on a periodic search can
+//! move it by a few pixels: a tenth of a degree of turn at fx 1681), the same turned
 //! (`..., in camera axes`: as the chain uses them), and `BlazePose world landmarks, the runs'
 //! front end` (of the first method run: the pipeline's default front end, with the flip test,
 //! in camera axes), `M (mesh at landmark anchors)`
