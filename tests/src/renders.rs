@@ -76,8 +76,3 @@ pub fn random_body(rng: &mut impl Rng, model: &BodyModel, side: f64) -> Result<R
     )?;
     Ok(Render { rgb, posed, joints })
 }
-
-/// Mean distance between corresponding points.
-pub fn mpjpe(a: &[Vector3<f64>], b: &[Vector3<f64>]) -> f64 {
-    a.iter().zip(b).map(|(p, q)| (p - q).norm()).sum::<f64>() / a.len().max(1) as f64
-}

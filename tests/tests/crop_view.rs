@@ -18,7 +18,8 @@ use ikol_detect::blazepose_model::{
     BlazePoseDetector, BlazePoseLandmarker, BodyFromLandmarks, DETECTOR_FILE, LANDMARK_FILE,
     crop_to_camera, models_dir,
 };
-use ikol_tests::renders::{H, W, camera, mpjpe, random_body};
+use ikol_eval::metrics::mean_distance;
+use ikol_tests::renders::{H, W, camera, random_body};
 use rand::SeedableRng;
 
 #[test]
@@ -64,9 +65,9 @@ fn world_landmarks_turned_into_camera_axes_are_nearer_the_truth_off_axis() {
                     .map(|j| Vector3::from(*j))
                     .collect()
             };
-            given += mpjpe(&joints(&pose), &r.joints);
+            given += mean_distance(&joints(&pose), &r.joints);
             let to_camera = crop_to_camera(&k, [roi.cx, roi.cy]);
-            turned += mpjpe(&joints(&pose.turned(&to_camera)), &r.joints);
+            turned += mean_distance(&joints(&pose.turned(&to_camera)), &r.joints);
         }
         assert!(
             found >= 5,

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use ikol_body::nalgebra::{Matrix3, Vector3};
 use ikol_body::{BodyModel, JointShapeBasis};
+use ikol_types::rotation::skew;
 use ikol_types::{BBox, Intrinsics};
 
 use crate::blazepose::Padding;
@@ -463,8 +464,7 @@ pub struct BodyEstimate {
 /// landmarks are then left as the network gave them.
 pub fn crop_to_camera(k: &Intrinsics, centre: [f64; 2]) -> Matrix3<f64> {
     let r = Vector3::new((centre[0] - k.cx) / k.fx, (centre[1] - k.cy) / k.fy, 1.0).normalize();
-    let a = Vector3::z().cross(&r);
-    let ax = Matrix3::new(0.0, -a.z, a.y, a.z, 0.0, -a.x, -a.y, a.x, 0.0);
+    let ax = skew(&Vector3::z().cross(&r));
     let turn = Matrix3::identity() + ax + ax * ax / (1.0 + r.z);
     if turn.iter().all(|x| x.is_finite()) {
         turn

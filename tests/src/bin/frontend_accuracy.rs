@@ -24,8 +24,9 @@ use ikol_detect::blazepose_model::{
     BlazePoseDetector, BlazePoseLandmarker, BodyFromLandmarks, crop_to_camera, models_dir,
 };
 use ikol_detect::landmarks_smpl::landmarks_on;
+use ikol_eval::metrics::mean_distance;
 use ikol_solver::{AnalyticOptions, IkInput, IkolInit, IkolOptions, Method, Rest};
-use ikol_tests::renders::{H, W, camera, mpjpe, random_body};
+use ikol_tests::renders::{H, W, camera, random_body};
 use rand::SeedableRng;
 
 fn main() -> Result<()> {
@@ -62,7 +63,7 @@ fn main() -> Result<()> {
         let gt = &render.joints;
         let exact = landmarks_on(body.map().anchors(), &render.posed);
         let floor = body.map().joints(&exact);
-        e_floor += mpjpe(&floor.iter().map(|j| j - floor[0]).collect::<Vec<_>>(), gt);
+        e_floor += mean_distance(&floor.iter().map(|j| j - floor[0]).collect::<Vec<_>>(), gt);
         let image = RgbImage {
             data: &render.rgb,
             width: W,
@@ -83,9 +84,9 @@ fn main() -> Result<()> {
             .iter()
             .map(|j| Vector3::from(*j))
             .collect();
-        e_crop_view += mpjpe(&joints, gt);
+        e_crop_view += mean_distance(&joints, gt);
         let joints: Vec<Vector3<f64>> = e.joints_3d.iter().map(|j| Vector3::from(*j)).collect();
-        let m = mpjpe(&joints, gt);
+        let m = mean_distance(&joints, gt);
         for c in 0..3 {
             axis[c] += joints
                 .iter()
@@ -114,7 +115,7 @@ fn main() -> Result<()> {
         let rest_rot: Vec<Matrix3<f64>> = sol.local_rotations.clone();
         let solved = model.forward(&e.beta, &rest_rot)?;
         let sj: Vec<Vector3<f64>> = solved.joints.iter().map(|j| j - solved.joints[0]).collect();
-        e_solved += mpjpe(&sj, gt);
+        e_solved += mean_distance(&sj, gt);
     }
     maps.sort_by(f64::total_cmp);
     let f = found.max(1) as f64;

@@ -1435,20 +1435,16 @@ fn image_landmarks_row(
 /// The intrinsics a run's chain had (`FOCAL`: fx = fy = the camera's fx): the camera's principal
 /// point, or the centre of a `size` frame where the pipeline took no `PRINCIPAL`.
 fn run_intrinsics(cam: &Camera, principal: bool, size: [f64; 2]) -> Intrinsics {
-    if principal {
-        Intrinsics {
-            fx: cam.fx,
-            fy: cam.fx,
-            cx: cam.cx,
-            cy: cam.cy,
-        }
+    let (cx, cy) = if principal {
+        (cam.cx, cam.cy)
     } else {
-        Intrinsics {
-            fx: cam.fx,
-            fy: cam.fx,
-            cx: 0.5 * (size[0] - 1.0),
-            cy: 0.5 * (size[1] - 1.0),
-        }
+        (0.5 * (size[0] - 1.0), 0.5 * (size[1] - 1.0))
+    };
+    Intrinsics {
+        fx: cam.fx,
+        fy: cam.fx,
+        cx,
+        cy,
     }
 }
 
